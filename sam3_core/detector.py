@@ -1,0 +1,156 @@
+"""Running SAM 3's concept detector on cached image features, many prompts per forward pass.
+
+``Sam3Model`` does not broadcast one image over several prompts, but it accepts pre-computed
+``vision_embeds``: we expand each cached feature map along the batch dimension (a view, no copy)
+so N phrases on one image cost one text/decoder pass of batch N and no extra image encoding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .results import PhraseResult
+
+#: SAM 3's text encoder takes at most this many tokens (start and end tokens included).
+MAX_TEXT_TOKENS = 32
+
+
+@dataclass
+class ImageFeatures:
+    """One image's encoding, as cached.
+
+    Attributes:
+        backbone: ``(1, S, C)`` ViT output tokens; the tracker builds its own features from these.
+        fpn_hidden_states: the detector neck's feature maps, each ``(1, C', h, w)``.
+        fpn_position_encoding: their position encodings, same shapes.
+        image_size: original ``(H, W)``.
+        tracker_embeddings: the tracker's per-level features, filled on the first refine call.
+    """
+
+    backbone: torch.Tensor
+    fpn_hidden_states: tuple[torch.Tensor, ...]
+    fpn_position_encoding: tuple[torch.Tensor, ...]
+    image_size: tuple[int, int]
+    tracker_embeddings: list[torch.Tensor] | None = None
+
+
+@dataclass
+class PromptSpec:
+    """One row of a detector batch: a phrase (or ``"visual"``) and optional exemplar boxes.
+
+    ``boxes`` are normalised ``cx, cy, w, h`` (as ``Sam3Model`` expects), ``box_labels`` 1 positive /
+    0 negative. Instances scoring at or below ``score_threshold`` are dropped; mask probabilities above
+    ``mask_threshold`` are foreground.
+    """
+
+    phrase: str
+    boxes: torch.Tensor | None = None
+    box_labels: torch.Tensor | None = None
+    truncated: bool = False
+    score_threshold: float = 0.5
+    mask_threshold: float = 0.5
+
+
+@torch.inference_mode()
+def encode_images(detector, pixel_values: torch.Tensor, sizes: list[tuple[int, int]]) -> list[ImageFeatures]:
+    """Run the vision encoder on a batch ``(B, 3, S, S)`` and split the result per image."""
+    output = detector.get_vision_features(pixel_values=pixel_values)
+    features = []
+    for i, size in enumerate(sizes):
+        features.append(ImageFeatures(
+            backbone=output.last_hidden_state[i : i + 1].clone(),
+            fpn_hidden_states=tuple(t[i : i + 1].clone() for t in output.fpn_hidden_states),
+            fpn_position_encoding=tuple(t[i : i + 1].clone() for t in output.fpn_position_encoding),
+            image_size=size,
+        ))
+    return features
+
+
+def batched_vision_embeds(items: list[tuple[ImageFeatures, int]]):
+    """Vision embeds for a batch where image ``k`` is repeated ``n_k`` times, in order.
+
+    A single image is expanded (no copy); several images are concatenated.
+    """
+    from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
+
+    def gather(select) -> tuple[torch.Tensor, ...]:
+        levels = zip(*(select(feat) for feat, _ in items))
+        counts = [n for _, n in items]
+        if len(items) == 1:
+            return tuple(level[0].expand(counts[0], *level[0].shape[1:]) for level in levels)
+        return tuple(torch.cat([t.expand(n, *t.shape[1:]) for t, n in zip(level, counts)]) for level in levels)
+
+    return Sam3VisionEncoderOutput(
+        fpn_hidden_states=gather(lambda f: f.fpn_hidden_states),
+        fpn_position_encoding=gather(lambda f: f.fpn_position_encoding),
+    )
+
+
+def tokenize(tokenizer, phrases: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and attention mask ``(N, 32)``, padded like ``Sam3Processor`` and cut at 32 tokens."""
+    encoded = tokenizer(phrases, padding="max_length", max_length=MAX_TEXT_TOKENS, truncation=True,
+                        return_tensors="pt")
+    return encoded["input_ids"].to(device), encoded["attention_mask"].to(device)
+
+
+def count_tokens(tokenizer, phrase: str) -> int:
+    """Tokens the phrase needs including start/end tokens (to detect truncation)."""
+    return len(tokenizer(phrase)["input_ids"])
+
+
+@torch.inference_mode()
+def run_prompts(detector, tokenizer, items: list[tuple[ImageFeatures, list[PromptSpec]]], *,
+                dtype: torch.dtype) -> list[list[PhraseResult]]:
+    """One detector forward over every (image, prompt) pair in ``items``; results grouped like ``items``.
+
+    All prompts in one call must agree on their number of boxes (callers group them), so no padding
+    changes what any prompt sees.
+    """
+    device = items[0][0].fpn_hidden_states[0].device
+    prompts = [p for _, specs in items for p in specs]
+    input_ids, attention_mask = tokenize(tokenizer, [p.phrase for p in prompts], device)
+    kwargs = {}
+    if prompts[0].boxes is not None:
+        kwargs["input_boxes"] = torch.stack([p.boxes for p in prompts]).to(device=device, dtype=dtype)
+        kwargs["input_boxes_labels"] = torch.stack([p.box_labels for p in prompts]).to(device)
+    outputs = detector(vision_embeds=batched_vision_embeds([(f, len(s)) for f, s in items]),
+                       input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+    sizes = [f.image_size for f, specs in items for _ in specs]
+    flat = postprocess_outputs(outputs, prompts, sizes)
+    grouped, start = [], 0
+    for _, specs in items:
+        grouped.append(flat[start : start + len(specs)])
+        start += len(specs)
+    return grouped
+
+
+def postprocess_outputs(outputs, prompts: list[PromptSpec], sizes: list[tuple[int, int]]) -> list[PhraseResult]:
+    """Scores, boxes and masks per prompt, computed as ``Sam3Processor.post_process_instance_segmentation``
+    does (same operations in the same order), but with boolean masks and instances sorted by score."""
+    scores_all = outputs.pred_logits.float().sigmoid() * outputs.presence_logits.float().sigmoid()
+    presence = outputs.presence_logits.float().sigmoid()[:, 0]
+    results = []
+    for row, (prompt, (height, width)) in enumerate(zip(prompts, sizes)):
+        keep = scores_all[row] > prompt.score_threshold
+        order = torch.argsort(scores_all[row][keep], descending=True, stable=True)
+        scores = scores_all[row][keep][order]
+        scale = torch.tensor([width, height, width, height], device=scores.device, dtype=torch.float32)
+        boxes = outputs.pred_boxes[row].float()[keep][order] * scale
+        masks = outputs.pred_masks[row][keep][order].float().sigmoid()
+        if len(masks):
+            masks = F.interpolate(masks[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+        masks = masks > prompt.mask_threshold
+        results.append(PhraseResult(
+            phrase=prompt.phrase,
+            masks=masks.cpu().numpy() if len(masks) else np.zeros((0, height, width), dtype=bool),
+            boxes=boxes.cpu().numpy().astype(np.float32).reshape(-1, 4),
+            scores=scores.cpu().numpy().astype(np.float32),
+            presence_score=float(presence[row]),
+            image_size=(height, width),
+            truncated=prompt.truncated,
+        ))
+    return results

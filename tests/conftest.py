@@ -1,0 +1,44 @@
+"""Shared fixtures: a tiny random SAM 3 checkpoint written once per session, and engines over it.
+
+Nothing here touches the network: ``HF_HUB_OFFLINE`` is forced so an accidental hub lookup fails
+fast instead of hanging, and the checkpoint is loaded through the same ``from_pretrained`` path a
+real ``facebook/sam3`` download takes.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> str:
+    from sam3_core.tiny import write_tiny_checkpoint
+
+    return str(write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_sam3"), seed=0))
+
+
+@pytest.fixture(scope="session")
+def engine(tiny_checkpoint):
+    from sam3_core import Sam3Engine
+
+    with Sam3Engine.from_pretrained(tiny_checkpoint, device="cpu") as eng:
+        yield eng
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+def random_image(rng: np.random.Generator, height: int = 90, width: int = 120) -> np.ndarray:
+    """A random RGB image with some structure (blocks), so features differ between images."""
+    base = rng.integers(0, 256, size=(height // 10 + 1, width // 10 + 1, 3), dtype=np.uint8)
+    image = np.kron(base, np.ones((10, 10, 1), dtype=np.uint8))[:height, :width]
+    noise = rng.integers(0, 30, size=image.shape, dtype=np.uint8)
+    return (image // 2 + noise).astype(np.uint8)

@@ -1,0 +1,44 @@
+"""The ``sam3-agent`` command line, run as a real subprocess on a tiny checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def test_make_checkpoint_then_segment_phrase(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    done = run_cli("make-tiny-checkpoint", str(ckpt), "--video")
+    assert done.returncode == 0, done.stderr
+    assert (ckpt / "model.safetensors").is_file() and (ckpt / "tokenizer.json").is_file()
+    assert (ckpt / "processor_config.json").is_file()
+
+    image = tmp_path / "img.png"
+    Image.fromarray((np.random.default_rng(0).random((60, 80, 3)) * 255).astype(np.uint8)).save(image)
+    out, overlay = tmp_path / "out.json", tmp_path / "overlay.png"
+    done = run_cli("segment-phrase", str(image), "cat", "red car", "--model", str(ckpt), "--out", str(out),
+                   "--overlay", str(overlay), "--threshold", "0.0")
+    assert done.returncode == 0, done.stderr
+    document = json.loads(out.read_text())
+    assert document["image_size"] == {"height": 60, "width": 80}
+    assert [r["phrase"] for r in document["results"]] == ["cat", "red car"]
+    instance = document["results"][0]["instances"][0]
+    assert set(instance) == {"score", "box_xyxy", "rle"} and instance["rle"]["size"] == [60, 80]
+    assert Image.open(overlay).size == (80, 60)
+
+
+def test_bad_input_exits_with_a_message(tmp_path):
+    done = run_cli("segment-phrase", str(tmp_path / "missing.jpg"), "cat", "--model", str(tmp_path))
+    assert done.returncode == 2
+    assert "cannot load a SAM 3 checkpoint" in done.stderr or "not found" in done.stderr
