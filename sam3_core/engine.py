@@ -25,7 +25,7 @@ import torch
 
 from .batching import MicroBatcher
 from .cache import CacheStats, FeatureCache
-from .detector import MAX_TEXT_TOKENS, ImageFeatures, PromptSpec, count_tokens
+from .detector import MAX_TEXT_TOKENS, ImageFeatures, PromptSpec, cached_bytes, count_tokens
 from .errors import PromptError, UsageError
 from .handler import BatchHandler, EncodeRequest, EngineCounters, RefineRequest, SegmentRequest
 from .images import DEFAULT_MAX_PIXELS, ImageInput, LoadedImage, load_image
@@ -71,7 +71,7 @@ class Sam3Engine:
         self.device, self.dtype, self.options = device, dtype, options
         self.processor = processor
         self.has_tracker = tracker is not None
-        self.cache: FeatureCache[ImageFeatures] = FeatureCache(options.cache_bytes)
+        self.cache: FeatureCache[ImageFeatures] = FeatureCache(options.cache_bytes, size_of=cached_bytes)
         self._handler = BatchHandler(
             detector=detector, processor=processor, tracker=tracker, tracker_processor=tracker_processor,
             cache=self.cache, device=device, dtype=dtype, max_encode_batch=options.max_encode_batch,

@@ -70,6 +70,7 @@ class BatchHandler:
     max_encode_batch: int = 8
     max_prompts_per_pass: int = 64
     counters: EngineCounters = field(default_factory=EngineCounters)
+    shared_positions: dict = field(default_factory=dict)
 
     def __call__(self, batch: list[Request]) -> None:
         features = self._features_for(batch)
@@ -122,7 +123,8 @@ class BatchHandler:
         )["pixel_values"].to(self.device, self.dtype)
         self.counters.images_encoded += len(images)
         self.counters.encoder_passes += 1
-        return encode_images(self.detector, pixel_values, [image.size_hw for image in images])
+        return encode_images(self.detector, pixel_values, [image.size_hw for image in images],
+                             self.shared_positions)
 
     # -- concept segmentation ---------------------------------------------------------------------
 

@@ -125,7 +125,7 @@ def write_byte_tokenizer(folder: Path) -> None:
 
 def write_tiny_checkpoint(folder: str | Path, spec: TinySpec = TinySpec(), *, video: bool = False,
                           seed: int = 0) -> Path:
-    """Write a random SAM 3 checkpoint (weights, processor, tokenizer) into ``folder``.
+    """Write a random SAM 3 checkpoint (weights, processor, tokenizer) of shape ``spec`` into ``folder``.
 
     Args:
         folder: created if missing.
@@ -133,18 +133,22 @@ def write_tiny_checkpoint(folder: str | Path, spec: TinySpec = TinySpec(), *, vi
         video: also write the video processor files, so ``Sam3VideoProcessor.from_pretrained`` works.
         seed: weights are drawn from ``torch.manual_seed(seed)``; equal seeds give equal checkpoints.
     """
-    from transformers import Sam3ImageProcessor, Sam3Processor, Sam3VideoModel
+    return write_random_checkpoint(folder, tiny_config(spec), spec.image_size, video=video, seed=seed)
+
+
+def write_random_checkpoint(folder: str | Path, config, image_size: int, *, video: bool = False,
+                            seed: int = 0) -> Path:
+    """Write a randomly initialised ``Sam3VideoModel`` of ``config`` with a matching processor."""
+    from transformers import CLIPTokenizer, Sam3ImageProcessor, Sam3Processor, Sam3VideoModel
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    model = Sam3VideoModel(tiny_config(spec)).eval()
+    model = Sam3VideoModel(config).eval()
     model.save_pretrained(folder)
     write_byte_tokenizer(folder)
-    from transformers import CLIPTokenizer
-
-    mask_side = 4 * spec.image_size // PATCH
-    image_processor = Sam3ImageProcessor(size={"height": spec.image_size, "width": spec.image_size},
+    mask_side = 4 * image_size // PATCH
+    image_processor = Sam3ImageProcessor(size={"height": image_size, "width": image_size},
                                          mask_size={"height": mask_side, "width": mask_side})
     processor = Sam3Processor(image_processor=image_processor, tokenizer=CLIPTokenizer.from_pretrained(folder))
     processor.save_pretrained(folder)

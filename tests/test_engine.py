@@ -194,3 +194,9 @@ def test_gated_and_disk_errors_are_explained():
     assert "HF_TOKEN" in explain_load_error("facebook/sam3", gated)
     full = OSError(errno.ENOSPC, "No space left on device")
     assert "no space left" in explain_load_error("facebook/sam3", full)
+
+
+def test_position_encodings_are_stored_once(engine, rng):
+    first, second = engine.encode(random_image(rng)), engine.encode(random_image(rng))
+    assert first.fpn_position_encoding[0] is second.fpn_position_encoding[0]
+    assert not torch.equal(first.fpn_hidden_states[0], second.fpn_hidden_states[0])

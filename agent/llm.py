@@ -1,0 +1,476 @@
+"""Async client for the multimodal LLM behind an OpenAI-compatible endpoint (vLLM, or any other).
+
+:class:`LLMClient` wraps :class:`openai.AsyncOpenAI` with
+
+* its own retry loop (exponential backoff with jitter, ``Retry-After`` honoured) on HTTP 408/429/5xx,
+  timeouts and connection errors -- the SDK's retries are switched off so every attempt is logged
+  and tests can count them; other 4xx fail at once;
+* :class:`~sam3_core.errors.RunFailed` with a ``cause`` (``llm_unavailable``, ``llm_timeout``,
+  ``llm_rate_limited``, ``llm_rejected``, ``llm_context_overflow``, ``llm_bad_response``) and a
+  message naming the endpoint when a call cannot be completed;
+* both tool-call protocols of :mod:`agent.tool_protocol`, returning an :class:`LLMReply`;
+* cumulative :class:`Usage` (tokens, calls, retries), safe to share between many coroutines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import io
+import json
+import logging
+import math
+import os
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+import openai
+from PIL import Image
+
+from agent import tool_protocol as tp
+from sam3_core.errors import ImageError, ModelRetry, RunFailed, UsageError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+ImageLike = np.ndarray | Image.Image
+_RETRYABLE_STATUS = frozenset({408, 429})
+
+
+def _default_api_key() -> str:
+    return os.environ.get("OPENAI_API_KEY") or "EMPTY"
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    """Where the LLM is and how to call it.
+
+    ``model`` empty means: ask the endpoint (``GET /v1/models``) and use the first model it serves.
+    ``max_retries`` counts retries after the first attempt. ``image_max_pixels`` is the pixel budget
+    of each image sent (None: no resizing). ``extra_body`` is merged into every request (e.g.
+    ``{"chat_template_kwargs": {"enable_thinking": False}}`` or ``{"top_k": 20}`` for vLLM).
+    ``max_concurrency`` caps requests in flight from this client (None: no cap).
+    """
+
+    base_url: str = "http://localhost:8000/v1"
+    model: str = ""
+    api_key: str = field(default_factory=_default_api_key, repr=False)
+    timeout_s: float = 120.0
+    max_retries: int = 4
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 30.0
+    temperature: float = 0.0
+    max_tokens: int = 4096
+    image_max_pixels: int | None = 1024 * 1024
+    image_format: Literal["jpeg", "png"] = "jpeg"
+    tool_protocol: tp.Protocol = tp.DEFAULT_PROTOCOL
+    max_concurrency: int | None = None
+    extra_body: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.tool_protocol not in tp.PROTOCOLS:
+            raise UsageError(f"tool_protocol must be one of {tp.PROTOCOLS}, got {self.tool_protocol!r}")
+        if self.image_format not in ("jpeg", "png"):
+            raise UsageError(f"image_format must be 'jpeg' or 'png', got {self.image_format!r}")
+        if self.timeout_s <= 0 or self.max_retries < 0 or min(self.backoff_initial_s, self.backoff_max_s) < 0:
+            raise UsageError("timeout_s must be > 0; max_retries and backoff times must be >= 0")
+        if self.image_max_pixels is not None and self.image_max_pixels < 1:
+            raise UsageError(f"image_max_pixels must be >= 1 or None, got {self.image_max_pixels}")
+        if self.max_concurrency is not None and self.max_concurrency < 1:
+            raise UsageError(f"max_concurrency must be >= 1 or None, got {self.max_concurrency}")
+
+
+@dataclass
+class Usage:
+    """Token and call counts; ``retries`` counts failed attempts that were retried."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    retries: int = 0
+    failures: int = 0
+
+    def add(self, other: Usage) -> None:
+        """Add ``other``'s counts to this one."""
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+@dataclass
+class LLMReply:
+    """One assistant turn.
+
+    ``message`` is the assistant message to append to the history as is. ``text`` is the visible
+    text (reasoning and call markup removed), ``content`` the raw content. ``tool_calls`` holds at
+    most one call (later ones are counted in ``ignored_calls``). ``tool_error`` is set when the call
+    could not be parsed or validated: show it to the model (see
+    :func:`agent.tool_protocol.tool_result_messages`) and let it try again.
+    """
+
+    text: str
+    content: str
+    tool_calls: list[tp.ToolCall]
+    message: dict[str, Any]
+    usage: Usage
+    finish_reason: str | None = None
+    reasoning: str = ""
+    ignored_calls: int = 0
+    tool_error: ModelRetry | None = None
+    latency_s: float = 0.0
+
+    @property
+    def tool_call(self) -> tp.ToolCall | None:
+        """The call to execute, or None."""
+        return self.tool_calls[0] if self.tool_calls else None
+
+
+# --------------------------------------------------------------------------- images
+
+
+def image_to_data_url(image: ImageLike, max_pixels: int | None, fmt: str = "jpeg", quality: int = 90) -> str:
+    """Encode an image as a base64 ``data:`` URL, downscaled to at most ``max_pixels`` pixels.
+
+    Accepts a PIL image or a uint8 numpy array (HxW, HxWx3 or HxWx4). The aspect ratio is kept;
+    images within the budget are not resized. ``fmt`` is ``"jpeg"`` (alpha dropped) or ``"png"``.
+    """
+    if isinstance(image, np.ndarray):
+        shape_ok = image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))
+        if image.dtype != np.uint8 or not shape_ok:
+            raise ImageError(f"expected a uint8 HxW, HxWx3 or HxWx4 array, got {image.dtype} {image.shape}")
+        image = Image.fromarray(image)
+    elif not isinstance(image, Image.Image):
+        raise UsageError(f"image must be a numpy array or PIL image, got {type(image).__name__}")
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise ImageError(f"image is empty ({width}x{height})")
+    if max_pixels is not None and width * height > max_pixels:
+        scale = math.sqrt(max_pixels / (width * height))
+        size = (max(1, math.floor(width * scale)), max(1, math.floor(height * scale)))
+        image = image.resize(size, Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    if fmt == "jpeg":
+        image.convert("RGB").save(buf, format="JPEG", quality=quality)
+    elif fmt == "png":
+        image.save(buf, format="PNG")
+    else:
+        raise UsageError(f"fmt must be 'jpeg' or 'png', got {fmt!r}")
+    return f"data:image/{fmt};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
+
+
+def image_part(image: ImageLike, max_pixels: int | None, fmt: str = "jpeg") -> dict[str, Any]:
+    """An OpenAI ``image_url`` content part for ``image``."""
+    return {"type": "image_url", "image_url": {"url": image_to_data_url(image, max_pixels, fmt)}}
+
+
+# --------------------------------------------------------------------------- failures
+
+
+@dataclass(frozen=True)
+class _Failure:
+    retryable: bool
+    cause: str
+    detail: str
+    retry_after: float | None = None
+
+
+def _status_detail(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        message = inner.get("message") if isinstance(inner, dict) else inner
+        if message:
+            return f"HTTP {exc.status_code}: {message}"
+    return f"HTTP {exc.status_code}: {exc.message}"
+
+
+def _classify(exc: openai.APIError, timeout_s: float) -> _Failure:
+    """Decide whether an SDK error is worth retrying and what to call it."""
+    if isinstance(exc, openai.APITimeoutError):
+        return _Failure(True, "llm_timeout", f"no response within {timeout_s:g}s")
+    if isinstance(exc, openai.APIConnectionError):
+        return _Failure(True, "llm_unavailable", f"connection failed ({exc.__cause__ or exc})")
+    if isinstance(exc, openai.APIStatusError):
+        status, detail = exc.status_code, _status_detail(exc)
+        if status in _RETRYABLE_STATUS or status >= 500:
+            retry_after = None
+            with contextlib.suppress(ValueError):
+                retry_after = float(exc.response.headers.get("retry-after", ""))
+            cause = "llm_rate_limited" if status == 429 else "llm_unavailable"
+            return _Failure(True, cause, detail, retry_after)
+        lowered = detail.lower()
+        if "context length" in lowered or "maximum context" in lowered or "too long" in lowered:
+            return _Failure(False, "llm_context_overflow", detail)
+        return _Failure(False, "llm_rejected", detail)
+    return _Failure(False, "llm_bad_response", str(exc))
+
+
+def _hint(failure: _Failure, config: LLMConfig) -> str:
+    """A suggestion of what to check, for failures a person must fix."""
+    detail = failure.detail
+    if detail.startswith(("HTTP 401", "HTTP 403")):
+        return " Check the API key (LLMConfig.api_key or OPENAI_API_KEY)."
+    if detail.startswith("HTTP 404"):
+        return f" Check base_url (usually ends in /v1) and the model name (GET {config.base_url}/models)."
+    if "tool" in detail.lower() and config.tool_protocol == "native":
+        return (
+            " Native tool calling needs vLLM started with --enable-auto-tool-choice --tool-call-parser "
+            "<parser for the model>; or use tool_protocol='text', which needs no server flags."
+        )
+    if detail.startswith("connection failed"):
+        return " Is the server running and reachable at that address?"
+    if detail.startswith("HTTP 5"):
+        return " The server reported an error; see its log."
+    return ""
+
+
+# --------------------------------------------------------------------------- replies
+
+
+def _history_entry(call: tp.ToolCall) -> dict[str, Any]:
+    """The ``tool_calls`` entry of an assistant message (arguments re-serialised as valid JSON)."""
+    function = {"name": call.name, "arguments": json.dumps(call.arguments)}
+    return {"id": call.id, "type": "function", "function": function}
+
+
+def _native_call(raw: Any) -> tuple[tp.ToolCall, ModelRetry | None]:
+    """Decode one entry of ``message.tool_calls``; bad arguments give an empty call and the error."""
+    name, arguments = raw.function.name or "", raw.function.arguments or "{}"
+    try:
+        call = tp.call_from_object({"name": name, "arguments": arguments})
+    except ModelRetry:
+        error = ModelRetry(
+            f"The arguments of your call to {name!r} are not a JSON object: {arguments[:200]!r}. "
+            "Call the tool again with its arguments as one valid JSON object."
+        )
+        return tp.ToolCall(name=name, arguments={}, id=raw.id or f"call_{id(raw):x}"), error
+    return tp.ToolCall(name=call.name, arguments=call.arguments, id=raw.id or call.id), None
+
+
+def _build_reply(choice: Any, protocol: tp.Protocol, specs: Sequence[tp.ToolSpec]) -> LLMReply:
+    """Turn the first choice of a completion into an :class:`LLMReply` (usage filled in by the caller).
+
+    In native mode a reply without ``tool_calls`` is still searched for a text-protocol call: when
+    the server's parser misses a call, it arrives as plain content.
+    """
+    message = choice.message
+    content = message.content or ""
+    native = [c for c in (message.tool_calls or []) if getattr(c, "function", None) is not None]
+    visible, reasoning = tp.split_reasoning(content)
+    calls: list[tp.ToolCall] = []
+    error: ModelRetry | None = None
+    ignored = 0
+    if protocol == "native" and native:
+        call, error = _native_call(native[0])
+        calls, ignored = [call], len(native) - 1
+    else:
+        try:
+            parsed = tp.parse_text_reply(content, specs)
+            visible, ignored = parsed.text, parsed.ignored_calls
+            calls = [parsed.call] if parsed.call else []
+        except ModelRetry as exc:
+            error = exc
+    if ignored:
+        logger.warning("model made %d tool calls; using the first (%s)", ignored + 1, calls[0].name)
+    if calls and error is None and specs:
+        try:
+            calls = [tp.validate_call(calls[0], specs)]
+        except ModelRetry as exc:
+            error = exc
+    history: dict[str, Any] = {"role": "assistant", "content": content}
+    if protocol == "native" and calls:
+        history["tool_calls"] = [_history_entry(calls[0])]
+        if not native:  # the call was written as text: keep only the prose around it
+            history["content"] = visible
+    server_reasoning = getattr(message, "reasoning_content", None) or getattr(message, "reasoning", None)
+    return LLMReply(
+        text=visible,
+        content=content,
+        tool_calls=calls,
+        message=history,
+        usage=Usage(calls=1),
+        finish_reason=choice.finish_reason,
+        reasoning="\n".join(r for r in (server_reasoning or "", reasoning) if r),
+        ignored_calls=ignored,
+        tool_error=error,
+    )
+
+
+def _with_tools_text(messages: Sequence[dict], specs: Sequence[tp.ToolSpec]) -> list[dict]:
+    """A copy of ``messages`` whose system message ends with the text-mode tool description."""
+    tools_text = tp.render_tools_text(specs)
+    out = [dict(m) for m in messages]
+    if out and out[0].get("role") == "system":
+        system = out[0]["content"]
+        if isinstance(system, str):
+            out[0]["content"] = f"{system}\n\n{tools_text}" if system else tools_text
+        else:
+            out[0]["content"] = [*system, {"type": "text", "text": tools_text}]
+    else:
+        out.insert(0, {"role": "system", "content": tools_text})
+    return out
+
+
+# --------------------------------------------------------------------------- client
+
+
+class LLMClient:
+    """Async chat client with retries, both tool protocols and usage accounting.
+
+    Use as ``async with LLMClient(config) as llm: reply = await llm.chat(messages, tools)``. One client
+    may be shared by any number of coroutines of one event loop.
+    """
+
+    def __init__(self, config: LLMConfig | None = None, *, rng: random.Random | None = None) -> None:
+        self.config = config or LLMConfig()
+        self._openai = openai.AsyncOpenAI(
+            base_url=self.config.base_url,
+            api_key=self.config.api_key,
+            timeout=self.config.timeout_s,
+            max_retries=0,
+        )
+        self._usage = Usage()
+        self._usage_lock = threading.Lock()
+        self._rng = rng or random.Random()
+        self._model = self.config.model or None
+        self._model_lock = asyncio.Lock()
+        limit = self.config.max_concurrency
+        self._slots = asyncio.Semaphore(limit) if limit else None
+
+    async def __aenter__(self) -> LLMClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the underlying HTTP connections."""
+        await self._openai.close()
+
+    @property
+    def usage(self) -> Usage:
+        """A snapshot of the cumulative usage of this client."""
+        with self._usage_lock:
+            return dataclasses.replace(self._usage)
+
+    def _record(self, usage: Usage) -> None:
+        with self._usage_lock:
+            self._usage.add(usage)
+
+    def image_part(self, image: ImageLike) -> dict[str, Any]:
+        """An ``image_url`` content part within this client's pixel budget and format."""
+        return image_part(image, self.config.image_max_pixels, self.config.image_format)
+
+    async def model_name(self) -> str:
+        """The configured model, or the first one the endpoint lists (looked up once)."""
+        if self._model:
+            return self._model
+        async with self._model_lock:
+            if not self._model:
+                page = await self._with_retries(self._openai.models.list, Usage(), "list its models")
+                if not page.data:
+                    url = self.config.base_url
+                    raise RunFailed(f"LLM endpoint {url} serves no models", cause="llm_bad_response")
+                self._model = page.data[0].id
+                logger.info("using model %s served at %s", self._model, self.config.base_url)
+        return self._model
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        cfg = self.config
+        base = min(cfg.backoff_max_s, cfg.backoff_initial_s * 2 ** (attempt - 1))
+        delay = base / 2 + self._rng.uniform(0, base / 2)
+        if retry_after is not None and retry_after > 0:
+            delay = max(delay, min(retry_after, cfg.backoff_max_s))
+        return delay
+
+    async def _with_retries(self, op: Callable[[], Awaitable[T]], usage: Usage, what: str) -> T:
+        """Run ``op`` with retries; count retries in ``usage``; raise RunFailed when it cannot succeed."""
+        cfg = self.config
+        attempts = cfg.max_retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return await op()
+            except openai.APIError as exc:
+                failure = _classify(exc, cfg.timeout_s)
+                if not failure.retryable or attempt == attempts:
+                    usage.failures += 1
+                    self._record(usage)
+                    tries = f" after {attempt} attempt(s)" if failure.retryable else ""
+                    raise RunFailed(
+                        f"LLM endpoint {cfg.base_url} failed to {what} (model {self._model or '?'}){tries}: "
+                        f"{failure.detail}.{_hint(failure, cfg)}",
+                        cause=failure.cause,
+                    ) from exc
+                delay = self._backoff(attempt, failure.retry_after)
+                usage.retries += 1
+                logger.warning(
+                    "LLM %s at %s failed (%s); retry %d/%d in %.2fs",
+                    what, cfg.base_url, failure.detail, attempt, cfg.max_retries, delay,
+                )
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def chat(
+        self,
+        messages: Sequence[dict[str, Any]],
+        tools: Sequence[tp.ToolSpec | tuple] | None = None,
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> LLMReply:
+        """Send one chat request and parse the reply with the configured tool protocol.
+
+        In text mode the tool description is appended to the system message of the *request*
+        (``messages`` is not modified). Tool calls are validated against ``tools``; problems are
+        reported in ``LLMReply.tool_error``, never raised. Raises :class:`RunFailed` when the
+        endpoint cannot answer.
+        """
+        cfg = self.config
+        specs = tp.as_specs(tools or [])
+        request = self._request(messages, specs, temperature, max_tokens)
+        request["model"] = await self.model_name()
+        usage = Usage(calls=1)
+        started = time.perf_counter()
+        async with self._slots or contextlib.nullcontext():
+            completion = await self._with_retries(
+                lambda: self._openai.chat.completions.create(**request), usage, "answer a chat request"
+            )
+        if not completion.choices:
+            usage.failures += 1
+            self._record(usage)
+            raise RunFailed(f"LLM endpoint {cfg.base_url} returned no choices", cause="llm_bad_response")
+        if completion.usage is not None:
+            usage.prompt_tokens = completion.usage.prompt_tokens or 0
+            usage.completion_tokens = completion.usage.completion_tokens or 0
+            total = completion.usage.total_tokens
+            usage.total_tokens = total or usage.prompt_tokens + usage.completion_tokens
+        self._record(usage)
+        reply = _build_reply(completion.choices[0], cfg.tool_protocol, specs)
+        reply.usage, reply.latency_s = usage, time.perf_counter() - started
+        if reply.finish_reason == "length":
+            logger.warning("LLM reply was cut at max_tokens=%s", request["max_tokens"])
+        return reply
+
+    def _request(
+        self, messages: Sequence[dict], specs: list[tp.ToolSpec], temperature: float | None, max_tokens: int | None
+    ) -> dict[str, Any]:
+        """The keyword arguments of ``chat.completions.create`` (without the model)."""
+        cfg = self.config
+        text_tools = specs and cfg.tool_protocol == "text"
+        request: dict[str, Any] = {
+            "messages": _with_tools_text(messages, specs) if text_tools else list(messages),
+            "temperature": cfg.temperature if temperature is None else temperature,
+            "max_tokens": cfg.max_tokens if max_tokens is None else max_tokens,
+        }
+        if specs and cfg.tool_protocol == "native":
+            request["tools"] = tp.to_openai_tools(specs)
+        if cfg.extra_body:
+            request["extra_body"] = dict(cfg.extra_body)
+        return request
