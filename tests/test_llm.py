@@ -15,7 +15,8 @@ from pydantic import BaseModel, Field
 from scripted_llm import Reply, ScriptedLLM, image_urls, message_texts
 
 from agent import tool_protocol as tp
-from agent.llm import LLMClient, LLMConfig, Usage, image_to_data_url
+from agent.image_urls import image_to_data_url
+from agent.llm import LLMClient, LLMConfig, Usage
 from sam3_core.errors import ImageError, ModelRetry, RunFailed, UsageError
 
 
