@@ -3,9 +3,16 @@
 ``Sam3Engine`` encodes each image once (LRU cache in bytes), runs many phrases in one batched pass,
 micro-batches concurrent callers on one worker thread, and refines single objects from clicks with
 the tracker sharing the detector's backbone.
+
+The heavy names (anything that imports torch) load on first use, so ``from sam3_core.errors import
+...`` stays cheap for tools that only need the exceptions.
 """
 
-from .engine import EngineOptions, Sam3Engine
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from .errors import (
     CheckpointError,
     ImageError,
@@ -16,8 +23,15 @@ from .errors import (
     Sam3AgentError,
     UsageError,
 )
-from .images import LoadedImage, load_image
-from .results import PhraseResult, RefineResult
+
+_LAZY = {
+    "EngineOptions": "engine",
+    "Sam3Engine": "engine",
+    "LoadedImage": "images",
+    "load_image": "images",
+    "PhraseResult": "results",
+    "RefineResult": "results",
+}
 
 __all__ = [
     "CheckpointError",
@@ -35,3 +49,9 @@ __all__ = [
     "UsageError",
     "load_image",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

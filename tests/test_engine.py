@@ -16,6 +16,7 @@ from sam3_core import CheckpointError, EngineOptions, ImageError, PromptError, S
 
 def test_second_call_on_same_image_hits_the_cache(engine, rng):
     image = random_image(rng)
+    engine.cache.clear()  # other tests share the engine and may have cached this very image
     before_stats, before = engine.cache_stats(), engine.counters()
     engine.segment(image, ["cat"])
     # Same pixels reached through a different type: still one encoding.

@@ -1,0 +1,1 @@
+"""Benchmark loaders: ReasonSeg, RefCOCO/RefCOCO+/RefCOCOg and OmniLabel (one module each)."""
