@@ -1,6 +1,7 @@
 """The ``sam3-agent`` command line.
 
 Sub-commands:
+  ask IMAGE QUERY                             the agent: an MLLM uses SAM 3 to answer the query
   segment-phrase IMAGE PHRASE [PHRASE ...]   raw SAM 3: every instance of each phrase, as JSON
   make-tiny-checkpoint DIR [--video]          a random tiny SAM 3 in the Hugging Face format
 """
@@ -43,6 +44,41 @@ def _segment_phrase(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ask(args: argparse.Namespace) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from agent.llm import LLMConfig
+    from agent.overlays import render_final
+    from agent.runner import run_agent_sync
+    from agent.state import AgentSettings
+    from sam3_core.engine import EngineOptions, Sam3Engine
+
+    llm = LLMConfig(base_url=args.llm_url, model=args.llm_model, tool_protocol=args.tool_protocol,
+                    timeout_s=args.llm_timeout, max_retries=args.llm_retries)
+    settings = AgentSettings(max_steps=args.max_steps, score_threshold=args.threshold,
+                             verification=not args.no_verify)
+    with Sam3Engine.from_pretrained(args.model, device=args.device, dtype=args.dtype,
+                                    options=EngineOptions(max_pixels=args.max_pixels), with_tracker=False) as engine:
+        image = engine.load(args.image)
+        answer = run_agent_sync(engine, llm, image, args.query, settings=settings)
+    document = {"image": str(args.image), "image_size": {"height": image.height, "width": image.width},
+                **answer.to_json(), "rles": _rles(answer.masks)}
+    _write_json(document, args.out)
+    if args.overlay:
+        render_final(image.pixels, answer.masks, answer.mask_ids).save(args.overlay)
+    if args.mask:
+        Image.fromarray(answer.mask.astype(np.uint8) * 255).save(args.mask)
+    logger.info("%s: %s (masks %s, %d model calls)", answer.query, answer.status, answer.mask_ids, answer.usage.calls)
+    return 0 if answer.ok else 3
+
+
+def _rles(masks) -> list[dict]:
+    from sam3_core.postprocess import masks_to_rle
+
+    return masks_to_rle(masks)
+
+
 def _write_json(document: dict, out: str) -> None:
     text = json.dumps(document, indent=1)
     if out == "-":
@@ -71,11 +107,37 @@ def _make_tiny_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_device_args(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
+    command.add_argument("--dtype", help="bf16, fp16 or fp32 (default: bf16 on GPU, fp32 on CPU)")
+    command.add_argument("--max-pixels", type=int, default=64_000_000, help="refuse larger images")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sam3-agent", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    ask = commands.add_parser("ask", help="answer a reasoning-segmentation query with the agent")
+    ask.add_argument("image", help="image file")
+    ask.add_argument("query", help='e.g. "the cup the woman is about to drink from"')
+    ask.add_argument("--model", default="facebook/sam3", help="SAM 3 hub id or local checkpoint folder")
+    ask.add_argument("--llm-url", default="http://localhost:8000/v1", help="OpenAI-compatible endpoint (vLLM)")
+    ask.add_argument("--llm-model", default="", help="served model name (default: the endpoint's first model)")
+    ask.add_argument("--tool-protocol", choices=["text", "native"], default="text",
+                     help="text: calls as JSON in <tool_call> tags, works on any endpoint (default); native: the "
+                          "endpoint's function calling (vLLM needs --enable-auto-tool-choice --tool-call-parser)")
+    ask.add_argument("--llm-timeout", type=float, default=120.0, help="seconds per LLM request")
+    ask.add_argument("--llm-retries", type=int, default=4, help="retries on 429/5xx/timeouts, with backoff")
+    ask.add_argument("--max-steps", type=int, default=12, help="most model replies per query")
+    ask.add_argument("--no-verify", action="store_true", help="do not offer the per-mask verification tool")
+    ask.add_argument("--threshold", type=float, default=0.5, help="SAM 3 instance score threshold")
+    ask.add_argument("--out", default="-", help="JSON answer path ('-' for stdout)")
+    ask.add_argument("--overlay", help="also write a PNG of the chosen masks over the image")
+    ask.add_argument("--mask", help="also write the answer's union mask as a PNG")
+    _add_device_args(ask)
+    ask.set_defaults(func=_ask)
 
     seg = commands.add_parser("segment-phrase", help="raw SAM 3 on an image for one or more noun phrases")
     seg.add_argument("image", help="image file")
@@ -87,9 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a positive exemplar box in pixels (repeatable); alone it prompts by example")
     seg.add_argument("--threshold", type=float, default=0.5, help="instance score threshold")
     seg.add_argument("--mask-threshold", type=float, default=0.5, help="mask probability threshold")
-    seg.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
-    seg.add_argument("--dtype", help="bf16, fp16 or fp32 (default: bf16 on GPU, fp32 on CPU)")
-    seg.add_argument("--max-pixels", type=int, default=64_000_000, help="refuse larger images")
+    _add_device_args(seg)
     seg.set_defaults(func=_segment_phrase)
 
     tiny = commands.add_parser("make-tiny-checkpoint", help="write a random small SAM 3 (no download)")

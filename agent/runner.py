@@ -1,0 +1,198 @@
+"""The public entry point: answer one reasoning-segmentation query on one image.
+
+::
+
+    from agent.llm import LLMConfig
+    from agent.runner import run_agent, run_agent_sync
+
+    answer = await run_agent(engine, LLMConfig(base_url="http://localhost:8000/v1"), "kitchen.jpg",
+                             "the cup the woman is about to drink from")
+    answer.raise_for_status()          # RunFailed unless the query was answered (or found nothing)
+    answer.mask                        # (H, W) bool union of the chosen masks
+
+A query that ends without an answer is **not** an exception: :class:`AgentAnswer` carries the status
+(``budget_exhausted`` when the step budget ran out, ``failed`` when the model kept making invalid
+replies) and the reason in ``error``; :meth:`AgentAnswer.raise_for_status` turns that into a
+:class:`~sam3_core.errors.RunFailed` whose ``cause`` is the status. Failures of the LLM endpoint
+itself raise :class:`~sam3_core.errors.RunFailed` directly.
+
+To ask a follow-up question about the same image, pass the same ``thread_id`` and the same
+``checkpointer`` (or the same compiled ``graph``): the masks found earlier keep their ids and are shown
+to the model again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph.state import CompiledStateGraph
+
+from agent.graph import build_graph, recursion_limit
+from agent.llm import LLMClient, LLMConfig, Usage
+from agent.state import AgentSettings, Context, State, Status, decode_masks, new_query, state_from_values
+from sam3_core.engine import Sam3Engine
+from sam3_core.errors import InputError, RunFailed, UsageError
+from sam3_core.images import ImageInput, LoadedImage
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AgentAnswer:
+    """The outcome of one query.
+
+    Attributes:
+        query: the query as given.
+        status: ``answered``, ``no_mask``, ``budget_exhausted`` or ``failed`` (see :data:`agent.state.Status`).
+        mask_ids: ids of the chosen masks (empty unless ``answered``).
+        masks: ``(K, H, W)`` bool, one per id. boxes: ``(K, 4)`` float32 pixel ``x1, y1, x2, y2``.
+        scores: SAM 3 score per mask. phrases: the phrase that found each mask.
+        error: why there is no answer (``budget_exhausted``, ``failed``); empty otherwise.
+        steps: main-loop LLM replies used. verify_calls: verification questions asked.
+        phrases_tried: phrases sent to SAM 3 for this query.
+        thread_id: the thread to continue with a follow-up query.
+        usage: LLM tokens and calls of this query (verification included).
+    """
+
+    query: str
+    status: Status
+    mask_ids: list[int]
+    masks: np.ndarray
+    boxes: np.ndarray
+    scores: list[float]
+    phrases: list[str]
+    error: str
+    steps: int
+    verify_calls: int
+    phrases_tried: list[str]
+    thread_id: str
+    usage: Usage
+
+    @property
+    def ok(self) -> bool:
+        """True when the model gave an answer (masks, or that there is none)."""
+        return self.status in ("answered", "no_mask")
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The union of the chosen masks, ``(H, W)`` bool (all False when there are none)."""
+        return self.masks.any(axis=0)
+
+    def raise_for_status(self) -> None:
+        """Raise :class:`RunFailed` (``cause`` = status) unless :attr:`ok`."""
+        if not self.ok:
+            raise RunFailed(f"query {self.query!r} ended without an answer: {self.error}", cause=self.status)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready summary (no mask arrays; boxes in pixels)."""
+        return {
+            "query": self.query, "status": self.status, "mask_ids": self.mask_ids, "error": self.error,
+            "boxes": [[round(float(v), 1) for v in box] for box in self.boxes], "scores": self.scores,
+            "phrases": self.phrases, "steps": self.steps, "verify_calls": self.verify_calls,
+            "phrases_tried": self.phrases_tried, "thread_id": self.thread_id, "usage": dataclasses.asdict(self.usage),
+        }
+
+
+def _usage_since(before: Usage, after: Usage) -> Usage:
+    return Usage(**{f.name: getattr(after, f.name) - getattr(before, f.name) for f in dataclasses.fields(Usage)})
+
+
+def _answer(state: State, image: LoadedImage, thread_id: str, usage: Usage) -> AgentAnswer:
+    """Build the :class:`AgentAnswer` from the final state."""
+    ids = state.answer_ids or []
+    records = [m for i in ids if (m := state.mask_by_id(i)) is not None]
+    return AgentAnswer(
+        query=state.query, status=state.status, mask_ids=list(ids), masks=decode_masks(records, image.size_hw),
+        boxes=np.array([m["box"] for m in records], dtype=np.float32).reshape(-1, 4),
+        scores=[m["score"] for m in records], phrases=[m["phrase"] for m in records], error=state.error,
+        steps=state.step, verify_calls=state.verify_calls, phrases_tried=list(state.phrases_tried),
+        thread_id=thread_id, usage=usage,
+    )
+
+
+@contextlib.asynccontextmanager
+async def _client(llm: LLMConfig | LLMClient) -> AsyncIterator[LLMClient]:
+    """The given client, or a new one for the config that is closed afterwards."""
+    if isinstance(llm, LLMClient):
+        yield llm
+        return
+    if not isinstance(llm, LLMConfig):
+        raise UsageError(f"llm must be an LLMConfig or LLMClient, got {type(llm).__name__}")
+    async with LLMClient(llm) as client:
+        yield client
+
+
+async def _check_thread_image(graph: CompiledStateGraph, config: dict[str, Any], key: str) -> None:
+    """Refuse to continue a thread with a different image (its mask ids would mean nothing)."""
+    snapshot = await graph.aget_state(config)
+    earlier = (snapshot.values or {}).get("image_key") if snapshot is not None else None
+    if earlier and earlier != key:
+        thread = config["configurable"]["thread_id"]
+        raise UsageError(f"thread {thread!r} belongs to another image; use a new thread_id for a new image")
+
+
+async def run_agent(
+    engine: Sam3Engine,
+    llm: LLMConfig | LLMClient,
+    image: ImageInput | LoadedImage,
+    query: str,
+    *,
+    settings: AgentSettings | None = None,
+    thread_id: str | None = None,
+    checkpointer: BaseCheckpointSaver | None = None,
+    graph: CompiledStateGraph | None = None,
+) -> AgentAnswer:
+    """Answer ``query`` on ``image`` with the agent loop; returns an :class:`AgentAnswer`.
+
+    Args:
+        engine: the SAM 3 engine.
+        llm: where the LLM is (a new client is made and closed) or an open :class:`LLMClient` to share.
+            Its ``tool_protocol`` picks native or text tool calls.
+        image: a path, bytes, PIL image, array or :class:`LoadedImage`.
+        query: the reasoning-segmentation query.
+        settings: limits and switches (:class:`AgentSettings` defaults when None).
+        thread_id: continue this thread (same image); a new one is made when None.
+        checkpointer: where threads live (a fresh ``InMemorySaver`` when None). Not with ``graph``.
+        graph: a graph from :func:`agent.graph.build_graph`, reused across calls.
+
+    Raises:
+        InputError: empty query or unreadable image. UsageError: the thread belongs to another image.
+        RunFailed: the LLM endpoint could not answer.
+    """
+    if not query or not query.strip():
+        raise InputError("query is empty")
+    if graph is not None and checkpointer is not None:
+        raise UsageError("pass either graph or checkpointer, not both (the graph has its own checkpointer)")
+    settings = settings or AgentSettings()
+    loaded = await asyncio.to_thread(engine.load, image)
+    graph = graph if graph is not None else build_graph(checkpointer)
+    thread_id = thread_id or f"sam3-agent-{uuid.uuid4().hex}"
+    config: dict[str, Any] = {"configurable": {"thread_id": thread_id}, "recursion_limit": recursion_limit(settings)}
+    await _check_thread_image(graph, config, loaded.key)
+    async with _client(llm) as client:
+        before = client.usage
+        context = Context(llm=client, engine=engine, image=loaded, settings=settings)
+        values = await graph.ainvoke(new_query(query.strip(), loaded.key), config, context=context)
+        usage = _usage_since(before, client.usage)
+    answer = _answer(state_from_values(values), loaded, thread_id, usage)
+    logger.info("query %r: %s %s (%d steps, %d LLM calls)", answer.query, answer.status, answer.mask_ids,
+                answer.steps, usage.calls)
+    return answer
+
+
+def run_agent_sync(*args: Any, **kwargs: Any) -> AgentAnswer:
+    """:func:`run_agent` for synchronous code (same arguments); not from inside a running event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(run_agent(*args, **kwargs))
+    raise UsageError("run_agent_sync was called from a running event loop; use `await run_agent(...)` instead")

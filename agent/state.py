@@ -1,0 +1,210 @@
+"""The agent's graph state (checkpointed) and run context (not checkpointed).
+
+:class:`State` is what LangGraph stores after every step, so it holds only small, plain values:
+strings, numbers, lists and dicts. Masks are kept as COCO RLE (:class:`MaskRecord`) and decoded with
+:func:`decode_masks` when a node needs pixels; the image itself is never stored, only its content key.
+
+:class:`Context` is LangGraph's run context (``context_schema``): the LLM client, the SAM 3 engine, the
+image of the run and the :class:`AgentSettings`. It is handed to every node through
+``runtime.context`` and is never written to the checkpointer.
+
+A thread (one ``thread_id``) belongs to one image. Each query on it starts with :func:`new_query`,
+which resets the per-query fields (conversation, counters, answer) and keeps the masks, so a
+follow-up query can reuse masks found for an earlier one with their ids.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypedDict
+
+import numpy as np
+
+from agent.image_urls import ImageLike, image_part
+from agent.llm import LLMClient
+from sam3_core.engine import Sam3Engine
+from sam3_core.errors import UsageError
+from sam3_core.images import LoadedImage
+from sam3_core.postprocess import rle_to_mask
+
+#: How a query ended. ``running`` while the graph works on it; ``answered``: masks were selected;
+#: ``no_mask``: the model reported that the target is not in the image; ``budget_exhausted``: the step
+#: budget ran out before an answer; ``failed``: the model kept making invalid replies.
+Status = Literal["running", "answered", "no_mask", "budget_exhausted", "failed"]
+FINAL_STATUSES: frozenset[str] = frozenset({"answered", "no_mask", "budget_exhausted", "failed"})
+
+
+class MaskRecord(TypedDict):
+    """One mask found by ``segment_phrase``, as stored in the state.
+
+    Keys: ``id`` (stable, from 1, never reused on the thread), ``phrase`` (the phrase that found it),
+    ``score`` (SAM 3's score), ``box`` (pixel ``x1, y1, x2, y2``), ``area`` (pixels), ``rle`` (COCO RLE
+    ``{"size": [H, W], "counts": str}``), ``status`` (``"candidate"`` or ``"rejected"`` by
+    ``examine_each_mask``) and ``verified`` (True once ``examine_each_mask`` accepted it).
+    """
+
+    id: int
+    phrase: str
+    score: float
+    box: list[float]
+    area: int
+    rle: dict[str, Any]
+    status: Literal["candidate", "rejected"]
+    verified: bool
+
+
+class PendingCall(TypedDict):
+    """A validated tool call waiting to be run: name, arguments, call id and the assistant message."""
+
+    name: str
+    arguments: dict[str, Any]
+    id: str
+    message: dict[str, Any]
+
+
+class Anchor(TypedDict):
+    """The latest ``segment_phrase`` exchange, the fixed point of the pruned conversation.
+
+    ``message`` is the assistant message that made the call, ``call`` its ``name``/``arguments``/``id``
+    and ``text`` the tool result text. The overlay image is not stored: it is rendered from the
+    current candidates each time the conversation is built.
+    """
+
+    message: dict[str, Any]
+    call: dict[str, Any]
+    text: str
+
+
+@dataclass
+class State:
+    """The checkpointed state of one thread (one image, one or more queries)."""
+
+    #: The current query, as the user wrote it.
+    query: str = ""
+    #: Content key (:attr:`LoadedImage.key`) of the thread's image; a thread never changes image.
+    image_key: str = ""
+    #: Every mask found on this thread, candidates and rejected ones, in id order (RLE, no arrays).
+    masks: list[MaskRecord] = field(default_factory=list)
+    #: The id the next new mask gets; ids start at 1 and are never reused.
+    next_mask_id: int = 1
+    #: Phrases sent to ``segment_phrase`` for the current query, in order.
+    phrases_tried: list[str] = field(default_factory=list)
+    #: Main-loop LLM replies so far for the current query (checked against ``max_steps``).
+    step: int = 0
+    #: Invalid replies or failed tool calls in a row (checked against ``max_retries``).
+    consecutive_errors: int = 0
+    #: Verification questions asked by ``examine_each_mask`` for the current query.
+    verify_calls: int = 0
+    #: The latest ``segment_phrase`` exchange; None before the first one of the current query.
+    anchor: Anchor | None = None
+    #: Text-only chat messages since the anchor (pruned at every ``segment_phrase``).
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    #: The tool call chosen by the model and not yet run.
+    pending_call: PendingCall | None = None
+    #: The mask ids of the answer (``[]`` for ``no_mask``); None while there is no answer.
+    answer_ids: list[int] | None = None
+    #: Where the current query stands, see :data:`Status`.
+    status: Status = "running"
+    #: Why the query ended without an answer (``budget_exhausted``, ``failed``); empty otherwise.
+    error: str = ""
+
+    def candidates(self) -> list[MaskRecord]:
+        """The masks still in play (not rejected), in id order."""
+        return [m for m in self.masks if m["status"] == "candidate"]
+
+    def candidate_ids(self) -> list[int]:
+        """Ids of :meth:`candidates`."""
+        return [m["id"] for m in self.candidates()]
+
+    def mask_by_id(self, mask_id: int) -> MaskRecord | None:
+        """The record with this id (candidate or rejected), or None."""
+        return next((m for m in self.masks if m["id"] == mask_id), None)
+
+
+def new_query(query: str, image_key: str) -> dict[str, Any]:
+    """The state update that starts ``query`` on a thread: per-query fields reset, masks kept."""
+    return {
+        "query": query,
+        "image_key": image_key,
+        "phrases_tried": [],
+        "step": 0,
+        "consecutive_errors": 0,
+        "verify_calls": 0,
+        "anchor": None,
+        "messages": [],
+        "pending_call": None,
+        "answer_ids": None,
+        "status": "running",
+        "error": "",
+    }
+
+
+def state_from_values(values: dict[str, Any]) -> State:
+    """A :class:`State` from a checkpoint's or ``ainvoke``'s values dict (unknown keys ignored)."""
+    names = {f.name for f in dataclasses.fields(State)}
+    return State(**{k: v for k, v in values.items() if k in names})
+
+
+def decode_masks(records: Sequence[MaskRecord], size_hw: tuple[int, int]) -> np.ndarray:
+    """The ``(N, H, W)`` bool masks of ``records`` (``(0, H, W)`` when there are none)."""
+    if not records:
+        return np.zeros((0, *size_hw), dtype=bool)
+    return np.stack([rle_to_mask(r["rle"]) for r in records])
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """Limits and switches of the agent; the defaults suit a real SAM 3 and a capable MLLM."""
+
+    #: Most main-loop LLM replies per query; when used up the query ends as ``budget_exhausted``.
+    max_steps: int = 12
+    #: Most distinct phrases ``segment_phrase`` runs per query; further calls are refused (ModelRetry).
+    max_phrases: int = 8
+    #: Invalid replies / failed tool calls in a row that are answered with a retry message; one more
+    #: ends the query as ``failed``.
+    max_retries: int = 3
+    #: SAM 3 keeps instances scoring above this (object score x presence score).
+    score_threshold: float = 0.5
+    #: Within one phrase, a mask whose intersection over the smaller area with a better one exceeds
+    #: this is dropped (1.0 keeps all).
+    iom_threshold: float = 0.5
+    #: A new mask whose IoU with a mask already on the thread exceeds this is a duplicate: it gets no
+    #: new id and the tool result names the existing id instead.
+    duplicate_iou: float = 0.9
+    #: Most masks one phrase adds (best scores first), to keep overlays legible.
+    max_masks_per_phrase: int = 20
+    #: Offer ``examine_each_mask`` (one verification question per candidate mask) to the model.
+    verification: bool = True
+    #: Pixel budget of every image sent to the LLM; None uses ``LLMConfig.image_max_pixels``.
+    image_max_pixels: int | None = None
+
+    def __post_init__(self) -> None:
+        if min(self.max_steps, self.max_phrases, self.max_masks_per_phrase) < 1 or self.max_retries < 0:
+            raise UsageError("max_steps, max_phrases and max_masks_per_phrase must be >= 1, max_retries >= 0")
+        for name in ("score_threshold", "iom_threshold", "duplicate_iou"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise UsageError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.image_max_pixels is not None and self.image_max_pixels < 1:
+            raise UsageError(f"image_max_pixels must be >= 1 or None, got {self.image_max_pixels}")
+
+
+@dataclass(frozen=True)
+class Context:
+    """Run dependencies given to every node as ``runtime.context`` (never checkpointed)."""
+
+    #: The multimodal LLM (its config picks the tool protocol).
+    llm: LLMClient
+    #: The SAM 3 engine.
+    engine: Sam3Engine
+    #: The image of the thread; its key must match ``State.image_key``.
+    image: LoadedImage
+    #: Limits and switches.
+    settings: AgentSettings = field(default_factory=AgentSettings)
+
+    def image_part(self, image: ImageLike) -> dict[str, Any]:
+        """An OpenAI ``image_url`` part for ``image`` within the pixel budget of this run."""
+        config = self.llm.config
+        budget = self.settings.image_max_pixels or config.image_max_pixels
+        return image_part(image, budget, config.image_format)

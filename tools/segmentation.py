@@ -1,0 +1,281 @@
+"""The four tools of the segmentation agent.
+
+* :data:`segment_phrase` runs SAM 3 on the thread's image. Within the phrase, overlapping instances are
+  thinned by intersection over the smaller mask (``AgentSettings.iom_threshold``, best score kept) and
+  capped at ``max_masks_per_phrase``. **Duplicates across phrases are dropped, not re-added:** a mask
+  whose IoU with any mask already on the thread exceeds ``duplicate_iou`` gets no new id; the result
+  names the existing id (a duplicate of a rejected mask stays rejected). So an object keeps one id
+  however many phrases find it, and the overlay never shows the same object twice.
+* :data:`examine_each_mask` asks the LLM one accept/reject question per candidate mask not examined
+  yet (the raw image, that mask alone, a zoomed crop), all at once with :func:`asyncio.gather`.
+  Rejected masks leave the candidates; an answer without a clear verdict keeps the mask.
+* :data:`select_masks_and_return` and :data:`report_no_mask` end the query.
+
+Mistakes of the model (a repeated phrase, an unknown id, the phrase budget used up) raise
+:class:`~sam3_core.errors.ModelRetry` with a message that says how to fix the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import re
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import Field
+
+from agent import tool_protocol as tp
+from agent.overlays import render_single_mask, zoomed_crop
+from agent.state import AgentSettings, Context, MaskRecord, State, decode_masks
+from prompts import render_prompt
+from sam3_core.errors import InputError, ModelRetry
+from sam3_core.postprocess import masks_to_rle, pairwise_mask_iou, remove_overlaps_iom, rle_to_mask
+from tools.registry import Tool, ToolEnv, ToolOutcome, tool
+
+logger = logging.getLogger(__name__)
+
+_VERDICT = re.compile(r"\b(accept|reject)(?:ed|s)?\b", re.IGNORECASE)
+
+
+def format_ids(ids: list[int]) -> str:
+    """``[1, 4]`` style, as the prompts show ids."""
+    return "[" + ", ".join(str(i) for i in ids) + "]"
+
+
+def format_phrases(phrases: list[str]) -> str:
+    """``"cup", "mug"`` style, or ``(none)``."""
+    return ", ".join(f'"{p}"' for p in phrases) or "(none)"
+
+
+def _normalise_phrase(text: str) -> str:
+    return " ".join(text.split()).strip(" .,;:\"'`")
+
+
+# ----------------------------------------------------------------------------------- segment_phrase
+
+
+def _check_phrase(state: State, settings: AgentSettings, phrase: str) -> None:
+    """Refuse an empty or repeated phrase, or one past the phrase budget (ModelRetry)."""
+    tried = state.phrases_tried
+    if not phrase:
+        raise ModelRetry("text_prompt is empty. Give a short noun phrase such as \"cup\" or \"red car\".")
+    if phrase.lower() in {p.lower() for p in tried}:
+        raise ModelRetry(
+            f'You already tried "{phrase}". Phrases tried so far: {format_phrases(tried)}. Use a different '
+            "phrase, or choose among the current masks with select_masks_and_return."
+        )
+    if len(tried) >= settings.max_phrases:
+        raise ModelRetry(
+            f"The phrase budget ({settings.max_phrases} phrases) is used up. Candidate masks: "
+            f"{format_ids(state.candidate_ids()) if state.candidates() else '(none)'}. "
+            "Call select_masks_and_return with the matching ids, or report_no_mask."
+        )
+
+
+async def _run_sam(ctx: Context, phrase: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """SAM 3 masks, scores and boxes for ``phrase`` after overlap removal and the per-phrase cap."""
+    settings = ctx.settings
+    try:
+        result = (await ctx.engine.asegment(ctx.image, [phrase], score_threshold=settings.score_threshold))[0]
+    except InputError as exc:
+        raise ModelRetry(f'SAM 3 could not use the phrase "{phrase}": {exc}. Try a short noun phrase.') from exc
+    if len(result) == 0:
+        return result.masks, result.scores, result.boxes
+    keep = list(remove_overlaps_iom(result.masks, result.scores, settings.iom_threshold))
+    keep = keep[: settings.max_masks_per_phrase]
+    return result.masks[keep], result.scores[keep], result.boxes[keep]
+
+
+def _match_existing(state: State, masks: np.ndarray, threshold: float, size_hw: tuple[int, int]) -> list[int | None]:
+    """For each new mask, the id of the existing mask it duplicates (IoU > threshold), or None."""
+    if not state.masks or len(masks) == 0:
+        return [None] * len(masks)
+    existing = decode_masks(state.masks, size_hw)
+    iou = pairwise_mask_iou(masks, existing)
+    out: list[int | None] = []
+    for row in iou:
+        best = int(np.argmax(row))
+        out.append(state.masks[best]["id"] if row[best] > threshold else None)
+    return out
+
+
+def _new_records(state: State, phrase: str, masks: np.ndarray, scores: np.ndarray, boxes: np.ndarray,
+                 matches: list[int | None]) -> list[MaskRecord]:
+    """Records (with fresh ids, in score order) for the masks that duplicate nothing."""
+    fresh = [i for i, match in enumerate(matches) if match is None]
+    rles = masks_to_rle(masks[fresh]) if fresh else []
+    return [
+        MaskRecord(
+            id=state.next_mask_id + k, phrase=phrase, score=round(float(scores[i]), 4),
+            box=[round(float(v), 1) for v in boxes[i]], area=int(masks[i].sum()), rle=rle,
+            status="candidate", verified=False,
+        )
+        for k, (i, rle) in enumerate(zip(fresh, rles))
+    ]
+
+
+def _segment_text(state: State, phrase: str, new_ids: list[int], duplicate_ids: list[int], tried: list[str]) -> str:
+    """The tool result: the after_segment prompt, plus a note on duplicates and earlier masks."""
+    if new_ids:
+        text = render_prompt("after_segment", phrase=phrase, num_new_masks=len(new_ids),
+                             new_mask_ids=format_ids(new_ids), tried_phrases=format_phrases(tried), query=state.query)
+    else:
+        text = render_prompt("after_segment_none", phrase=phrase, tried_phrases=format_phrases(tried),
+                             query=state.query)
+    notes = []
+    known = sorted({i for i in duplicate_ids if (m := state.mask_by_id(i)) and m["status"] == "candidate"})
+    rejected = sorted(set(duplicate_ids) - set(known))
+    if known:
+        notes.append(f"It also found masks that were already found earlier: ids {format_ids(known)} (unchanged).")
+    if rejected:
+        notes.append(f"It also found masks that were rejected earlier: ids {format_ids(rejected)} (still rejected).")
+    if not new_ids and state.candidates():
+        notes.append(f"Current candidate masks (on the attached overlay): ids {format_ids(state.candidate_ids())}.")
+    return "\n\n".join([text, *notes])
+
+
+@tool
+async def segment_phrase(
+    env: ToolEnv,
+    text_prompt: Annotated[str, Field(description='A short noun phrase naming the target, e.g. "cup" or "red car".')],
+) -> ToolOutcome:
+    """Run SAM 3 with one short noun phrase and add every instance it finds to the candidate masks.
+
+    Each new mask gets a new numeric id, shown on the overlay that comes back with the result; masks
+    found earlier keep their ids. A mask that is practically identical to one found earlier is not
+    added again: the result names the existing id instead. Never repeat a phrase you already tried.
+    """
+    state, ctx = env.state, env.context
+    phrase = _normalise_phrase(text_prompt)
+    _check_phrase(state, ctx.settings, phrase)
+    masks, scores, boxes = await _run_sam(ctx, phrase)
+    matches = _match_existing(state, masks, ctx.settings.duplicate_iou, ctx.image.size_hw)
+    records = _new_records(state, phrase, masks, scores, boxes, matches)
+    tried = [*state.phrases_tried, phrase]
+    new_ids = [r["id"] for r in records]
+    duplicates = [m for m in matches if m is not None]
+    logger.info("segment_phrase(%r): %d new mask(s) %s, %d duplicate(s)", phrase, len(new_ids), new_ids,
+                len(duplicates))
+    after = dataclasses.replace(state, masks=[*state.masks, *records])
+    update = {"masks": after.masks, "next_mask_id": state.next_mask_id + len(records), "phrases_tried": tried}
+    return ToolOutcome(text=_segment_text(after, phrase, new_ids, duplicates, tried), update=update, prune=True)
+
+
+# ----------------------------------------------------------------------------------- examine_each_mask
+
+
+def parse_verdict(text: str) -> bool | None:
+    """True for Accept, False for Reject, None when unclear: the last line decides, else the last verdict word."""
+    visible, _ = tp.split_reasoning(text or "")
+    lines = [line.strip(" \t*_`.!:#>-\"'") for line in visible.splitlines()]
+    lines = [line.lower() for line in lines if line]
+    if lines:
+        last = lines[-1].removeprefix("verdict").strip(" :")
+        if last.startswith("accept"):
+            return True
+        if last.startswith("reject"):
+            return False
+    words = _VERDICT.findall(visible)
+    return None if not words else words[-1].lower() == "accept"
+
+
+async def _verify_one(ctx: Context, query: str, record: MaskRecord) -> bool | None:
+    """Ask the LLM whether one mask matches the query (raw image, that mask alone, a close-up)."""
+    pixels, mask_id = ctx.image.pixels, record["id"]
+    mask = rle_to_mask(record["rle"])
+    content: list[dict[str, Any]] = [
+        {"type": "text", "text": render_prompt("verify_mask", query=query, mask_id=mask_id)},
+        ctx.image_part(pixels),
+        ctx.image_part(render_single_mask(pixels, mask, mask_id)),
+        ctx.image_part(zoomed_crop(pixels, mask)),
+    ]
+    reply = await ctx.llm.chat([{"role": "user", "content": content}])
+    verdict = parse_verdict(reply.content)
+    logger.info("examine mask %d: %s", mask_id, {True: "accept", False: "reject", None: "unclear"}[verdict])
+    return verdict
+
+
+@tool
+async def examine_each_mask(env: ToolEnv) -> ToolOutcome:
+    """Check each candidate mask not examined yet on its own and accept or reject it against the query.
+
+    Every mask is judged separately from the whole image, the image with only that mask highlighted,
+    and a close-up of it. Rejected masks are removed from the candidates. Use it when the overlay does
+    not make clear which masks match (small, overlapping or many masks, or fine details).
+    """
+    state, ctx = env.state, env.context
+    todo = [m for m in state.candidates() if not m["verified"]]
+    if not todo:
+        if not state.candidates():
+            raise ModelRetry("There are no candidate masks to examine. Call segment_phrase first.")
+        ids = format_ids(state.candidate_ids())
+        return ToolOutcome(text=f"Every candidate mask has already been examined and accepted: ids {ids}.")
+    results = await asyncio.gather(*(_verify_one(ctx, state.query, m) for m in todo), return_exceptions=True)
+    failure = next((r for r in results if isinstance(r, BaseException)), None)
+    if failure is not None:
+        raise failure
+    verdicts = {m["id"]: v for m, v in zip(todo, results)}
+    masks = [
+        {**m, "status": "rejected"} if verdicts.get(m["id"]) is False
+        else {**m, "verified": True} if verdicts.get(m["id"]) else m
+        for m in state.masks
+    ]
+    accepted = [i for i, v in verdicts.items() if v is True]
+    rejected = [i for i, v in verdicts.items() if v is False]
+    unclear = [i for i, v in verdicts.items() if v is None]
+    text = render_prompt("after_examine", query=state.query, accepted_ids=format_ids(accepted) if accepted else "none",
+                         rejected_ids=format_ids(rejected) if rejected else "none")
+    if unclear:
+        text += f"\n\nNo clear verdict for ids {format_ids(unclear)}; they stay candidates."
+    update = {"masks": masks, "verify_calls": state.verify_calls + len(todo)}
+    return ToolOutcome(text=text, update=update)
+
+
+# ----------------------------------------------------------------------------------- final answers
+
+
+@tool
+async def select_masks_and_return(
+    env: ToolEnv,
+    mask_ids: Annotated[
+        list[int], Field(min_length=1, description="Ids of all masks that make up the answer (from any phrase).")
+    ],
+) -> ToolOutcome:
+    """Give the final answer: the ids of every mask that belongs to what the query asks for, and no others.
+
+    Ids may come from different phrases. This ends the task.
+    """
+    state = env.state
+    valid = state.candidate_ids()
+    chosen = list(dict.fromkeys(mask_ids))
+    unknown = [i for i in chosen if i not in valid]
+    if unknown:
+        rejected = [i for i in unknown if (m := state.mask_by_id(i)) and m["status"] == "rejected"]
+        why = f" (ids {format_ids(rejected)} were rejected by examine_each_mask)" if rejected else ""
+        shown = format_ids(valid) if valid else "none: call segment_phrase first"
+        raise ModelRetry(f"Unknown mask id(s) {format_ids(unknown)}{why}. Valid ids are {shown}.")
+    logger.info("answer: masks %s", chosen)
+    return ToolOutcome(text=f"Answer recorded: masks {format_ids(chosen)}.", final=True,
+                       update={"answer_ids": chosen, "status": "answered"})
+
+
+@tool
+async def report_no_mask(env: ToolEnv) -> ToolOutcome:
+    """Answer that nothing in the image matches the query.
+
+    Use it only after looking at the image carefully and trying several phrases. This ends the task.
+    """
+    logger.info("answer: no mask (after phrases %s)", env.state.phrases_tried)
+    return ToolOutcome(text="Answer recorded: no matching mask.", final=True,
+                       update={"answer_ids": [], "status": "no_mask"})
+
+
+#: Every tool, in the order they are offered to the model.
+ALL_TOOLS: tuple[Tool, ...] = (segment_phrase, examine_each_mask, select_masks_and_return, report_no_mask)
+
+
+def tools_for(settings: AgentSettings) -> list[Tool]:
+    """The tools offered under ``settings`` (``examine_each_mask`` only when verification is on)."""
+    return [t for t in ALL_TOOLS if settings.verification or t is not examine_each_mask]

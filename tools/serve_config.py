@@ -1,0 +1,62 @@
+"""Settings of the HTTP API and the chat page (one frozen dataclass, built by the CLI or by tests)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from agent.llm import LLMConfig
+from agent.state import AgentSettings
+from sam3_core.errors import UsageError
+from sam3_core.images import DEFAULT_MAX_PIXELS
+
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What the server loads and the limits it enforces.
+
+    Attributes:
+        model: SAM 3 hub id or local checkpoint folder (ignored when the app is given an engine).
+        device, dtype: passed to :meth:`Sam3Engine.from_pretrained` (None: automatic).
+        token: bearer token required on ``/v1/*`` (None: no authentication).
+        max_body_bytes: larger request bodies get HTTP 413.
+        max_pixels: larger images get HTTP 413 (checked from the image header, before decoding).
+        request_timeout_s: longest ``/v1/segment`` and ``/v1/refine`` may take (HTTP 504 after).
+        agent_timeout_s: longest one agent query may take (HTTP 504 after).
+        allow_url_images: let requests name an image by ``http(s)://`` URL (off by default: the server
+            would fetch any address a caller names).
+        url_max_bytes, url_timeout_s: size cap and timeout of one URL fetch.
+        llm: where the multimodal LLM is; None disables ``/v1/agent`` and chat (HTTP 503).
+        agent: the agent's limits; ``score_threshold`` also is the default of ``/v1/segment``.
+        state_db: SQLite file keeping agent threads and chat conversations across restarts (None: memory).
+        chat_page: serve the chat page at ``/chat``.
+        chat_history_turns: earlier turns of a conversation quoted to the agent with a follow-up.
+    """
+
+    model: str = "facebook/sam3"
+    device: str | None = None
+    dtype: str | None = None
+    token: str | None = None
+    max_body_bytes: int = 32 * MIB
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    request_timeout_s: float = 60.0
+    agent_timeout_s: float = 300.0
+    allow_url_images: bool = False
+    url_max_bytes: int = 20 * MIB
+    url_timeout_s: float = 10.0
+    llm: LLMConfig | None = None
+    agent: AgentSettings = field(default_factory=AgentSettings)
+    state_db: str | None = None
+    chat_page: bool = True
+    chat_history_turns: int = 3
+
+    def __post_init__(self) -> None:
+        if min(self.max_body_bytes, self.max_pixels, self.url_max_bytes) < 1:
+            raise UsageError("max_body_bytes, max_pixels and url_max_bytes must be >= 1")
+        if min(self.request_timeout_s, self.agent_timeout_s, self.url_timeout_s) <= 0:
+            raise UsageError("timeouts must be > 0 seconds")
+        if self.token is not None and not self.token.strip():
+            raise UsageError("token must not be empty (use None for no authentication)")
+        if self.chat_history_turns < 0:
+            raise UsageError("chat_history_turns must be >= 0")
