@@ -1,7 +1,7 @@
 """The ``sam3-agent`` command line.
 
 Sub-commands:
-  ask IMAGE QUERY                             the agent: an MLLM uses SAM 3 to answer the query
+  segment IMAGE QUERY --out DIR               the agent: an MLLM uses SAM 3 to answer the query
   segment-phrase IMAGE PHRASE [PHRASE ...]   raw SAM 3: every instance of each phrase, as JSON
   make-tiny-checkpoint DIR [--video]          a random tiny SAM 3 in the Hugging Face format
 """
@@ -44,7 +44,8 @@ def _segment_phrase(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ask(args: argparse.Namespace) -> int:
+def _segment(args: argparse.Namespace) -> int:
+    """The agent on one image and query; writes mask.png, overlay.png, result.json, trace.json."""
     import numpy as np
     from PIL import Image
 
@@ -62,15 +63,24 @@ def _ask(args: argparse.Namespace) -> int:
                                     options=EngineOptions(max_pixels=args.max_pixels), with_tracker=False) as engine:
         image = engine.load(args.image)
         answer = run_agent_sync(engine, llm, image, args.query, settings=settings)
-    document = {"image": str(args.image), "image_size": {"height": image.height, "width": image.width},
-                **answer.to_json(), "rles": _rles(answer.masks)}
-    _write_json(document, args.out)
-    if args.overlay:
-        render_final(image.pixels, answer.masks, answer.mask_ids).save(args.overlay)
-    if args.mask:
-        Image.fromarray(answer.mask.astype(np.uint8) * 255).save(args.mask)
-    logger.info("%s: %s (masks %s, %d model calls)", answer.query, answer.status, answer.mask_ids, answer.usage.calls)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"image": str(args.image), "image_size": {"height": image.height, "width": image.width},
+              **answer.to_json(), "rles": _rles(answer.masks)}
+    _write_json(result, str(out / "result.json"))
+    _write_json(_trace_document(answer), str(out / "trace.json"))
+    Image.fromarray(answer.mask.astype(np.uint8) * 255).save(out / "mask.png")
+    render_final(image.pixels, answer.masks, answer.mask_ids).save(out / "overlay.png")
+    logger.info("%s: %s (masks %s, %d model calls); written to %s", answer.query, answer.status, answer.mask_ids,
+                answer.usage.calls, out)
     return 0 if answer.ok else 3
+
+
+def _trace_document(answer) -> dict:
+    trace_json = getattr(answer, "trace_json", None)
+    if callable(trace_json):
+        return trace_json()
+    return {"query": answer.query, "status": answer.status, "trace": getattr(answer, "trace", [])}
 
 
 def _rles(masks) -> list[dict]:
@@ -119,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    ask = commands.add_parser("ask", help="answer a reasoning-segmentation query with the agent")
+    ask = commands.add_parser("segment", help="answer a reasoning-segmentation query with the agent")
     ask.add_argument("image", help="image file")
     ask.add_argument("query", help='e.g. "the cup the woman is about to drink from"')
     ask.add_argument("--model", default="facebook/sam3", help="SAM 3 hub id or local checkpoint folder")
@@ -133,11 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--max-steps", type=int, default=12, help="most model replies per query")
     ask.add_argument("--no-verify", action="store_true", help="do not offer the per-mask verification tool")
     ask.add_argument("--threshold", type=float, default=0.5, help="SAM 3 instance score threshold")
-    ask.add_argument("--out", default="-", help="JSON answer path ('-' for stdout)")
-    ask.add_argument("--overlay", help="also write a PNG of the chosen masks over the image")
-    ask.add_argument("--mask", help="also write the answer's union mask as a PNG")
+    ask.add_argument("--out", required=True, help="output folder: mask.png, overlay.png, result.json, trace.json")
     _add_device_args(ask)
-    ask.set_defaults(func=_ask)
+    ask.set_defaults(func=_segment)
 
     seg = commands.add_parser("segment-phrase", help="raw SAM 3 on an image for one or more noun phrases")
     seg.add_argument("image", help="image file")

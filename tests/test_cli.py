@@ -44,7 +44,7 @@ def test_bad_input_exits_with_a_message(tmp_path):
     assert "cannot load a SAM 3 checkpoint" in done.stderr or "not found" in done.stderr
 
 
-def test_ask_runs_the_agent_against_an_llm_endpoint(tmp_path, tiny_checkpoint):
+def test_segment_runs_the_agent_against_an_llm_endpoint(tmp_path, tiny_checkpoint):
     import json as _json
 
     from scripted_llm import Reply, ScriptedLLM
@@ -53,24 +53,28 @@ def test_ask_runs_the_agent_against_an_llm_endpoint(tmp_path, tiny_checkpoint):
     Image.fromarray((np.random.default_rng(3).random((60, 80, 3)) * 255).astype(np.uint8)).save(image)
     segment = _json.dumps({"name": "segment_phrase", "arguments": {"text_prompt": "cup"}})
     select = _json.dumps({"name": "select_masks_and_return", "arguments": {"mask_ids": [1]}})
-    out, mask = tmp_path / "answer.json", tmp_path / "mask.png"
+    out = tmp_path / "run"
     with ScriptedLLM([Reply.text(f"<tool_call>{segment}</tool_call>"),
                       Reply.text(f"<tool_call>{select}</tool_call>")]) as server:
-        done = run_cli("ask", str(image), "the cup on the left", "--model", tiny_checkpoint, "--llm-url",
+        done = run_cli("segment", str(image), "the cup on the left", "--model", tiny_checkpoint, "--llm-url",
                        server.base_url, "--llm-model", server.model, "--threshold", "0.2", "--out", str(out),
-                       "--mask", str(mask), "--no-verify")
+                       "--no-verify")
         assert done.returncode == 0, done.stderr[-3000:]
         assert len(server.requests) == 2
-    answer = _json.loads(out.read_text())
+    answer = _json.loads((out / "result.json").read_text())
     assert answer["status"] == "answered" and answer["mask_ids"] == [1]
     assert answer["rles"][0]["size"] == [60, 80]
-    assert np.asarray(Image.open(mask)).max() == 255
+    assert np.asarray(Image.open(out / "mask.png")).max() == 255
+    assert Image.open(out / "overlay.png").size == (80, 60)
+    trace = _json.loads((out / "trace.json").read_text())
+    assert trace["status"] == "answered"
 
 
-def test_ask_reports_an_unreachable_llm(tmp_path, tiny_checkpoint):
+def test_segment_reports_an_unreachable_llm(tmp_path, tiny_checkpoint):
     image = tmp_path / "img.png"
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(image)
-    done = run_cli("ask", str(image), "the cat", "--model", tiny_checkpoint, "--llm-url", "http://127.0.0.1:9/v1",
-                   "--llm-model", "m", "--llm-timeout", "2", "--llm-retries", "1")
+    done = run_cli("segment", str(image), "the cat", "--out", str(tmp_path / "run"), "--model", tiny_checkpoint,
+                   "--llm-url", "http://127.0.0.1:9/v1", "--llm-model", "m", "--llm-timeout", "2",
+                   "--llm-retries", "1")
     assert done.returncode == 2
     assert "127.0.0.1:9" in done.stderr
