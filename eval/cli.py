@@ -1,0 +1,175 @@
+"""The ``sam3-agent eval`` command tree: run the agent over a benchmark, or re-score a finished run.
+
+::
+
+    sam3-agent eval reasonseg --data DIR --split val --out runs/rs-val --concurrency 16 \\
+        --llm-url http://localhost:8000/v1 --model facebook/sam3
+    sam3-agent eval refcoco --data DIR --dataset refcocog --split-by umd --split test --out runs/rcg-test
+    sam3-agent eval omnilabel --data dataset_all_val_v0.1.3.json --image-dir imgs --out runs/ol-val
+    sam3-agent eval score runs/rs-val          # metrics again from predictions.jsonl, no model
+
+Register it with :func:`add_eval_commands` on the main parser's sub-parsers; each command sets
+``func`` (called with the parsed arguments, returning the exit status).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agent import tool_protocol as tp
+
+if TYPE_CHECKING:
+    from eval.tasks import TaskSpec
+
+logger = logging.getLogger("sam3_agent.eval")
+
+_DEFAULT_SPLIT_BY = {"refcoco": "unc", "refcoco+": "unc", "refcocog": "umd"}
+_NOISY_LOGGERS = ("agent", "tools", "httpx", "sam3_core")
+
+
+def _add_common(parser: argparse.ArgumentParser, default_split: str) -> None:
+    parser.add_argument("--data", required=True, help="dataset folder (OmniLabel: the JSON, or a folder "
+                                                      "with <split>.json)")
+    parser.add_argument("--split", default=default_split, help=f"split to run (default: {default_split})")
+    parser.add_argument("--out", required=True, help="run folder: predictions.jsonl, run.json, report.*")
+    parser.add_argument("--concurrency", type=int, default=8, help="queries run at once (default: 8)")
+    parser.add_argument("--limit", type=int, help="only the first K queries of the split")
+    parser.add_argument("--model", default="facebook/sam3", help="SAM 3 hub id or local checkpoint folder")
+    parser.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
+    parser.add_argument("--dtype", help="bf16, fp16 or fp32 (default: bf16 on GPU, fp32 on CPU)")
+    parser.add_argument("--llm-url", default="http://localhost:8000/v1", help="OpenAI-compatible endpoint")
+    parser.add_argument("--llm-model", default="", help="model name (default: the first the endpoint serves)")
+    parser.add_argument("--tool-protocol", choices=tp.PROTOCOLS, default=tp.DEFAULT_PROTOCOL,
+                        help="how the LLM calls tools")
+    parser.add_argument("--llm-timeout", type=float, default=120.0, help="seconds per LLM request")
+    parser.add_argument("--llm-retries", type=int, default=4, help="retries of a failed LLM request")
+    parser.add_argument("--score-threshold", type=float, default=0.5, help="SAM 3 instance score threshold")
+    parser.add_argument("--max-steps", type=int, default=12, help="LLM replies per query")
+    parser.add_argument("--no-verification", action="store_true", help="do not offer examine_each_mask")
+    parser.add_argument("--worst", type=int, default=8, choices=range(9), metavar="K",
+                        help="overlays of the K worst cases, 0..8 (default: 8)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_eval_commands(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``eval`` command (with ``reasonseg``, ``refcoco``, ``omnilabel`` and ``score``) to ``subparsers``."""
+    evaluation = subparsers.add_parser("eval", help="run the agent over a benchmark, or re-score a run",
+                                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = evaluation.add_subparsers(dest="eval_command", required=True)
+
+    reasonseg = commands.add_parser("reasonseg", help="ReasonSeg (gIoU / cIoU, short and long queries)")
+    _add_common(reasonseg, "val")
+    reasonseg.set_defaults(func=run_command, eval_dataset="reasonseg")
+
+    refcoco = commands.add_parser("refcoco", help="RefCOCO, RefCOCO+ or RefCOCOg (gIoU / cIoU)")
+    _add_common(refcoco, "val")
+    refcoco.add_argument("--dataset", dest="variant", choices=sorted(_DEFAULT_SPLIT_BY), default="refcoco",
+                         help="which of the three (default: refcoco)")
+    refcoco.add_argument("--split-by", choices=["unc", "umd", "google"],
+                         help="split scheme (default: unc for refcoco/refcoco+, umd for refcocog)")
+    refcoco.add_argument("--image-dir", help="COCO train2014 images (default: <data>/images/mscoco/images/train2014)")
+    refcoco.set_defaults(func=run_command, eval_dataset="refcoco")
+
+    omnilabel = commands.add_parser("omnilabel", help="OmniLabel (box AP per group, harmonic mean)")
+    _add_common(omnilabel, "val")
+    omnilabel.add_argument("--image-dir", help="image root (default: the JSON's folder)")
+    omnilabel.set_defaults(func=run_command, eval_dataset="omnilabel")
+
+    score = commands.add_parser("score", help="recompute a run's metrics and report from its predictions")
+    score.add_argument("run_dir", help="a run folder written by an eval command")
+    score.add_argument("--worst", type=int, default=8, choices=range(9), metavar="K", help="worst-case overlays")
+    score.set_defaults(func=score_command)
+    return evaluation
+
+
+def _absolute(path: str | None) -> str | None:
+    return str(Path(path).expanduser().resolve()) if path else None
+
+
+def task_spec(args: argparse.Namespace) -> TaskSpec:
+    """The :class:`TaskSpec` named by the parsed arguments (paths made absolute)."""
+    from eval.tasks import TaskSpec
+
+    options: dict[str, Any] = {}
+    if args.eval_dataset == "refcoco":
+        options = {"variant": args.variant, "split_by": args.split_by or _DEFAULT_SPLIT_BY[args.variant]}
+    if args.eval_dataset in ("refcoco", "omnilabel") and args.image_dir:
+        options["image_dir"] = _absolute(args.image_dir)
+    return TaskSpec(args.eval_dataset, _absolute(args.data) or "", args.split, options)
+
+
+def _headline(report: dict[str, Any]) -> str:
+    metrics = report["metrics"]
+    if report["dataset"] == "omnilabel":
+        return f"AP {metrics['AP']:.4f}" if "AP" in metrics else "AP not computed"
+    if not metrics:
+        return "no samples scored"
+    return ", ".join(f"{g}: gIoU {m['gIoU']:.4f} cIoU {m['cIoU']:.4f} (n={m['count']})" for g, m in metrics.items())
+
+
+async def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    from agent.llm import LLMClient, LLMConfig
+    from agent.state import AgentSettings
+    from eval.records import prepare_run_dir
+    from eval.runner import RunOptions, run_config, run_eval
+    from eval.tasks import load_task
+    from sam3_core.engine import Sam3Engine
+
+    task = load_task(task_spec(args))
+    task.items()  # read the dataset before loading any model: a bad path fails fast
+    settings = AgentSettings(score_threshold=args.score_threshold, max_steps=args.max_steps,
+                             verification=not args.no_verification)
+    options = RunOptions(concurrency=args.concurrency, limit=args.limit, progress=not args.no_progress,
+                         worst_k=args.worst)
+    llm = LLMConfig(base_url=args.llm_url, model=args.llm_model, tool_protocol=args.tool_protocol,
+                    timeout_s=args.llm_timeout, max_retries=args.llm_retries)
+    sam3_model = _absolute(args.model) if Path(args.model).expanduser().exists() else args.model
+    async with LLMClient(llm) as client:
+        # Refuse a mismatching run folder before spending time on loading SAM 3.
+        prepare_run_dir(args.out, run_config(task, sam3_model, llm, await client.model_name(), settings))
+        engine = await asyncio.to_thread(Sam3Engine.from_pretrained, args.model, args.device, args.dtype,
+                                         with_tracker=False)
+        try:
+            return await run_eval(task, args.out, engine, client, sam3_model=sam3_model, settings=settings,
+                                  options=options)
+        finally:
+            engine.close()
+
+
+@contextlib.contextmanager
+def _quiet(enabled: bool) -> Iterator[None]:
+    """Raise the per-query / per-request loggers to WARNING for the block (their levels are restored)."""
+    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS] if enabled else []
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """``sam3-agent eval {reasonseg,refcoco,omnilabel}``: run (or resume) a benchmark; returns 0."""
+    with _quiet(not getattr(args, "verbose", False)):  # a line per query would bury the progress bar
+        report = asyncio.run(_evaluate(args))
+    logger.info("%s %s: %s; %d failures; report in %s", report["dataset"], report["split"], _headline(report),
+                report["failures"]["count"], Path(args.out) / "report.md")
+    return 0
+
+
+def score_command(args: argparse.Namespace) -> int:
+    """``sam3-agent eval score RUN_DIR``: recompute the metrics and rewrite the report; returns 0."""
+    from eval.report import score_run
+
+    report = score_run(args.run_dir, worst_k=args.worst)
+    logger.info("%s %s: %s; report in %s", report["dataset"], report["split"], _headline(report),
+                Path(args.run_dir) / "report.md")
+    return 0

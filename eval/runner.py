@@ -1,0 +1,258 @@
+"""Running the agent over a benchmark: many queries at once, every result saved as it completes.
+
+::
+
+    task = load_task(TaskSpec("reasonseg", "/data/reason_seg/ReasonSeg", "val"))
+    report = await run_eval(task, "runs/rs-val", engine, LLMConfig(base_url=...), sam3_model="facebook/sam3",
+                            settings=AgentSettings(), options=RunOptions(concurrency=16))
+
+Up to ``concurrency`` agents run at once (an :class:`asyncio.Semaphore`), all sharing one
+:class:`~sam3_core.engine.Sam3Engine` (whose worker batches their SAM 3 calls) and one
+:class:`~agent.llm.LLMClient`. Each finished sample is scored and appended to ``predictions.jsonl``
+(see :mod:`eval.records`); samples already there are skipped, so a killed run resumes where it
+stopped. A sample whose agent run raises (the LLM timed out, the endpoint failed) or ends without an
+answer is recorded with its status and cause, scored as an empty prediction, and the run goes on.
+At the end :func:`eval.report.score_run` writes the report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.llm import LLMClient, LLMConfig, LLMReply, Usage
+from agent.runner import AgentAnswer, run_agent
+from agent.state import AgentSettings
+from eval.records import FORMAT_VERSION, PredictionLog, prepare_run_dir
+from eval.report import score_run
+from eval.tasks import EvalItem, Task
+from sam3_core.engine import Sam3Engine
+from sam3_core.errors import RunFailed, Sam3AgentError, UsageError
+from sam3_core.postprocess import masks_to_rle
+
+logger = logging.getLogger(__name__)
+
+NO_MASKS = np.zeros((0, 1, 1), dtype=bool)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run (none of these change the results): parallel queries, a sample limit, display."""
+
+    concurrency: int = 8
+    limit: int | None = None
+    progress: bool = True
+    worst_k: int = 8
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1 or (self.limit is not None and self.limit < 0) or not 0 <= self.worst_k <= 8:
+            raise UsageError("concurrency must be >= 1, limit >= 0, worst_k in 0..8")
+
+
+class QueryClient(LLMClient):
+    """One query's view of a shared :class:`LLMClient`: the same connection, its own usage counts.
+
+    :func:`agent.runner.run_agent` reports the usage of a query as the change of its client's totals,
+    which would mix the calls of queries running together on one shared client; giving each query
+    this thin wrapper keeps its counts its own while all requests still go through the shared client.
+    """
+
+    def __init__(self, shared: LLMClient) -> None:  # no super().__init__(): nothing of its own to open
+        self.config = shared.config
+        self._shared = shared
+        self._own = Usage()
+
+    @property
+    def usage(self) -> Usage:
+        """Calls and tokens of this query so far."""
+        return dataclasses.replace(self._own)
+
+    async def model_name(self) -> str:
+        return await self._shared.model_name()
+
+    async def chat(self, messages: Sequence[dict[str, Any]], tools: Sequence[Any] | None = None,
+                   **kwargs: Any) -> LLMReply:
+        """:meth:`LLMClient.chat` on the shared client, counted for this query."""
+        try:
+            reply = await self._shared.chat(messages, tools, **kwargs)
+        except RunFailed:
+            self._own.add(Usage(calls=1, failures=1))
+            raise
+        self._own.add(reply.usage)
+        return reply
+
+    async def aclose(self) -> None:
+        """Nothing to close: the shared client belongs to the caller."""
+
+
+def run_config(task: Task, sam3_model: str, llm: LLMConfig, llm_model: str, settings: AgentSettings,
+               runtime: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``run.json`` content: what must match to resume (task, models, settings) and runtime details."""
+    return {
+        "format": FORMAT_VERSION,
+        "task": task.spec.to_dict(),
+        "sam3_model": sam3_model,
+        "llm": {
+            "model": llm_model, "tool_protocol": llm.tool_protocol, "temperature": llm.temperature,
+            "max_tokens": llm.max_tokens, "image_max_pixels": llm.image_max_pixels,
+            "image_format": llm.image_format, "extra_body": dict(llm.extra_body),
+        },
+        "settings": dataclasses.asdict(settings),
+        "runtime": {"llm_base_url": llm.base_url, **(runtime or {})},
+    }
+
+
+class Progress:
+    """A tqdm bar on stderr (rate, ETA, running metric) when available and stderr is a terminal."""
+
+    def __init__(self, total: int, done: int, enabled: bool, metric: str | None) -> None:
+        self.metric = metric
+        self._bar = None
+        if enabled and sys.stderr.isatty():
+            try:
+                from tqdm import tqdm
+            except ImportError:  # tqdm comes with transformers, but is not required
+                logger.info("tqdm is not installed: no progress bar")
+            else:
+                self._bar = tqdm(total=total, initial=done, file=sys.stderr, unit="query", dynamic_ncols=True,
+                                 smoothing=0.1)
+
+    def update(self, value: float | None) -> None:
+        """One more sample done; ``value`` is the running metric (None: not shown)."""
+        if self._bar is None:
+            return
+        if self.metric and value is not None:
+            self._bar.set_postfix({self.metric: f"{value:.4f}"}, refresh=False)
+        self._bar.update(1)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _record(item: EvalItem, answer: AgentAnswer | None, failure: BaseException | None, usage: Usage,
+            seconds: float) -> dict[str, Any]:
+    """The stored record of one sample (without its score fields)."""
+    if answer is not None:
+        status, ok, error = answer.status, answer.ok, answer.error
+        cause = "" if answer.ok else answer.status
+    else:
+        status, ok, error = "error", False, f"{type(failure).__name__}: {failure}"
+        cause = failure.cause if isinstance(failure, RunFailed) else type(failure).__name__
+    return {
+        "id": item.id, "query": item.query, "groups": list(item.groups), "status": status, "ok": ok,
+        "cause": cause, "error": error,
+        "mask_ids": list(answer.mask_ids) if answer else [],
+        "scores": [float(s) for s in answer.scores] if answer else [],
+        "phrases": list(answer.phrases) if answer else [],
+        "masks": masks_to_rle(answer.masks) if answer else [],
+        "steps": answer.steps if answer else 0, "verify_calls": answer.verify_calls if answer else 0,
+        "llm_calls": usage.calls, "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens, "total_tokens": usage.total_tokens,
+        "seconds": round(seconds, 4),
+    }
+
+
+@dataclass
+class _Run:
+    """Everything the samples of one run share."""
+
+    task: Task
+    engine: Sam3Engine
+    client: LLMClient
+    settings: AgentSettings
+    log: PredictionLog
+    progress: Progress
+    scored: list[dict[str, Any]]
+
+
+async def _run_sample(run: _Run, item: EvalItem) -> dict[str, Any]:
+    """Answer one query (never raises for agent or LLM failures) and score the answer."""
+    client = QueryClient(run.client)
+    started = time.perf_counter()
+    answer: AgentAnswer | None = None
+    failure: Exception | None = None
+    try:
+        answer = await run_agent(run.engine, client, item.image_path, item.query, settings=run.settings)
+    except Sam3AgentError as exc:
+        failure = exc
+        logger.warning("sample %s failed (%s): %s", item.id, getattr(exc, "cause", type(exc).__name__), exc)
+    except Exception as exc:  # any other crash of one query must not stop the benchmark
+        failure = exc
+        logger.exception("sample %s crashed", item.id)
+    record = _record(item, answer, failure, client.usage, time.perf_counter() - started)
+    masks, scores = (answer.masks, answer.scores) if answer is not None else (NO_MASKS, [])
+    fields = await asyncio.to_thread(run.task.score, item, masks, scores)
+    return {**record, **fields}
+
+
+async def _worker(run: _Run, item: EvalItem, slots: asyncio.Semaphore) -> None:
+    async with slots:
+        record = await _run_sample(run, item)
+    run.log.append(record)
+    run.scored.append(record)
+    run.progress.update(run.task.progress_value(run.scored))
+
+
+async def _gather_all(coroutines: list[Any]) -> None:
+    """Run the coroutines together; if one raises, cancel the rest and re-raise."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+@contextlib.asynccontextmanager
+async def _shared_client(llm: LLMConfig | LLMClient) -> AsyncIterator[LLMClient]:
+    if isinstance(llm, LLMClient):
+        yield llm
+        return
+    async with LLMClient(llm) as client:
+        yield client
+
+
+async def run_eval(task: Task, run_dir: str | Path, engine: Sam3Engine, llm: LLMConfig | LLMClient, *,
+                   sam3_model: str, settings: AgentSettings | None = None,
+                   options: RunOptions | None = None) -> dict[str, Any]:
+    """Run (or resume) ``task`` into ``run_dir`` and write the report; returns the report dict.
+
+    Raises:
+        ConfigMismatch: ``run_dir`` holds a run with another configuration.
+        RunFailed: the LLM endpoint cannot tell its model name (nothing was run).
+        InputError: the dataset cannot be read.
+    """
+    settings, options = settings or AgentSettings(), options or RunOptions()
+    items = task.items()
+    items = items[: options.limit] if options.limit is not None else items
+    async with _shared_client(llm) as client:
+        model = await client.model_name()
+        runtime = {"concurrency": options.concurrency, "limit": options.limit}
+        prepare_run_dir(run_dir, run_config(task, sam3_model, client.config, model, settings, runtime))
+        with PredictionLog.open(run_dir) as log:
+            wanted = {item.id for item in items}
+            scored = [r for r in log.records if r["id"] in wanted]
+            todo = [item for item in items if item.id not in log]
+            logger.info("%s %s: %d queries, %d already done, %d to run with concurrency %d",
+                        task.spec.dataset, task.spec.split, len(items), len(scored), len(todo), options.concurrency)
+            progress = Progress(len(items), len(scored), options.progress, task.progress_name)
+            run = _Run(task, engine, client, settings, log, progress, scored)
+            slots = asyncio.Semaphore(options.concurrency)
+            try:
+                await _gather_all([_worker(run, item, slots) for item in todo])
+            finally:
+                progress.close()
+    return await asyncio.to_thread(score_run, run_dir, task, options.worst_k)
