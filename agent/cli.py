@@ -3,7 +3,9 @@
 Sub-commands:
   segment IMAGE QUERY --out DIR               the agent: an MLLM uses SAM 3 to answer the query
   segment-phrase IMAGE PHRASE [PHRASE ...]   raw SAM 3: every instance of each phrase, as JSON
+  track VIDEO PHRASE [PHRASE ...]              raw SAM 3 on a video: every instance of each phrase, tracked
   make-tiny-checkpoint DIR [--video]          a random tiny SAM 3 in the Hugging Face format
+  eval {reasonseg,refcoco,omnilabel,score}    benchmark runs (resumable) and their scores
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from eval.cli import add_eval_commands
 from sam3_core.errors import Sam3AgentError
 
 logger = logging.getLogger("sam3_agent.cli")
@@ -108,6 +111,29 @@ def _write_overlay(pixels, results, path: str) -> None:
     render_masks(pixels, stack, list(range(1, len(masks) + 1))).save(path)
 
 
+def _track(args: argparse.Namespace) -> int:
+    from sam3_core.video import VideoEngine, VideoOptions
+    from sam3_core.video.outputs import VisJsonWriter, write_overlay_video
+
+    options = VideoOptions(max_sessions=1, score_threshold=args.threshold, new_object_threshold=args.new_threshold)
+    with VideoEngine.from_pretrained(args.model, device=args.device, dtype=args.dtype, options=options) as engine:
+        session = engine.start_session(args.video)
+        engine.add_text_prompts(session, args.phrases)
+        source = engine.session_source(session)
+        writer = VisJsonWriter(source, video_name=str(args.video))
+        frames = 0
+        for result in engine.propagate(session, args.start_frame, args.direction, args.max_frames):
+            writer.add(result)
+            frames += 1
+        document = writer.document()
+        _write_json(document, args.out)
+        if args.overlay:
+            write_overlay_video(source, document, args.overlay)
+        engine.close_session(session)
+    logger.info("%d frames tracked, %d objects; JSON written to %s", frames, len(document["annotations"]), args.out)
+    return 0
+
+
 def _make_tiny_checkpoint(args: argparse.Namespace) -> int:
     from sam3_core.tiny import MID_SPEC, TinySpec, write_tiny_checkpoint
 
@@ -160,12 +186,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device_args(seg)
     seg.set_defaults(func=_segment_phrase)
 
+    track = commands.add_parser("track", help="raw SAM 3 on a video: detect and track every instance of phrases")
+    track.add_argument("video", help="video file (mp4, webm, ...) or a folder of frames")
+    track.add_argument("phrases", nargs="+", help="short noun phrases, e.g. 'red car'")
+    track.add_argument("--model", default="facebook/sam3", help="hub id or local checkpoint folder")
+    track.add_argument("--out", default="-", help="YouTube-VIS-style JSON output path ('-' for stdout)")
+    track.add_argument("--overlay", help="also write an mp4 with the numbered masks")
+    track.add_argument("--max-frames", type=int, help="most frames to track per direction")
+    track.add_argument("--start-frame", type=int, default=0, help="frame to start from")
+    track.add_argument("--direction", choices=["forward", "backward", "both"], default="forward")
+    track.add_argument("--threshold", type=float, help="detection score threshold (default: the checkpoint's)")
+    track.add_argument("--new-threshold", type=float, help="score a detection needs to start a new object")
+    track.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
+    track.add_argument("--dtype", help="bf16, fp16 or fp32 (default: bf16 on GPU, fp32 on CPU)")
+    track.set_defaults(func=_track)
+
     tiny = commands.add_parser("make-tiny-checkpoint", help="write a random small SAM 3 (no download)")
     tiny.add_argument("dir", help="output folder")
     tiny.add_argument("--video", action="store_true", help="also write the video processor files")
     tiny.add_argument("--size", choices=["tiny", "mid"], default="tiny", help="tiny: tests; mid: CPU benchmarks")
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(func=_make_tiny_checkpoint)
+
+    add_eval_commands(commands)
     return parser
 
 

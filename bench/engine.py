@@ -41,16 +41,28 @@ def _sync(device: torch.device) -> None:
 
 
 def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
-    """Median wall seconds of ``fn`` over ``repeats`` runs (after one warm-up)."""
-    fn()
-    samples = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
+    """Median wall seconds of ``fn`` over ``repeats`` runs (after two warm-up runs)."""
+    return timed_pair(fn, None, device, repeats)[0]
+
+
+def timed_pair(first: Callable[[], object], second: Callable[[], object] | None, device: torch.device,
+               repeats: int) -> tuple[float, float]:
+    """Median seconds of two functions measured alternately, so that load from other processes falls
+    on both alike; each is warmed up twice (new shapes and a new worker thread cost on first use)."""
+    funcs = [f for f in (first, second) if f is not None]
+    for fn in funcs:
         fn()
-        _sync(device)
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+        fn()
+    samples: list[list[float]] = [[] for _ in funcs]
+    for _ in range(repeats):
+        for fn, bucket in zip(funcs, samples):
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            bucket.append(time.perf_counter() - start)
+    medians = [statistics.median(bucket) for bucket in samples]
+    return medians[0], (medians[1] if second is not None else 0.0)
 
 
 def make_images(count: int, size: tuple[int, int], seed: int = 0) -> list[np.ndarray]:
@@ -82,8 +94,7 @@ def bench_phrases(engine: Sam3Engine, model, processor, image, ks, repeats) -> l
             for phrase in phrases:
                 baseline_call(model, processor, image, phrase, engine.device, engine.dtype)
 
-        engine_s = timed(engine_uncached, engine.device, repeats)
-        baseline_s = timed(separate, engine.device, repeats)
+        engine_s, baseline_s = timed_pair(engine_uncached, separate, engine.device, repeats)
         rows.append({"phrases": k, "engine_ms": engine_s * 1e3, "separate_uncached_ms": baseline_s * 1e3,
                      "speedup": baseline_s / engine_s})
         logger.info("K=%2d  engine %.1f ms  separate %.1f ms  speed-up %.2fx", k, engine_s * 1e3,
@@ -101,6 +112,33 @@ def bench_cached(engine: Sam3Engine, image, repeats) -> dict:
             "extra_phrase_ms": (sixteen - one) / 15 * 1e3, "end_to_end_1_phrase_ms": (encode_s + one) * 1e3}
 
 
+def flop_ratio(engine: Sam3Engine, image) -> dict:
+    """FLOPs of one image encoding and of one extra phrase (torch's FlopCounterMode): the ratio bounds
+    what caching and batching can gain, and is how a scaled-down model is compared with the real one."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from sam3_core.detector import batched_vision_embeds
+
+    detector = engine._handler.detector
+    pixels = engine.processor.image_processor(images=[image], return_tensors="pt")["pixel_values"]
+    with torch.inference_mode():
+        with FlopCounterMode(display=False) as counter:
+            vision = detector.get_vision_features(pixel_values=pixels.to(engine.device, engine.dtype))
+        encode = counter.get_total_flops()
+        features = engine.encode(image)
+        totals = {}
+        for n in (1, 4):
+            ids = torch.full((n, 32), 1, dtype=torch.long, device=engine.device)
+            with FlopCounterMode(display=False) as counter:
+                detector(vision_embeds=batched_vision_embeds([(features, n)]), input_ids=ids,
+                         attention_mask=torch.ones_like(ids))
+            totals[n] = counter.get_total_flops()
+    del vision
+    per_phrase = (totals[4] - totals[1]) / 3
+    return {"encode_gflop": encode / 1e9, "per_phrase_gflop": per_phrase / 1e9,
+            "encode_per_phrase": encode / per_phrase}
+
+
 def bench_concurrency(engine: Sam3Engine, images, repeats) -> dict:
     """N callers with different (un-cached) images and one phrase each: concurrent vs sequential."""
 
@@ -116,8 +154,7 @@ def bench_concurrency(engine: Sam3Engine, images, repeats) -> dict:
         engine.cache.clear()
         asyncio.run(together())
 
-    seq_s = timed(sequential, engine.device, repeats)
-    conc_s = timed(concurrent, engine.device, repeats)
+    seq_s, conc_s = timed_pair(sequential, concurrent, engine.device, repeats)
     logger.info("%d callers: sequential %.1f ms, concurrent %.1f ms, speed-up %.2fx", len(images), seq_s * 1e3,
                 conc_s * 1e3, seq_s / conc_s)
     return {"callers": len(images), "sequential_ms": seq_s * 1e3, "concurrent_ms": conc_s * 1e3,
@@ -160,6 +197,7 @@ def main() -> None:
         "dtype": str(engine.dtype), "machine": platform.platform(), "threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(engine.device) if engine.device.type == "cuda" else None,
         "phrases": bench_phrases(engine, model, processor, images[0], [1, 4, 16], args.repeats),
+        "flops": flop_ratio(engine, images[0]),
         "cached": bench_cached(engine, images[0], args.repeats),
         "concurrency": bench_concurrency(engine, images, args.repeats),
     }
@@ -168,6 +206,9 @@ def main() -> None:
     engine.close()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
+    logger.info("FLOPs: encode %.1f G, each extra phrase %.1f G, ratio %.1f (released SAM 3: 18.1)",
+                report["flops"]["encode_gflop"], report["flops"]["per_phrase_gflop"],
+                report["flops"]["encode_per_phrase"])
     cached = report["cached"]
     logger.info("cached image: encode %.1f ms, first phrase %.1f ms, each extra phrase %.2f ms",
                 cached["encode_ms"], cached["cached_1_phrase_ms"], cached["extra_phrase_ms"])

@@ -14,10 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from .cache import tensor_bytes
+from .phrases import MAX_TEXT_TOKENS
 from .results import PhraseResult
-
-#: SAM 3's text encoder takes at most this many tokens (start and end tokens included).
-MAX_TEXT_TOKENS = 32
 
 
 @dataclass

@@ -30,6 +30,7 @@ from .errors import PromptError, UsageError
 from .handler import BatchHandler, EncodeRequest, EngineCounters, RefineRequest, SegmentRequest
 from .images import DEFAULT_MAX_PIXELS, ImageInput, LoadedImage, load_image
 from .loading import DEFAULT_MODEL_ID, load_models, resolve_device, resolve_dtype
+from .phrases import clean_phrases
 from .results import PhraseResult, RefineResult
 from .tracker import validate_clicks
 
@@ -223,21 +224,11 @@ class Sam3Engine:
 
 
 def _check_phrases(phrases: str | Sequence[str] | None, *, has_boxes: bool) -> list[str]:
-    if isinstance(phrases, str):
-        phrases = [phrases]
+    if not phrases and has_boxes:
+        return ["visual"]  # SAM 3's text for a prompt made of exemplar boxes alone
     if not phrases:
-        if has_boxes:
-            return ["visual"]  # SAM 3's text for a prompt made of exemplar boxes alone
         raise PromptError("no phrases given: pass at least one noun phrase or some exemplar boxes")
-    texts = []
-    for phrase in phrases:
-        if not isinstance(phrase, str):
-            raise PromptError(f"phrases must be strings, got {type(phrase).__name__}")
-        text = " ".join(phrase.split())
-        if not text:
-            raise PromptError("a phrase is empty; every phrase needs at least one word")
-        texts.append(text)
-    return texts
+    return clean_phrases(phrases)
 
 
 def _exemplar_tensors(boxes, labels, size_hw: tuple[int, int]) -> tuple[torch.Tensor | None, torch.Tensor | None]:

@@ -35,6 +35,10 @@ class PromptError(InputError):
     """A text phrase, point, box or mask prompt is invalid."""
 
 
+class VideoError(InputError):
+    """A video cannot be read or has no frames, or a frame index, session or object id is unknown."""
+
+
 class CheckpointError(Sam3AgentError, RuntimeError):
     """Model weights could not be loaded (gated repo, missing token, no network, no disk, bad folder)."""
 
