@@ -6,6 +6,7 @@ Sub-commands:
   track VIDEO PHRASE [PHRASE ...]              raw SAM 3 on a video: every instance of each phrase, tracked
   make-tiny-checkpoint DIR [--video]          a random tiny SAM 3 in the Hugging Face format
   eval {reasonseg,refcoco,omnilabel,score}    benchmark runs (resumable) and their scores
+  serve / mcp / chat                          HTTP API, MCP server, chat page for people and other agents
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from eval.cli import add_eval_commands
-from sam3_core.errors import Sam3AgentError
+from sam3_core.errors import RunFailed, Sam3AgentError
+from tools.serve_cli import add_serving_commands
 
 logger = logging.getLogger("sam3_agent.cli")
 
@@ -65,25 +67,24 @@ def _segment(args: argparse.Namespace) -> int:
     with Sam3Engine.from_pretrained(args.model, device=args.device, dtype=args.dtype,
                                     options=EngineOptions(max_pixels=args.max_pixels), with_tracker=False) as engine:
         image = engine.load(args.image)
-        answer = run_agent_sync(engine, llm, image, args.query, settings=settings)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            answer = run_agent_sync(engine, llm, image, args.query, settings=settings)
+        except RunFailed as exc:
+            failed = getattr(exc, "answer", None)
+            if failed is not None:  # keep the trace of what happened before the LLM gave up
+                _write_json(failed.trace_json(), str(out / "trace.json"))
+            raise
     result = {"image": str(args.image), "image_size": {"height": image.height, "width": image.width},
               **answer.to_json(), "rles": _rles(answer.masks)}
     _write_json(result, str(out / "result.json"))
-    _write_json(_trace_document(answer), str(out / "trace.json"))
+    _write_json(answer.trace_json(), str(out / "trace.json"))
     Image.fromarray(answer.mask.astype(np.uint8) * 255).save(out / "mask.png")
     render_final(image.pixels, answer.masks, answer.mask_ids).save(out / "overlay.png")
     logger.info("%s: %s (masks %s, %d model calls); written to %s", answer.query, answer.status, answer.mask_ids,
                 answer.usage.calls, out)
     return 0 if answer.ok else 3
-
-
-def _trace_document(answer) -> dict:
-    trace_json = getattr(answer, "trace_json", None)
-    if callable(trace_json):
-        return trace_json()
-    return {"query": answer.query, "status": answer.status, "trace": getattr(answer, "trace", [])}
 
 
 def _rles(masks) -> list[dict]:
@@ -209,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.set_defaults(func=_make_tiny_checkpoint)
 
     add_eval_commands(commands)
+    add_serving_commands(commands)
     return parser
 
 

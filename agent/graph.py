@@ -14,12 +14,22 @@ the raw image with the query, then -- once ``segment_phrase`` has run -- only th
 ``segment_phrase`` exchange with a fresh overlay of all current candidate masks (the tool result lists
 the phrases tried), then the text-only turns since. Older phrases, overlays and retries are dropped.
 
-Model mistakes never raise: an unreadable reply, a reply without a tool call, or a tool raising
-:class:`~sam3_core.errors.ModelRetry` is answered with the retry message as the tool result, up to
-``AgentSettings.max_retries`` times in a row; one more ends the query with status ``failed``. When
-``max_steps`` replies have been used the query ends with status ``budget_exhausted`` (no exception:
-the caller gets the status, see :class:`agent.runner.AgentAnswer`). LLM endpoint failures
-(:class:`~sam3_core.errors.RunFailed`) propagate.
+Model mistakes never raise: an unreadable reply, a reply without a tool call, an unknown tool, wrong
+arguments, or a tool raising :class:`~sam3_core.errors.ModelRetry` (unknown mask ids, a repeated
+phrase, ``examine_each_mask`` before any mask) is answered with the retry message as the tool result,
+up to ``AgentSettings.max_retries`` times in a row; one more ends the query with status ``failed``
+(cause ``invalid_replies``). A phrase that finds nothing is not a mistake: its result is the
+``after_segment_none`` prompt, which asks for a different phrase.
+
+Limits (:mod:`agent.limits`): before every model call the step, time and token budgets are checked,
+and model calls and tools are abandoned at the ``max_seconds`` deadline; a limit ends the query with
+status ``budget_exhausted`` and the best answer so far in ``answer_ids``. An LLM endpoint failure
+(:class:`~sam3_core.errors.RunFailed`, after the client's retries) ends the query with status
+``failed`` and the failure's cause; :func:`agent.runner.run_agent` then raises it again, carrying the
+answer and its trace. No exception: the caller gets the status, see :class:`agent.runner.AgentAnswer`.
+
+Every node run appends a record to ``State.trace`` (node, tool, arguments, model/SAM/verification
+time, tokens, overhead; see :mod:`agent.trace`), and ``finish`` sums it into ``State.timings``.
 
 The graph is compiled with a checkpointer (an ``InMemorySaver`` unless one is given), so a thread can
 be continued: invoke it again with the same ``thread_id`` and :func:`agent.state.new_query`, and the
@@ -29,6 +39,8 @@ LangGraph's ``context=`` argument.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from typing import Any, Literal
 
@@ -39,12 +51,15 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
 from agent import tool_protocol as tp
+from agent.limits import DeadlineReached, before_deadline, elapsed_s, exhausted_update, limit_reached, time_limit
+from agent.llm import LLMReply
 from agent.overlays import render_masks
-from agent.state import AgentSettings, Anchor, Context, PendingCall, State, decode_masks
+from agent.state import INVALID_REPLIES, AgentSettings, Anchor, Context, PendingCall, State, decode_masks
+from agent.trace import Outcome, StepMeter, totals
 from prompts import render_prompt
-from sam3_core.errors import ModelRetry, UsageError
-from tools.registry import ToolEnv, by_name, specs
-from tools.segmentation import examine_each_mask, format_ids, tools_for
+from sam3_core.errors import ModelRetry, RunFailed, UsageError
+from tools.registry import ToolEnv, ToolOutcome, by_name, specs
+from tools.segmentation import examine_each_mask, format_ids, prepare_verification, tools_for
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +73,8 @@ def _tool_instructions(ctx: Context) -> str:
     """The system prompt's closing lines: budgets and, in native mode, how calls are made."""
     s = ctx.settings
     lines = [f"You have at most {s.max_steps} replies and {s.max_phrases} different phrases for this query."]
+    if s.max_seconds is not None:
+        lines.append(f"The query must be answered within {s.max_seconds:g} seconds.")
     if not s.verification:
         lines.append("`examine_each_mask` is not available in this run.")
     if ctx.llm.config.tool_protocol == "native":
@@ -70,8 +87,12 @@ def _overlay_part(state: State, ctx: Context) -> dict[str, Any] | None:
     candidates = state.candidates()
     if not candidates:
         return None
-    masks = decode_masks(candidates, ctx.image.size_hw)
-    return ctx.image_part(render_masks(ctx.image.pixels, masks, [m["id"] for m in candidates]))
+    ids = [m["id"] for m in candidates]
+
+    def render() -> Any:
+        return render_masks(ctx.image.pixels, decode_masks(candidates, ctx.image.size_hw), ids)
+
+    return ctx.cached_part(("overlay", *ids), render)  # ids never change their mask: render each set once
 
 
 def _earlier_masks_text(state: State) -> str:
@@ -90,7 +111,7 @@ def build_messages(state: State, ctx: Context) -> list[dict[str, Any]]:
     query_part = {"type": "text", "text": render_prompt("user_query", query=state.query)}
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": render_prompt("system", tool_instructions=_tool_instructions(ctx))},
-        {"role": "user", "content": [query_part, ctx.image_part(ctx.image.pixels)]},
+        {"role": "user", "content": [query_part, ctx.raw_image_part()]},
     ]
     overlay = _overlay_part(state, ctx)
     if state.anchor is not None:
@@ -125,6 +146,7 @@ def _model_error(state: State, ctx: Context, problem: str, message: dict[str, An
     if errors > ctx.settings.max_retries:
         logger.warning("giving up after %d invalid replies in a row: %s", errors, problem)
         update["status"] = "failed"
+        update["cause"] = INVALID_REPLIES
         update["error"] = (
             f"the model made {errors} invalid replies or tool calls in a row "
             f"(max_retries={ctx.settings.max_retries}); the last problem: {problem}"
@@ -137,39 +159,73 @@ def _model_error(state: State, ctx: Context, problem: str, message: dict[str, An
 # ----------------------------------------------------------------------------------- nodes
 
 
+def _traced(state: State, update: dict[str, Any], meter: StepMeter, *, node: str, step: int, tool: str | None,
+            arguments: dict[str, Any] | None, outcome: Outcome, detail: str = "") -> dict[str, Any]:
+    """``update`` with this node run's record appended to the trace (see :mod:`agent.trace`)."""
+    record = meter.record(index=len(state.trace), step=step, node=node, tool=tool, arguments=arguments,
+                          outcome=outcome, detail=detail, query_started=state.started_at)
+    return {**update, "trace": [*state.trace, record]}
+
+
+def _llm_failed(exc: RunFailed) -> dict[str, Any]:
+    """State update for an LLM endpoint failure (after the client's own retries): status ``failed``."""
+    logger.error("LLM endpoint failed (%s): %s", exc.cause, exc)
+    return {"status": "failed", "cause": exc.cause, "error": str(exc), "pending_call": None}
+
+
+async def _ask_model(state: State, ctx: Context, meter: StepMeter) -> tuple[LLMReply | None, dict[str, Any] | None,
+                                                                           str]:
+    """One main-loop LLM call within the deadline: ``(reply, None, "")``, or ``(None, update, detail)`` when
+    the deadline passed or the endpoint failed."""
+    tool_specs = specs(tools_for(ctx.settings))
+    if ctx.settings.verification:
+        prepare_verification(state, ctx)  # in the background, while the overlay is drawn and the model thinks
+    messages = await asyncio.to_thread(build_messages, state, ctx)  # overlays and encoding off the event loop
+    try:
+        with meter.timing("model"):
+            reply = await before_deadline(ctx.llm.chat(messages, tool_specs), state, ctx.settings)
+    except DeadlineReached:
+        limit = time_limit(state, ctx.settings)
+        return None, exhausted_update(state, limit), limit.message
+    except RunFailed as exc:
+        return None, _llm_failed(exc), str(exc)
+    meter.count(reply.usage)
+    return reply, None, ""
+
+
 async def call_model(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Ask the LLM for its next tool call (or end the query when the step budget is used up)."""
-    ctx = runtime.context
+    """Ask the LLM for its next tool call, or end the query when a limit is reached or the LLM fails."""
+    ctx, meter = runtime.context, StepMeter()
     if state.image_key != ctx.image.key:
         raise UsageError("the run context's image is not the image of this thread (image keys differ)")
-    if state.step >= ctx.settings.max_steps:
-        logger.warning("step budget used up (%d replies) without an answer", state.step)
-        return {"status": "budget_exhausted",
-                "error": f"no answer after {state.step} model replies (max_steps={ctx.settings.max_steps})"}
-    tool_specs = specs(tools_for(ctx.settings))
-    reply = await ctx.llm.chat(build_messages(state, ctx), tool_specs)
+    traced = functools.partial(_traced, state, meter=meter, node="call_model")
+    limit = limit_reached(state, ctx.settings)
+    if limit is not None:
+        return traced(exhausted_update(state, limit), step=state.step + 1, tool=None, arguments=None, outcome="limit",
+                      detail=limit.message)
+    reply, ended, detail = await _ask_model(state, ctx, meter)
+    if ended is not None or reply is None:
+        ended = ended or {}
+        outcome: Outcome = "limit" if ended["status"] == "budget_exhausted" else "failed"
+        return traced(ended, step=state.step + 1, tool=None, arguments=None, outcome=outcome, detail=detail)
     call = reply.tool_call
     logger.info("step %d: %s", state.step + 1, f"{call.name}({call.arguments})" if call else "no tool call")
+    name, arguments = (call.name, call.arguments) if call is not None else (None, None)
     if reply.tool_error is None and call is not None:
         pending = PendingCall(name=call.name, arguments=call.arguments, id=call.id, message=reply.message)
-        return {"step": state.step + 1, "pending_call": pending}
+        return traced({"step": state.step + 1, "pending_call": pending}, step=state.step + 1, tool=name,
+                      arguments=arguments, outcome="call")
+    tool_specs = specs(tools_for(ctx.settings))
     problem = str(reply.tool_error) if reply.tool_error is not None else _no_call_message(ctx, tool_specs)
-    return {"step": state.step + 1, **_model_error(state, ctx, problem, reply.message, call)}
+    update = {"step": state.step + 1, **_model_error(state, ctx, problem, reply.message, call)}
+    return traced(update, step=state.step + 1, tool=name, arguments=arguments,
+                  outcome="failed" if update.get("status") == "failed" else "retry", detail=problem)
 
 
-async def _execute_pending(state: State, ctx: Context) -> dict[str, Any]:
-    """Run the pending tool call and turn its outcome (or its ModelRetry) into a state update."""
+def _applied(state: State, ctx: Context, outcome: ToolOutcome, call: tp.ToolCall) -> dict[str, Any]:
+    """The state update of a tool that ran: its own update plus the conversation (pruned or appended)."""
     pending = state.pending_call
-    if pending is None:
-        raise UsageError("no pending tool call to run")
-    table = by_name(tools_for(ctx.settings))
-    if pending["name"] not in table:
-        raise UsageError(f"tool {pending['name']!r} is not offered in this run")
-    call = tp.ToolCall(pending["name"], pending["arguments"], pending["id"])
-    try:
-        outcome = await table[pending["name"]].run(ToolEnv(ctx, state), pending["arguments"])
-    except ModelRetry as exc:
-        return _model_error(state, ctx, str(exc), pending["message"], call)
+    assert pending is not None
     update: dict[str, Any] = {**outcome.update, "pending_call": None, "consecutive_errors": 0}
     if outcome.prune:
         call_info = {"name": call.name, "arguments": call.arguments, "id": call.id}
@@ -181,24 +237,52 @@ async def _execute_pending(state: State, ctx: Context) -> dict[str, Any]:
     return update
 
 
+async def _execute_pending(state: State, ctx: Context, node: str) -> dict[str, Any]:
+    """Run the pending tool call within the deadline and turn its outcome (or its ModelRetry, the
+    deadline, an LLM failure) into a traced state update."""
+    pending = state.pending_call
+    if pending is None:
+        raise UsageError("no pending tool call to run")
+    table = by_name(tools_for(ctx.settings))
+    if pending["name"] not in table:
+        raise UsageError(f"tool {pending['name']!r} is not offered in this run")
+    call = tp.ToolCall(pending["name"], pending["arguments"], pending["id"])
+    meter = StepMeter()
+    traced = functools.partial(_traced, state, meter=meter, node=node, step=state.step, tool=call.name,
+                               arguments=call.arguments)
+    try:
+        work = table[call.name].run(ToolEnv(ctx, state, meter), call.arguments)
+        outcome = await before_deadline(work, state, ctx.settings)
+    except ModelRetry as exc:
+        update = _model_error(state, ctx, str(exc), pending["message"], call)
+        return traced(update, outcome="failed" if update.get("status") == "failed" else "retry", detail=str(exc))
+    except DeadlineReached:
+        limit = time_limit(state, ctx.settings)
+        return traced(exhausted_update(state, limit), outcome="limit", detail=limit.message)
+    except RunFailed as exc:
+        return traced(_llm_failed(exc), outcome="failed", detail=str(exc))
+    return traced(_applied(state, ctx, outcome, call), outcome="final" if outcome.final else "ok")
+
+
 async def run_tool(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Run ``segment_phrase``, ``select_masks_and_return`` or ``report_no_mask``."""
-    return await _execute_pending(state, runtime.context)
+    return await _execute_pending(state, runtime.context, "run_tool")
 
 
 async def verify_masks(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Run ``examine_each_mask``: concurrent accept/reject questions, one per unexamined candidate."""
-    return await _execute_pending(state, runtime.context)
+    return await _execute_pending(state, runtime.context, "verify_masks")
 
 
 async def finish(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Log how the query ended; the answer is already in the state."""
+    """Sum the trace into the query's timings and log how the query ended (the answer is in the state)."""
+    timings = totals(state.trace, elapsed_s(state) if state.started_at > 0 else None)
     if state.status == "answered":
-        logger.info("query %r answered with masks %s in %d step(s)", state.query, format_ids(state.answer_ids or []),
-                    state.step)
+        logger.info("query %r answered with masks %s in %d step(s), %.2f s", state.query,
+                    format_ids(state.answer_ids or []), state.step, timings["wall_s"])
     else:
         logger.info("query %r ended: %s %s", state.query, state.status, state.error)
-    return {"pending_call": None}
+    return {"pending_call": None, "timings": timings}
 
 
 def route(state: State) -> NodeName:

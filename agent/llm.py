@@ -324,6 +324,10 @@ class LLMClient:
         with self._usage_lock:
             self._usage.add(usage)
 
+    def scoped(self) -> ScopedClient:
+        """A view of this client that counts its own usage (one per query); see :class:`ScopedClient`."""
+        return ScopedClient(self)
+
     def image_part(self, image: ImageLike) -> dict[str, Any]:
         """An ``image_url`` content part within this client's pixel budget and format."""
         return image_part(image, self.config.image_max_pixels, self.config.image_format)
@@ -434,3 +438,39 @@ class LLMClient:
         if cfg.extra_body:
             request["extra_body"] = dict(cfg.extra_body)
         return request
+
+
+class ScopedClient(LLMClient):
+    """One query's view of a shared :class:`LLMClient`: the same connection, its own usage counts.
+
+    Many queries share one client (an evaluation run, a server); each gets a scoped view from
+    :meth:`LLMClient.scoped` so that its calls and tokens (and its token budget) are its own while all
+    requests still go through the shared connection pool and concurrency limit.
+    """
+
+    def __init__(self, shared: LLMClient) -> None:  # no super().__init__(): nothing of its own to open
+        self.config = shared.config
+        self._shared = shared
+        self._own = Usage()
+
+    @property
+    def usage(self) -> Usage:
+        """Calls and tokens of this query so far."""
+        return dataclasses.replace(self._own)
+
+    async def model_name(self) -> str:
+        return await self._shared.model_name()
+
+    async def chat(self, messages: Sequence[dict[str, Any]], tools: Sequence[Any] | None = None,
+                   **kwargs: Any) -> LLMReply:
+        """:meth:`LLMClient.chat` on the shared client, counted for this query."""
+        try:
+            reply = await self._shared.chat(messages, tools, **kwargs)
+        except RunFailed:
+            self._own.add(Usage(calls=1, failures=1))
+            raise
+        self._own.add(reply.usage)
+        return reply
+
+    async def aclose(self) -> None:
+        """Nothing to close: the shared client belongs to the caller."""

@@ -9,12 +9,20 @@
                              "the cup the woman is about to drink from")
     answer.raise_for_status()          # RunFailed unless the query was answered (or found nothing)
     answer.mask                        # (H, W) bool union of the chosen masks
+    answer.to_json()                   # the result summary (result.json), timings included
+    answer.trace_json()                # the step-by-step trace with timings (trace.json)
 
 A query that ends without an answer is **not** an exception: :class:`AgentAnswer` carries the status
-(``budget_exhausted`` when the step budget ran out, ``failed`` when the model kept making invalid
-replies) and the reason in ``error``; :meth:`AgentAnswer.raise_for_status` turns that into a
-:class:`~sam3_core.errors.RunFailed` whose ``cause`` is the status. Failures of the LLM endpoint
-itself raise :class:`~sam3_core.errors.RunFailed` directly.
+(``budget_exhausted`` when a limit -- ``max_steps``, ``max_seconds``, ``max_tokens`` -- was reached,
+with the best answer so far in its masks; ``failed`` when the model kept making invalid replies) and
+the reason in ``error``; :meth:`AgentAnswer.raise_for_status` turns that into a
+:class:`~sam3_core.errors.RunFailed` whose ``cause`` is the status.
+
+Failures of the LLM endpoint itself (after the client's retries: HTTP 5xx, timeouts, connection
+errors) raise :class:`AgentRunFailed`, a :class:`~sam3_core.errors.RunFailed` with the endpoint's
+``cause`` (``llm_timeout``, ``llm_unavailable``, ...) whose ``answer`` is the :class:`AgentAnswer` of
+the query so far (status ``failed``, no masks) with its ``trace`` and ``timings``, so the trace can
+still be saved. The thread's checkpoint records the query as ``failed`` too.
 
 To ask a follow-up question about the same image, pass the same ``thread_id`` and the same
 ``checkpointer`` (or the same compiled ``graph``): the masks found earlier keep their ids and are shown
@@ -29,7 +37,7 @@ import dataclasses
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,7 +46,16 @@ from langgraph.graph.state import CompiledStateGraph
 
 from agent.graph import build_graph, recursion_limit
 from agent.llm import LLMClient, LLMConfig, Usage
-from agent.state import AgentSettings, Context, State, Status, decode_masks, new_query, state_from_values
+from agent.state import (
+    INVALID_REPLIES,
+    AgentSettings,
+    Context,
+    State,
+    Status,
+    decode_masks,
+    new_query,
+    state_from_values,
+)
 from sam3_core.engine import Sam3Engine
 from sam3_core.errors import InputError, RunFailed, UsageError
 from sam3_core.images import ImageInput, LoadedImage
@@ -53,14 +70,24 @@ class AgentAnswer:
     Attributes:
         query: the query as given.
         status: ``answered``, ``no_mask``, ``budget_exhausted`` or ``failed`` (see :data:`agent.state.Status`).
-        mask_ids: ids of the chosen masks (empty unless ``answered``).
+        mask_ids: ids of the answer's masks: the chosen masks when ``answered``; the **best answer so
+            far** when ``budget_exhausted`` -- the candidates accepted by ``examine_each_mask`` during
+            this query if any, otherwise the highest-scoring candidate (not rejected) found by a phrase
+            of this query, otherwise none (see :mod:`agent.limits`); empty for ``no_mask`` and ``failed``.
         masks: ``(K, H, W)`` bool, one per id. boxes: ``(K, 4)`` float32 pixel ``x1, y1, x2, y2``.
         scores: SAM 3 score per mask. phrases: the phrase that found each mask.
-        error: why there is no answer (``budget_exhausted``, ``failed``); empty otherwise.
+        error: why there is no answer (``budget_exhausted``: names the limit and its value; ``failed``);
+            empty otherwise.
         steps: main-loop LLM replies used. verify_calls: verification questions asked.
         phrases_tried: phrases sent to SAM 3 for this query.
         thread_id: the thread to continue with a follow-up query.
         usage: LLM tokens and calls of this query (verification included).
+        cause: in a word, why the query ended without an answer: the limit (``max_steps``,
+            ``max_seconds``, ``max_tokens``) for ``budget_exhausted``; ``invalid_replies`` or the LLM
+            failure's cause (``llm_timeout``, ...) for ``failed``; empty otherwise.
+        trace: one record per graph node run, with timings (see :mod:`agent.trace` for the keys).
+        timings: the query's totals: ``wall_s``, ``model_s``, ``sam_s``, ``verify_s``, ``overhead_s``,
+            ``step_overhead_s``, ``model_calls``, ``tokens``, ... (see :func:`agent.trace.totals`).
     """
 
     query: str
@@ -76,6 +103,9 @@ class AgentAnswer:
     phrases_tried: list[str]
     thread_id: str
     usage: Usage
+    cause: str = ""
+    trace: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -84,7 +114,7 @@ class AgentAnswer:
 
     @property
     def mask(self) -> np.ndarray:
-        """The union of the chosen masks, ``(H, W)`` bool (all False when there are none)."""
+        """The union of the answer's masks, ``(H, W)`` bool (all False when there are none)."""
         return self.masks.any(axis=0)
 
     def raise_for_status(self) -> None:
@@ -93,17 +123,44 @@ class AgentAnswer:
             raise RunFailed(f"query {self.query!r} ended without an answer: {self.error}", cause=self.status)
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready summary (no mask arrays; boxes in pixels)."""
+        """A JSON-ready summary (no mask arrays; boxes in pixels; the timings but not the trace)."""
         return {
             "query": self.query, "status": self.status, "mask_ids": self.mask_ids, "error": self.error,
-            "boxes": [[round(float(v), 1) for v in box] for box in self.boxes], "scores": self.scores,
-            "phrases": self.phrases, "steps": self.steps, "verify_calls": self.verify_calls,
+            "cause": self.cause, "boxes": [[round(float(v), 1) for v in box] for box in self.boxes],
+            "scores": self.scores, "phrases": self.phrases, "steps": self.steps, "verify_calls": self.verify_calls,
             "phrases_tried": self.phrases_tried, "thread_id": self.thread_id, "usage": dataclasses.asdict(self.usage),
+            "timings": dict(self.timings),
+        }
+
+    def trace_json(self) -> dict[str, Any]:
+        """The JSON-ready trace document: how the query ended, its timings and one record per node run."""
+        return {
+            "query": self.query, "status": self.status, "cause": self.cause, "error": self.error,
+            "mask_ids": self.mask_ids, "thread_id": self.thread_id, "timings": dict(self.timings),
+            "steps": [dict(record) for record in self.trace],
         }
 
 
-def _usage_since(before: Usage, after: Usage) -> Usage:
-    return Usage(**{f.name: getattr(after, f.name) - getattr(before, f.name) for f in dataclasses.fields(Usage)})
+class AgentRunFailed(RunFailed):
+    """The LLM endpoint failed during a query; ``answer`` is the query so far (status ``failed``).
+
+    ``cause`` is the endpoint failure's cause (``llm_timeout``, ``llm_unavailable``, ...); ``trace`` and
+    ``timings`` are the answer's, so a caller can still save the trace.
+    """
+
+    def __init__(self, message: str, *, cause: str, answer: AgentAnswer) -> None:
+        super().__init__(message, cause=cause)
+        self.answer = answer
+
+    @property
+    def trace(self) -> list[dict[str, Any]]:
+        """The trace of the query up to the failure (the failed call included)."""
+        return self.answer.trace
+
+    @property
+    def timings(self) -> dict[str, Any]:
+        """The totals of :attr:`trace`."""
+        return self.answer.timings
 
 
 def _answer(state: State, image: LoadedImage, thread_id: str, usage: Usage) -> AgentAnswer:
@@ -115,7 +172,8 @@ def _answer(state: State, image: LoadedImage, thread_id: str, usage: Usage) -> A
         boxes=np.array([m["box"] for m in records], dtype=np.float32).reshape(-1, 4),
         scores=[m["score"] for m in records], phrases=[m["phrase"] for m in records], error=state.error,
         steps=state.step, verify_calls=state.verify_calls, phrases_tried=list(state.phrases_tried),
-        thread_id=thread_id, usage=usage,
+        thread_id=thread_id, usage=usage, cause=state.cause, trace=[dict(r) for r in state.trace],
+        timings=dict(state.timings),
     )
 
 
@@ -166,7 +224,8 @@ async def run_agent(
 
     Raises:
         InputError: empty query or unreadable image. UsageError: the thread belongs to another image.
-        RunFailed: the LLM endpoint could not answer.
+        AgentRunFailed: the LLM endpoint could not answer (a :class:`RunFailed` carrying the answer so far
+            and its trace).
     """
     if not query or not query.strip():
         raise InputError("query is empty")
@@ -178,14 +237,17 @@ async def run_agent(
     thread_id = thread_id or f"sam3-agent-{uuid.uuid4().hex}"
     config: dict[str, Any] = {"configurable": {"thread_id": thread_id}, "recursion_limit": recursion_limit(settings)}
     await _check_thread_image(graph, config, loaded.key)
-    async with _client(llm) as client:
-        before = client.usage
+    async with _client(llm) as shared:
+        client = shared.scoped()  # this query's own usage, even when the client is shared
         context = Context(llm=client, engine=engine, image=loaded, settings=settings)
         values = await graph.ainvoke(new_query(query.strip(), loaded.key), config, context=context)
-        usage = _usage_since(before, client.usage)
-    answer = _answer(state_from_values(values), loaded, thread_id, usage)
-    logger.info("query %r: %s %s (%d steps, %d LLM calls)", answer.query, answer.status, answer.mask_ids,
-                answer.steps, usage.calls)
+        usage = client.usage
+    state = state_from_values(values)
+    answer = _answer(state, loaded, thread_id, usage)
+    logger.info("query %r: %s %s (%d steps, %d LLM calls, %.2f s)", answer.query, answer.status, answer.mask_ids,
+                answer.steps, usage.calls, answer.timings.get("wall_s", 0.0))
+    if state.status == "failed" and state.cause != INVALID_REPLIES:
+        raise AgentRunFailed(state.error, cause=state.cause or "error", answer=answer)
     return answer
 
 

@@ -16,7 +16,8 @@ follow-up query can reuse masks found for an earlier one with their ids.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
@@ -30,10 +31,18 @@ from sam3_core.images import LoadedImage
 from sam3_core.postprocess import rle_to_mask
 
 #: How a query ended. ``running`` while the graph works on it; ``answered``: masks were selected;
-#: ``no_mask``: the model reported that the target is not in the image; ``budget_exhausted``: the step
-#: budget ran out before an answer; ``failed``: the model kept making invalid replies.
+#: ``no_mask``: the model reported that the target is not in the image; ``budget_exhausted``: a limit
+#: (``max_steps``, ``max_seconds`` or ``max_tokens``) was reached before an answer -- the best answer
+#: so far is returned; ``failed``: the model kept making invalid replies, or the LLM endpoint failed.
 Status = Literal["running", "answered", "no_mask", "budget_exhausted", "failed"]
 FINAL_STATUSES: frozenset[str] = frozenset({"answered", "no_mask", "budget_exhausted", "failed"})
+
+#: ``State.cause`` of a ``failed`` query whose model made too many invalid replies in a row. Any other
+#: cause of a ``failed`` query is the :class:`~sam3_core.errors.RunFailed` cause of an LLM endpoint
+#: failure (``llm_timeout``, ``llm_unavailable``, ...).
+INVALID_REPLIES = "invalid_replies"
+#: The ``State.cause`` values of ``budget_exhausted``: the name of the limit that was reached.
+LIMITS: tuple[str, ...] = ("max_steps", "max_seconds", "max_tokens")
 
 
 class MaskRecord(TypedDict):
@@ -109,6 +118,17 @@ class State:
     status: Status = "running"
     #: Why the query ended without an answer (``budget_exhausted``, ``failed``); empty otherwise.
     error: str = ""
+    #: In a word, why: the limit (:data:`LIMITS`) for ``budget_exhausted``; :data:`INVALID_REPLIES` or
+    #: the LLM failure's cause for ``failed``; empty otherwise.
+    cause: str = ""
+    #: Ids accepted by ``examine_each_mask`` during the current query (the first choice of the best answer).
+    accepted_ids: list[int] = field(default_factory=list)
+    #: When the current query started (``time.time()``), for ``max_seconds`` and the wall time.
+    started_at: float = 0.0
+    #: One plain-JSON record per node run of the current query (see :mod:`agent.trace`).
+    trace: list[dict[str, Any]] = field(default_factory=list)
+    #: The per-query totals of :attr:`trace`, set when the query ends (see :func:`agent.trace.totals`).
+    timings: dict[str, Any] = field(default_factory=dict)
 
     def candidates(self) -> list[MaskRecord]:
         """The masks still in play (not rejected), in id order."""
@@ -138,6 +158,11 @@ def new_query(query: str, image_key: str) -> dict[str, Any]:
         "answer_ids": None,
         "status": "running",
         "error": "",
+        "cause": "",
+        "accepted_ids": [],
+        "started_at": time.time(),
+        "trace": [],
+        "timings": {},
     }
 
 
@@ -160,6 +185,12 @@ class AgentSettings:
 
     #: Most main-loop LLM replies per query; when used up the query ends as ``budget_exhausted``.
     max_steps: int = 12
+    #: Wall-time limit of a query in seconds (None: none). A model call or tool still running at the
+    #: deadline is abandoned and the query ends as ``budget_exhausted`` with the best answer so far.
+    max_seconds: float | None = None
+    #: LLM token limit of a query (prompt + completion, verification calls included; None: none). It is
+    #: checked before every main-loop call, so the step that crosses it still completes.
+    max_tokens: int | None = None
     #: Most distinct phrases ``segment_phrase`` runs per query; further calls are refused (ModelRetry).
     max_phrases: int = 8
     #: Invalid replies / failed tool calls in a row that are answered with a retry message; one more
@@ -188,11 +219,21 @@ class AgentSettings:
                 raise UsageError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.image_max_pixels is not None and self.image_max_pixels < 1:
             raise UsageError(f"image_max_pixels must be >= 1 or None, got {self.image_max_pixels}")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise UsageError(f"max_seconds must be > 0 or None, got {self.max_seconds}")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise UsageError(f"max_tokens must be >= 1 or None, got {self.max_tokens}")
 
 
 @dataclass(frozen=True)
 class Context:
-    """Run dependencies given to every node as ``runtime.context`` (never checkpointed)."""
+    """Run dependencies given to every node as ``runtime.context`` (never checkpointed).
+
+    A context lives for one query (:func:`agent.runner.run_agent` makes a new one each time), so its
+    :attr:`cache` holds what does not change during the query: the raw image's part
+    (:meth:`raw_image_part`), overlays keyed by what they show (:meth:`cached_part`), and verification
+    questions prepared in the background (:func:`tools.segmentation.prepare_verification`).
+    """
 
     #: The multimodal LLM (its config picks the tool protocol).
     llm: LLMClient
@@ -202,9 +243,22 @@ class Context:
     image: LoadedImage
     #: Limits and switches.
     settings: AgentSettings = field(default_factory=AgentSettings)
+    #: Per-query cache (see above); keys are tuples whose first item says what they hold.
+    cache: dict[Hashable, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def image_part(self, image: ImageLike) -> dict[str, Any]:
         """An OpenAI ``image_url`` part for ``image`` within the pixel budget of this run."""
         config = self.llm.config
         budget = self.settings.image_max_pixels or config.image_max_pixels
         return image_part(image, budget, config.image_format)
+
+    def cached_part(self, key: Hashable, make: Callable[[], ImageLike]) -> dict[str, Any]:
+        """:meth:`image_part` of ``make()``, made once per ``key`` for the life of this context."""
+        part = self.cache.get(key)
+        if part is None:
+            part = self.cache[key] = self.image_part(make())
+        return part
+
+    def raw_image_part(self) -> dict[str, Any]:
+        """The image part of the run's image itself (encoded once per context)."""
+        return self.cached_part(("raw", self.image.key), lambda: self.image.pixels)

@@ -23,14 +23,14 @@ import dataclasses
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from agent.llm import LLMClient, LLMConfig, LLMReply, Usage
+from agent.llm import LLMClient, LLMConfig, Usage
 from agent.runner import AgentAnswer, run_agent
 from agent.state import AgentSettings
 from eval.records import FORMAT_VERSION, PredictionLog, prepare_run_dir
@@ -57,42 +57,6 @@ class RunOptions:
     def __post_init__(self) -> None:
         if self.concurrency < 1 or (self.limit is not None and self.limit < 0) or not 0 <= self.worst_k <= 8:
             raise UsageError("concurrency must be >= 1, limit >= 0, worst_k in 0..8")
-
-
-class QueryClient(LLMClient):
-    """One query's view of a shared :class:`LLMClient`: the same connection, its own usage counts.
-
-    :func:`agent.runner.run_agent` reports the usage of a query as the change of its client's totals,
-    which would mix the calls of queries running together on one shared client; giving each query
-    this thin wrapper keeps its counts its own while all requests still go through the shared client.
-    """
-
-    def __init__(self, shared: LLMClient) -> None:  # no super().__init__(): nothing of its own to open
-        self.config = shared.config
-        self._shared = shared
-        self._own = Usage()
-
-    @property
-    def usage(self) -> Usage:
-        """Calls and tokens of this query so far."""
-        return dataclasses.replace(self._own)
-
-    async def model_name(self) -> str:
-        return await self._shared.model_name()
-
-    async def chat(self, messages: Sequence[dict[str, Any]], tools: Sequence[Any] | None = None,
-                   **kwargs: Any) -> LLMReply:
-        """:meth:`LLMClient.chat` on the shared client, counted for this query."""
-        try:
-            reply = await self._shared.chat(messages, tools, **kwargs)
-        except RunFailed:
-            self._own.add(Usage(calls=1, failures=1))
-            raise
-        self._own.add(reply.usage)
-        return reply
-
-    async def aclose(self) -> None:
-        """Nothing to close: the shared client belongs to the caller."""
 
 
 def run_config(task: Task, sam3_model: str, llm: LLMConfig, llm_model: str, settings: AgentSettings,
@@ -178,7 +142,7 @@ class _Run:
 
 async def _run_sample(run: _Run, item: EvalItem) -> dict[str, Any]:
     """Answer one query (never raises for agent or LLM failures) and score the answer."""
-    client = QueryClient(run.client)
+    client = run.client
     started = time.perf_counter()
     answer: AgentAnswer | None = None
     failure: Exception | None = None
@@ -190,7 +154,10 @@ async def _run_sample(run: _Run, item: EvalItem) -> dict[str, Any]:
     except Exception as exc:  # any other crash of one query must not stop the benchmark
         failure = exc
         logger.exception("sample %s crashed", item.id)
-    record = _record(item, answer, failure, client.usage, time.perf_counter() - started)
+    # run_agent counts each query's own calls even on a shared client; a failed run carries its answer.
+    counted = answer if answer is not None else getattr(failure, "answer", None)
+    usage = counted.usage if counted is not None else Usage()
+    record = _record(item, answer, failure, usage, time.perf_counter() - started)
     masks, scores = (answer.masks, answer.scores) if answer is not None else (NO_MASKS, [])
     fields = await asyncio.to_thread(run.task.score, item, masks, scores)
     return {**record, **fields}

@@ -7,6 +7,7 @@ so N phrases on one image cost one text/decoder pass of batch N and no extra ima
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,6 +104,24 @@ def batched_vision_embeds(items: list[tuple[ImageFeatures, int]]):
         fpn_hidden_states=gather(lambda f: f.fpn_hidden_states),
         fpn_position_encoding=gather(lambda f: f.fpn_position_encoding),
     )
+
+
+class SerialTokenizer:
+    """A tokenizer callable from many threads: calls run one at a time.
+
+    Hugging Face fast tokenizers keep their padding/truncation settings on the shared Rust object and
+    change them per call, so a call without padding (counting tokens, in a caller's thread) racing a
+    padded call (in the worker) can corrupt the padded batch. Tokenizing 32-token phrases is cheap,
+    so a lock costs nothing measurable.
+    """
+
+    def __init__(self, tokenizer) -> None:
+        self._tokenizer = tokenizer
+        self._lock = threading.Lock()
+
+    def __call__(self, *args, **kwargs):
+        with self._lock:
+            return self._tokenizer(*args, **kwargs)
 
 
 def tokenize(tokenizer, phrases: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,7 +25,7 @@ import torch
 
 from .batching import MicroBatcher
 from .cache import CacheStats, FeatureCache
-from .detector import MAX_TEXT_TOKENS, ImageFeatures, PromptSpec, cached_bytes, count_tokens
+from .detector import MAX_TEXT_TOKENS, ImageFeatures, PromptSpec, SerialTokenizer, cached_bytes, count_tokens
 from .errors import PromptError, UsageError
 from .handler import BatchHandler, EncodeRequest, EngineCounters, RefineRequest, SegmentRequest
 from .images import DEFAULT_MAX_PIXELS, ImageInput, LoadedImage, load_image
@@ -73,8 +73,11 @@ class Sam3Engine:
         self.processor = processor
         self.has_tracker = tracker is not None
         self.cache: FeatureCache[ImageFeatures] = FeatureCache(options.cache_bytes, size_of=cached_bytes)
+        # One lock-guarded tokenizer for callers' threads (token counting) and the worker (batches).
+        self.tokenizer = SerialTokenizer(processor.tokenizer)
         self._handler = BatchHandler(
-            detector=detector, processor=processor, tracker=tracker, tracker_processor=tracker_processor,
+            detector=detector, processor=processor, tokenizer=self.tokenizer, tracker=tracker,
+            tracker_processor=tracker_processor,
             cache=self.cache, device=device, dtype=dtype, max_encode_batch=options.max_encode_batch,
             max_prompts_per_pass=options.max_prompts_per_pass,
         )
@@ -199,7 +202,7 @@ class Sam3Engine:
         loaded = self.load(image)
         texts = _check_phrases(phrases, has_boxes=bool(exemplar_boxes))
         boxes, labels = _exemplar_tensors(exemplar_boxes, exemplar_labels, loaded.size_hw)
-        tokenizer = self.processor.tokenizer
+        tokenizer = self.tokenizer
         prompts = []
         for text in texts:
             truncated = count_tokens(tokenizer, text) > MAX_TEXT_TOKENS

@@ -62,6 +62,7 @@ class BatchHandler:
 
     detector: object
     processor: object
+    tokenizer: object
     tracker: object | None
     tracker_processor: object | None
     cache: FeatureCache[ImageFeatures]
@@ -155,7 +156,7 @@ class BatchHandler:
                 last_key = request.image.key
             items[-1][1].append(request.prompts[index])
         try:
-            grouped = run_prompts(self.detector, self.processor.tokenizer, items, dtype=self.dtype)
+            grouped = run_prompts(self.detector, self.tokenizer, items, dtype=self.dtype)
         except Exception as exc:
             if len({id(r) for r, _ in rows}) == 1:
                 request = rows[0][0]

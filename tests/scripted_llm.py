@@ -100,6 +100,14 @@ def completion_body(reply: Reply, model: str) -> dict[str, Any]:
     }
 
 
+class _Server(ThreadingHTTPServer):
+    """A listen backlog like a real server's: the default of 5 drops connections when many verification
+    calls arrive at once, and the client then waits a second to retry."""
+
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 class ScriptedLLM:
     """The scripted server; a context manager (``start``/``stop``). Thread-safe."""
 
@@ -195,8 +203,7 @@ class ScriptedLLM:
         if self._server is not None:
             return self
         self._stopping.clear()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), _make_handler(self))
         self._port = self._server.server_address[1]
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), name="ScriptedLLM", daemon=True

@@ -194,7 +194,8 @@ def test_too_many_invalid_replies_fail_with_a_cause(engine, server):
 def test_step_budget_exhausted(engine, server):
     server.add(call("segment_phrase", text_prompt="cup"), call("segment_phrase", text_prompt="woman"))
     answer = run(engine, server, settings=AgentSettings(score_threshold=0.2, max_steps=2))
-    assert answer.status == "budget_exhausted" and answer.mask_ids == []
+    assert answer.status == "budget_exhausted" and answer.cause == "max_steps"
+    assert len(answer.mask_ids) == 1 and answer.masks.shape == (1, 90, 120)  # the best answer so far
     assert len(server.requests) == 2 and "max_steps=2" in answer.error
     with pytest.raises(RunFailed) as info:
         answer.raise_for_status()

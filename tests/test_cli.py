@@ -78,3 +78,5 @@ def test_segment_reports_an_unreachable_llm(tmp_path, tiny_checkpoint):
                    "--llm-retries", "1")
     assert done.returncode == 2
     assert "127.0.0.1:9" in done.stderr
+    trace = json.loads((tmp_path / "run" / "trace.json").read_text())
+    assert trace["status"] == "failed"

@@ -201,3 +201,38 @@ def test_position_encodings_are_stored_once(engine, rng):
     first, second = engine.encode(random_image(rng)), engine.encode(random_image(rng))
     assert first.fpn_position_encoding[0] is second.fpn_position_encoding[0]
     assert not torch.equal(first.fpn_hidden_states[0], second.fpn_hidden_states[0])
+
+
+def _hammer_tokenizer(tokenizer) -> list[BaseException]:
+    """Four threads count tokens (no padding) while one tokenizes padded batches, as callers and the
+    worker do; returns the errors raised."""
+    from sam3_core.detector import count_tokens, tokenize
+
+    errors: list[BaseException] = []
+
+    def counter() -> None:
+        try:
+            for i in range(600):
+                count_tokens(tokenizer, f"a phrase number {i}")
+        except BaseException as exc:
+            errors.append(exc)
+
+    def padder() -> None:
+        try:
+            for i in range(600):
+                ids, _ = tokenize(tokenizer, ["cat", f"a much longer phrase {i}"], torch.device("cpu"))
+                assert ids.shape == (2, 32)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=counter) for _ in range(4)] + [threading.Thread(target=padder)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
+def test_engine_tokenizer_is_safe_across_threads(engine):
+    """Fast tokenizers change their padding settings per call; unguarded, this mix fails (seen here)."""
+    assert not _hammer_tokenizer(engine.tokenizer)

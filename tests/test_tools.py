@@ -231,3 +231,24 @@ def test_examine_each_mask_without_work(engine):
     state = dataclasses.replace(fresh_state(engine), masks=[record(1, mask, verified=True)])
     out = run_tool(engine, examine_each_mask, state)
     assert "already been examined and accepted: ids [1]" in out.text and out.update == {}
+
+
+def test_tools_report_sam_time_and_llm_usage_to_the_meter(engine):
+    """``ToolEnv.meter`` gets the SAM 3 time of segment_phrase and the verification usage of examine_each_mask."""
+    from agent.trace import StepMeter
+
+    async def go(tool_obj, state: State, base_url: str = "http://127.0.0.1:9/v1") -> tuple[ToolOutcome, StepMeter]:
+        async with LLMClient(LLMConfig(base_url=base_url, model="scripted-model", api_key="t", max_retries=0)) as llm:
+            image = engine.load(random_image(np.random.default_rng(AGENT_SEED)))
+            meter = StepMeter()
+            env = ToolEnv(Context(llm=llm, engine=engine, image=image, settings=SETTINGS), state, meter)
+            return await tool_obj.run(env, {"text_prompt": "cup"} if tool_obj is segment_phrase else {}), meter
+
+    out, meter = asyncio.run(go(segment_phrase, fresh_state(engine)))
+    assert meter.sam_s > 0 and meter.model_calls == 0 and meter.model_s == 0
+    state = apply(fresh_state(engine), out)
+    with ScriptedLLM(responder=lambda body: Reply.text("Accept", prompt_tokens=7, completion_tokens=2)) as server:
+        out, meter = asyncio.run(go(examine_each_mask, state, server.base_url))
+    assert meter.model_calls == 1 and meter.tokens == 9 and meter.prompt_tokens == 7 and meter.sam_s == 0
+    assert meter.verify_s > 0 and meter.model_s == meter.verify_s
+    assert out.update["accepted_ids"] == [1]

@@ -17,6 +17,7 @@ from starlette.datastructures import UploadFile
 from agent.llm import LLMConfig
 from sam3_core.engine import Sam3Engine
 from sam3_core.images import LoadedImage
+from sam3_core.video import VideoEngine
 from tools.chat_store import ChatStore
 from tools.http_errors import ApiError, NotReady, Timeout
 from tools.http_images import ImageIntake
@@ -39,6 +40,9 @@ class Runtime:
     load_error: str = ""
     graph: CompiledStateGraph | None = None
     chat: ChatStore | None = None
+    video: VideoEngine | None = None
+    video_error: str = ""
+    video_slots: asyncio.Semaphore | None = None
 
     def require_engine(self) -> Sam3Engine:
         """The engine, or 503 while it loads (or when loading failed)."""
@@ -55,6 +59,15 @@ class Runtime:
         if self.graph is None:
             raise NotReady("the agent is still starting")
         return engine, self.settings.llm, self.graph
+
+    def require_video(self) -> VideoEngine:
+        """The video engine, or 503 when video is off, loading or failed to load."""
+        if not self.settings.video:
+            raise NotReady("video is not enabled on this server (start it with --video)")
+        if self.video is None or self.video_slots is None:
+            raise NotReady(f"the SAM 3 video model failed to load: {self.video_error}" if self.video_error
+                           else "the SAM 3 video model is still loading; retry shortly (see GET /readyz)")
+        return self.video
 
     def require_chat(self) -> ChatStore:
         if self.chat is None:
@@ -81,7 +94,7 @@ async def read_request(request: Request, json_model: type[P], params_model: type
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "application/json":
         body = await request.body()
-        parsed = _validate(json_model, body, ("body",))
+        parsed = validate_json(json_model, body, ("body",))
         return parsed.image, parsed
     if kind == "multipart/form-data":
         async with request.form(max_files=1, max_fields=8) as form:
@@ -92,13 +105,14 @@ async def read_request(request: Request, json_model: type[P], params_model: type
                                                "input": None}])
             data = await upload.read()
             raw = form.get("params") or "{}"
-        params = _validate(params_model, raw if isinstance(raw, str) else "{}", ("body", "params"))
+        params = validate_json(params_model, raw if isinstance(raw, str) else "{}", ("body", "params"))
         return data, params
     raise ApiError(415, f"send application/json or multipart/form-data, not {kind or 'no content type'!r}",
                    "unsupported_media_type")
 
 
-def _validate(model: type[P], raw: bytes | str, loc: tuple[str, ...]) -> P:
+def validate_json(model: type[P], raw: bytes | str, loc: tuple[str, ...]) -> P:
+    """``model`` from JSON text; a mismatch raises ``RequestValidationError`` located at ``loc``."""
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:

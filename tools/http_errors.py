@@ -116,5 +116,5 @@ def install_error_handlers(app: FastAPI) -> None:
     """Register the JSON error handlers on ``app``."""
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
-    for kind in (ApiError, InputError, RunFailed, UsageError, TimeoutError, Exception):
+    for kind in (ApiError, InputError, RunFailed, UsageError, TimeoutError):
         app.add_exception_handler(kind, _api_error)

@@ -25,11 +25,13 @@ MaskFormat = Literal["rle", "png", "polygons"]
 FORMATS_DESCRIPTION = "mask encodings to return: 'rle' (COCO RLE), 'png' (base64 PNG, 0/255), 'polygons'"
 
 
-class _Model(BaseModel):
+class StrictModel(BaseModel):
+    """Request models: unknown fields are refused (422), so typos do not pass silently."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-class ImageSpec(_Model):
+class ImageSpec(StrictModel):
     """An image given inside a JSON body: exactly one of ``base64`` and ``url``."""
 
     base64: str | None = Field(None, description="base64 of the image file (JPEG, PNG, WebP, ...); a data: URL is "
@@ -47,7 +49,7 @@ class ImageSpec(_Model):
 # ----------------------------------------------------------------------------------------- segment
 
 
-class SegmentParams(_Model):
+class SegmentParams(StrictModel):
     """``/v1/segment`` fields other than the image (the ``params`` part of a multipart request)."""
 
     phrases: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
@@ -110,7 +112,7 @@ class SegmentResponse(BaseModel):
 # ----------------------------------------------------------------------------------------- refine
 
 
-class RefineParams(_Model):
+class RefineParams(StrictModel):
     """``/v1/refine`` fields other than the image."""
 
     points: list[Point] | None = Field(None, max_length=64, description="clicks")
@@ -137,7 +139,7 @@ class RefineResponse(BaseModel):
 # ----------------------------------------------------------------------------------------- agent
 
 
-class AgentParams(_Model):
+class AgentParams(StrictModel):
     """``/v1/agent`` fields other than the image."""
 
     query: str = Field(min_length=1, max_length=2000, description="what to segment, in plain words")
@@ -208,10 +210,14 @@ class AgentEvent(BaseModel):
 # ----------------------------------------------------------------------------------------- chat
 
 
-class ChatCreate(_Model):
+class ChatCreate(StrictModel):
     """``POST /v1/chat`` as JSON (or a multipart upload with the file in ``image``)."""
 
     image: ImageSpec
+
+
+class NoParams(StrictModel):
+    """No parameters besides the image (the ``params`` part of a multipart ``POST /v1/chat``)."""
 
 
 class ChatCreated(BaseModel):
@@ -219,7 +225,7 @@ class ChatCreated(BaseModel):
     image: ImageInfo
 
 
-class ChatMessage(_Model):
+class ChatMessage(StrictModel):
     """``POST /v1/chat/{conversation_id}/messages``."""
 
     message: str = Field(min_length=1, max_length=2000, description="a query, or a follow-up such as 'only the left "

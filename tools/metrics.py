@@ -57,7 +57,7 @@ class Metrics:
     """The registry and instruments of one app."""
 
     def __init__(self, get_engine: Callable[[], Any]) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = CollectorRegistry()
         self.requests = Counter("sam3_http_requests", "HTTP requests served", ["method", "route", "status"],
                                 registry=self.registry)
         self.latency = Histogram("sam3_http_request_duration_seconds", "time to the end of the response",

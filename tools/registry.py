@@ -24,15 +24,22 @@ import pydantic
 
 from agent import tool_protocol as tp
 from agent.state import Context, State
+from agent.trace import StepMeter
 from sam3_core.errors import UsageError
 
 
 @dataclass(frozen=True)
 class ToolEnv:
-    """What a tool may read: the run context and the current state (read-only by convention)."""
+    """What a tool may read: the run context and the current state (read-only by convention).
+
+    ``meter`` collects the tool's SAM time and LLM usage for the trace (see :mod:`agent.trace`): a tool
+    times its engine calls with ``env.meter.timing("sam")`` and counts its LLM replies with
+    ``env.meter.count(reply.usage)``.
+    """
 
     context: Context
     state: State
+    meter: StepMeter = field(default_factory=StepMeter)
 
 
 @dataclass

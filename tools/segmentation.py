@@ -8,11 +8,17 @@
   however many phrases find it, and the overlay never shows the same object twice.
 * :data:`examine_each_mask` asks the LLM one accept/reject question per candidate mask not examined
   yet (the raw image, that mask alone, a zoomed crop), all at once with :func:`asyncio.gather`.
-  Rejected masks leave the candidates; an answer without a clear verdict keeps the mask.
+  Rejected masks leave the candidates; an answer without a clear verdict keeps the mask. The questions
+  are usually ready before the tool runs: :func:`prepare_verification` builds them in a background
+  thread while the model thinks about its next step, so the step costs about one LLM call's latency.
 * :data:`select_masks_and_return` and :data:`report_no_mask` end the query.
 
-Mistakes of the model (a repeated phrase, an unknown id, the phrase budget used up) raise
-:class:`~sam3_core.errors.ModelRetry` with a message that says how to fix the call.
+Mistakes of the model (a repeated phrase -- refused before SAM 3 runs --, an unknown id, the phrase
+budget used up, ``examine_each_mask`` before any mask) raise :class:`~sam3_core.errors.ModelRetry` with
+a message that says how to fix the call. A phrase that finds nothing is answered with the
+``after_segment_none`` prompt, which asks for a different phrase.
+
+Tools report their SAM 3 time and LLM usage to ``env.meter`` for the trace (:mod:`agent.trace`).
 """
 
 from __future__ import annotations
@@ -21,7 +27,10 @@ import asyncio
 import dataclasses
 import logging
 import re
-from typing import Annotated, Any
+import threading
+from collections.abc import Awaitable
+from concurrent.futures import Future
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 from pydantic import Field
@@ -29,12 +38,15 @@ from pydantic import Field
 from agent import tool_protocol as tp
 from agent.overlays import render_single_mask, zoomed_crop
 from agent.state import AgentSettings, Context, MaskRecord, State, decode_masks
+from agent.trace import StepMeter
 from prompts import render_prompt
 from sam3_core.errors import InputError, ModelRetry
 from sam3_core.postprocess import masks_to_rle, pairwise_mask_iou, remove_overlaps_iom, rle_to_mask
 from tools.registry import Tool, ToolEnv, ToolOutcome, tool
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _VERDICT = re.compile(r"\b(accept|reject)(?:ed|s)?\b", re.IGNORECASE)
 
@@ -74,11 +86,24 @@ def _check_phrase(state: State, settings: AgentSettings, phrase: str) -> None:
         )
 
 
-async def _run_sam(ctx: Context, phrase: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+async def _shielded(work: Awaitable[T]) -> T:
+    """Await ``work`` in a task of its own that a cancelled caller does not cancel.
+
+    The engine batches requests of concurrent queries together, so a query abandoned at its deadline
+    lets its engine call finish (and drops the result) instead of cancelling it inside a shared batch.
+    """
+    task = asyncio.ensure_future(work)
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieve an abandoned task's error
+    return await asyncio.shield(task)
+
+
+async def _run_sam(ctx: Context, phrase: str, meter: StepMeter) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """SAM 3 masks, scores and boxes for ``phrase`` after overlap removal and the per-phrase cap."""
     settings = ctx.settings
     try:
-        result = (await ctx.engine.asegment(ctx.image, [phrase], score_threshold=settings.score_threshold))[0]
+        with meter.timing("sam"):
+            work = ctx.engine.asegment(ctx.image, [phrase], score_threshold=settings.score_threshold)
+            result = (await _shielded(work))[0]
     except InputError as exc:
         raise ModelRetry(f'SAM 3 could not use the phrase "{phrase}": {exc}. Try a short noun phrase.') from exc
     if len(result) == 0:
@@ -150,7 +175,7 @@ async def segment_phrase(
     state, ctx = env.state, env.context
     phrase = _normalise_phrase(text_prompt)
     _check_phrase(state, ctx.settings, phrase)
-    masks, scores, boxes = await _run_sam(ctx, phrase)
+    masks, scores, boxes = await _run_sam(ctx, phrase, env.meter)
     matches = _match_existing(state, masks, ctx.settings.duplicate_iou, ctx.image.size_hw)
     records = _new_records(state, phrase, masks, scores, boxes, matches)
     tried = [*state.phrases_tried, phrase]
@@ -181,19 +206,74 @@ def parse_verdict(text: str) -> bool | None:
     return None if not words else words[-1].lower() == "accept"
 
 
-async def _verify_one(ctx: Context, query: str, record: MaskRecord) -> bool | None:
-    """Ask the LLM whether one mask matches the query (raw image, that mask alone, a close-up)."""
+def _verify_content(ctx: Context, query: str, record: MaskRecord) -> list[dict[str, Any]]:
+    """The verification question: the prompt, the raw image, the mask alone and a close-up of it."""
     pixels, mask_id = ctx.image.pixels, record["id"]
     mask = rle_to_mask(record["rle"])
-    content: list[dict[str, Any]] = [
+    return [
         {"type": "text", "text": render_prompt("verify_mask", query=query, mask_id=mask_id)},
-        ctx.image_part(pixels),
+        ctx.raw_image_part(),
         ctx.image_part(render_single_mask(pixels, mask, mask_id)),
         ctx.image_part(zoomed_crop(pixels, mask)),
     ]
+
+
+def _question_key(query: str, mask_id: int) -> tuple[str, str, int]:
+    """The ``ctx.cache`` key of a prepared verification question."""
+    return ("verify_question", query, mask_id)
+
+
+def prepare_verification(state: State, ctx: Context) -> None:
+    """Start building the verification questions of the unexamined candidates in a background thread.
+
+    The graph calls this at the start of every main-loop step, so the questions are built while the
+    overlay is drawn and the model thinks: if the model then calls ``examine_each_mask``, most questions
+    are ready and little more than the LLM's latency remains. Each candidate's question is built at most
+    once per query (a future in ``ctx.cache``); one thread builds them one after another, and
+    ``examine_each_mask`` builds any the thread has not started yet itself.
+    """
+    todo = [m for m in state.candidates() if not m["verified"] and _question_key(state.query, m["id"]) not in ctx.cache]
+    if not todo:
+        return
+    futures = [ctx.cache.setdefault(_question_key(state.query, m["id"]), Future()) for m in todo]
+
+    def build() -> None:
+        for record, future in zip(todo, futures):
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(_verify_content(ctx, state.query, record))
+            except Exception as exc:  # verify_mask builds it again and reports the error
+                future.set_exception(exc)
+
+    threading.Thread(target=build, name="verify-prepare", daemon=True).start()
+
+
+async def _question(ctx: Context, query: str, record: MaskRecord) -> list[dict[str, Any]]:
+    """The verification question of ``record``: the prepared one if the thread started it, else built now."""
+    future = ctx.cache.get(_question_key(query, record["id"]))
+    if isinstance(future, Future) and future.cancel():  # not started by the thread yet: build it here instead
+        return _verify_content(ctx, query, record)
+    if isinstance(future, Future) and not future.cancelled():
+        try:
+            return await asyncio.wrap_future(future)
+        except Exception:
+            logger.debug("preparing the question of mask %d failed; building it again", record["id"], exc_info=True)
+    return _verify_content(ctx, query, record)
+
+
+async def verify_mask(ctx: Context, query: str, record: MaskRecord, meter: StepMeter | None = None) -> bool | None:
+    """Ask the LLM whether one mask matches the query (raw image, that mask alone, a close-up).
+
+    Returns True (accept), False (reject) or None (no clear verdict); the reply's usage is counted in
+    ``meter`` when given.
+    """
+    content = await _question(ctx, query, record)
     reply = await ctx.llm.chat([{"role": "user", "content": content}])
+    if meter is not None:
+        meter.count(reply.usage)
     verdict = parse_verdict(reply.content)
-    logger.info("examine mask %d: %s", mask_id, {True: "accept", False: "reject", None: "unclear"}[verdict])
+    logger.info("examine mask %d: %s", record["id"], {True: "accept", False: "reject", None: "unclear"}[verdict])
     return verdict
 
 
@@ -212,7 +292,10 @@ async def examine_each_mask(env: ToolEnv) -> ToolOutcome:
             raise ModelRetry("There are no candidate masks to examine. Call segment_phrase first.")
         ids = format_ids(state.candidate_ids())
         return ToolOutcome(text=f"Every candidate mask has already been examined and accepted: ids {ids}.")
-    results = await asyncio.gather(*(_verify_one(ctx, state.query, m) for m in todo), return_exceptions=True)
+    ctx.raw_image_part()  # encode the shared image once, before the questions are built in parallel
+    with env.meter.timing("verify"):
+        results = await asyncio.gather(*(verify_mask(ctx, state.query, m, env.meter) for m in todo),
+                                       return_exceptions=True)
     failure = next((r for r in results if isinstance(r, BaseException)), None)
     if failure is not None:
         raise failure
@@ -229,7 +312,8 @@ async def examine_each_mask(env: ToolEnv) -> ToolOutcome:
                          rejected_ids=format_ids(rejected) if rejected else "none")
     if unclear:
         text += f"\n\nNo clear verdict for ids {format_ids(unclear)}; they stay candidates."
-    update = {"masks": masks, "verify_calls": state.verify_calls + len(todo)}
+    update = {"masks": masks, "verify_calls": state.verify_calls + len(todo),
+              "accepted_ids": [*state.accepted_ids, *accepted]}
     return ToolOutcome(text=text, update=update)
 
 

@@ -32,6 +32,8 @@ class ServeSettings:
         state_db: SQLite file keeping agent threads and chat conversations across restarts (None: memory).
         chat_page: serve the chat page at ``/chat``.
         chat_history_turns: earlier turns of a conversation quoted to the agent with a follow-up.
+        video: also load the video engine and serve ``/v1/video/track`` (a second copy of the weights).
+        video_max_sessions: videos tracked at once (later requests wait); video_timeout_s: per request.
     """
 
     model: str = "facebook/sam3"
@@ -50,13 +52,18 @@ class ServeSettings:
     state_db: str | None = None
     chat_page: bool = True
     chat_history_turns: int = 3
+    video: bool = False
+    video_max_sessions: int = 2
+    video_timeout_s: float = 600.0
 
     def __post_init__(self) -> None:
         if min(self.max_body_bytes, self.max_pixels, self.url_max_bytes) < 1:
             raise UsageError("max_body_bytes, max_pixels and url_max_bytes must be >= 1")
-        if min(self.request_timeout_s, self.agent_timeout_s, self.url_timeout_s) <= 0:
+        if min(self.request_timeout_s, self.agent_timeout_s, self.url_timeout_s, self.video_timeout_s) <= 0:
             raise UsageError("timeouts must be > 0 seconds")
         if self.token is not None and not self.token.strip():
             raise UsageError("token must not be empty (use None for no authentication)")
+        if self.video_max_sessions < 1:
+            raise UsageError("video_max_sessions must be >= 1")
         if self.chat_history_turns < 0:
             raise UsageError("chat_history_turns must be >= 0")

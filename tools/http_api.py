@@ -1,0 +1,230 @@
+"""The HTTP API: :func:`create_app` builds a FastAPI app around one shared :class:`~sam3_core.Sam3Engine`.
+
+Endpoints (all JSON; errors as ``{"error": {"status", "code", "message"}}``, see :mod:`tools.http_errors`):
+
+==========================================  ============================================================
+``GET  /healthz``                           the process is up (always 200)
+``GET  /readyz``                            200 once the model is loaded, else 503
+``GET  /metrics``                           Prometheus metrics (:mod:`tools.metrics`)
+``POST /v1/segment``                        raw SAM 3: every instance of each phrase
+``POST /v1/refine``                         one object's mask from clicks and/or a box
+``POST /v1/agent``                          the agent's answer to a query (JSON or server-sent events)
+``POST /v1/chat`` and ``/v1/chat/...``      multi-turn chat over one image (:mod:`tools.chat`)
+``POST /v1/video/track``                    track objects through a video (with ``--video``)
+``GET  /chat``                              the chat page
+``GET  /openapi.json``, ``/docs``           the OpenAPI schema and its browsable form
+==========================================  ============================================================
+
+With a token set, every ``/v1/*`` request needs ``Authorization: Bearer <token>`` (checked before
+the body is read); health, readiness, metrics, the page and the schema stay open.
+
+The model loads in a background thread at start-up, so ``/healthz`` answers at once and ``/readyz``
+turns 200 when the engine is ready. All state lives on ``app.state.runtime`` (:class:`Runtime`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import InMemorySaver
+
+from agent.graph import build_graph
+from sam3_core.engine import EngineOptions, Sam3Engine
+from sam3_core.video import VideoEngine, VideoOptions
+from tools import chat, http_agent, http_segment, http_video
+from tools.chat_store import ChatStore
+from tools.http_common import Runtime, add_schemas, runtime
+from tools.http_errors import install_error_handlers
+from tools.http_images import ImageIntake
+from tools.http_middleware import BearerAuthMiddleware, BodyLimitMiddleware, CatchAllMiddleware
+from tools.http_schemas import (
+    AgentEvent,
+    AgentParams,
+    AgentRequest,
+    ChatCreate,
+    Health,
+    NoParams,
+    Readiness,
+    RefineParams,
+    RefineRequest,
+    SegmentParams,
+    SegmentRequest,
+)
+from tools.metrics import Metrics, MetricsMiddleware
+from tools.serve_config import ServeSettings
+
+logger = logging.getLogger(__name__)
+
+EngineFactory = Callable[[], Sam3Engine]
+_BODY_MODELS = [SegmentRequest, SegmentParams, RefineRequest, RefineParams, AgentRequest, AgentParams, AgentEvent,
+                ChatCreate, NoParams]
+
+
+def default_engine_factory(settings: ServeSettings) -> EngineFactory:
+    """Loads ``settings.model`` with the server's pixel limit (tracker included, for ``/v1/refine``)."""
+    def load() -> Sam3Engine:
+        return Sam3Engine.from_pretrained(settings.model, device=settings.device, dtype=settings.dtype,
+                                          options=EngineOptions(max_pixels=settings.max_pixels))
+    return load
+
+
+def default_video_factory(settings: ServeSettings) -> Callable[[], VideoEngine]:
+    """Loads ``settings.model`` as a video engine (the checkpoint needs the video processor files)."""
+    def load() -> VideoEngine:
+        return VideoEngine.from_pretrained(settings.model, device=settings.device, dtype=settings.dtype,
+                                           options=VideoOptions(max_sessions=settings.video_max_sessions))
+    return load
+
+
+async def _open_checkpointer(stack: contextlib.AsyncExitStack, path: str | None) -> BaseCheckpointSaver:
+    if path is None:
+        return InMemorySaver()
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    saver = await stack.enter_async_context(AsyncSqliteSaver.from_conn_string(path))
+    await saver.setup()
+    return saver
+
+
+async def _load(rt: Runtime, attribute: str, factory: Callable[[], Any], what: str) -> None:
+    """Set ``rt.<attribute>`` from ``factory`` (run in a thread); a failure is kept in ``<attribute>_error``."""
+    try:
+        setattr(rt, attribute, await asyncio.to_thread(factory))
+        logger.info("%s ready (%s)", what, rt.settings.model)
+    except Exception as exc:  # reported by /readyz and by 503s; the server keeps running
+        error = f"{type(exc).__name__}: {exc}"
+        setattr(rt, "load_error" if attribute == "engine" else "video_error", error)
+        logger.error("%s failed to load: %s", what, error)
+
+
+Lifespan = Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]
+
+
+async def _load_all(rt: Runtime, factories: dict[str, Callable[[], Any]], names: dict[str, str]) -> None:
+    for name, factory in factories.items():
+        await _load(rt, name, factory, names[name])
+
+
+def _lifespan(factories: dict[str, Callable[[], Any]]) -> Lifespan:
+    """Opens the checkpointer and chat store, loads the engines in the background, closes what it loaded."""
+    names = {"engine": "the SAM 3 engine", "video": "the SAM 3 video engine"}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt: Runtime = app.state.runtime
+        async with contextlib.AsyncExitStack() as stack:
+            rt.graph = build_graph(await _open_checkpointer(stack, rt.settings.state_db))
+            rt.chat = ChatStore(rt.settings.state_db or ":memory:")
+            stack.callback(rt.chat.close)
+            rt.video_slots = asyncio.Semaphore(rt.settings.video_max_sessions)
+            # One after the other: two threads importing and loading models at once race inside transformers.
+            loading = asyncio.create_task(_load_all(rt, factories, names))
+            try:
+                yield
+            finally:
+                await loading  # a load in progress cannot be interrupted; let it finish, then close
+                for name in factories:
+                    if getattr(rt, name) is not None:
+                        getattr(rt, name).close()
+    return lifespan
+
+
+def _install_openapi(app: FastAPI, settings: ServeSettings) -> None:
+    """Publish the JSON/multipart body models and, with a token, the bearer security scheme."""
+    def build() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        add_schemas(schema, _BODY_MODELS)
+        if settings.token:
+            schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+            for path, operations in schema["paths"].items():
+                if path.startswith("/v1/"):
+                    for operation in operations.values():
+                        operation["security"] = [{"bearer": []}]
+        app.openapi_schema = schema
+        return schema
+    app.openapi = build  # type: ignore[method-assign]
+
+
+def _install_service_routes(app: FastAPI) -> None:
+    @app.get("/healthz", response_model=Health, tags=["service"], summary="The process is up")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", response_model=Readiness, tags=["service"], summary="The model is loaded",
+             responses={503: {"model": Readiness, "description": "still loading, or loading failed"}})
+    async def readyz(request: Request) -> JSONResponse:
+        rt = runtime(request)
+        parts = [("", rt.engine, rt.load_error)]
+        if rt.settings.video:
+            parts.append(("video model ", rt.video, rt.video_error))
+        waiting = [f"{name}loading failed: {error}" if error else f"{name}loading"
+                   for name, loaded, error in parts if loaded is None]
+        ready, detail = not waiting, "; ".join(waiting)
+        return JSONResponse({"ready": ready, "model": rt.settings.model, "detail": detail},
+                            status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["service"], summary="Prometheus metrics", response_class=Response)
+    async def metrics(request: Request) -> Response:
+        body, content_type = runtime(request).metrics.render()
+        return Response(body, media_type=content_type)
+
+
+def _factories(settings: ServeSettings, engine: Sam3Engine | None, engine_factory: EngineFactory | None,
+               video_engine: VideoEngine | None, video_factory: Callable[[], VideoEngine] | None) -> dict[str, Any]:
+    """The engines the app loads itself at start-up (those not handed over ready)."""
+    if (engine is not None and engine_factory is not None) or (video_engine is not None and video_factory):
+        raise ValueError("pass an engine or its factory, not both")
+    factories: dict[str, Callable[[], Any]] = {}
+    if engine is None:
+        factories["engine"] = engine_factory or default_engine_factory(settings)
+    if settings.video and video_engine is None:
+        factories["video"] = video_factory or default_video_factory(settings)
+    return factories
+
+
+def create_app(settings: ServeSettings | None = None, *, engine: Sam3Engine | None = None,
+               engine_factory: EngineFactory | None = None, video_engine: VideoEngine | None = None,
+               video_factory: Callable[[], VideoEngine] | None = None) -> FastAPI:
+    """The API app.
+
+    Args:
+        settings: limits, token, LLM and state file; defaults to :class:`ServeSettings`.
+        engine: an engine to serve with (the caller keeps ownership and closes it); ready at once.
+        engine_factory: builds the engine at start-up, in a thread (default: ``settings.model`` via
+            :meth:`Sam3Engine.from_pretrained`); the app closes it at shutdown. Not with ``engine``.
+        video_engine, video_factory: the same for the video engine (only with ``settings.video``).
+    """
+    settings = settings or ServeSettings()
+    factories = _factories(settings, engine, engine_factory, video_engine, video_factory)
+    intake = ImageIntake(max_pixels=settings.max_pixels, max_bytes=settings.max_body_bytes,
+                         allow_urls=settings.allow_url_images, url_max_bytes=settings.url_max_bytes,
+                         url_timeout_s=settings.url_timeout_s)
+    app = FastAPI(title="SAM 3 agent", version="0.1.0", lifespan=_lifespan(factories),
+                  description="Raw SAM 3 segmentation, click refinement, video tracking and a "
+                              "reasoning-segmentation agent.")
+    rt = Runtime(settings=settings, intake=intake, metrics=Metrics(lambda: app.state.runtime.engine), engine=engine,
+                 video=video_engine)
+    app.state.runtime = rt
+    install_error_handlers(app)
+    _install_service_routes(app)
+    for module in (http_segment, http_agent, chat, http_video):
+        app.include_router(module.router)
+    if settings.chat_page:
+        chat.install_chat_page(app)
+    app.add_middleware(CatchAllMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.token:
+        app.add_middleware(BearerAuthMiddleware, token=settings.token)
+    app.add_middleware(MetricsMiddleware, metrics=rt.metrics)
+    _install_openapi(app, settings)
+    return app

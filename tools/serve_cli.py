@@ -1,0 +1,166 @@
+"""The serving sub-commands of ``sam3-agent``: ``serve`` (HTTP API), ``chat`` (the same, for the chat page)
+and ``mcp`` (an MCP server for other agents).
+
+Wire them into a parser with :func:`add_serving_commands`; ``python -m tools.serve_cli`` runs them alone.
+Each sub-command sets ``func`` to a function of the parsed arguments that returns an exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from agent.llm import LLMConfig
+from agent.state import AgentSettings
+from sam3_core.images import DEFAULT_MAX_PIXELS
+
+logger = logging.getLogger("sam3_agent.serve")
+
+MIB = 1 << 20
+DEFAULT_CHAT_DB = "sam3-agent-chat.sqlite"
+
+
+def _llm_config(args: argparse.Namespace) -> LLMConfig | None:
+    if not args.llm_url:
+        return None
+    api_key = args.llm_api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+    return LLMConfig(base_url=args.llm_url, model=args.llm_model, api_key=api_key, tool_protocol=args.tool_protocol,
+                     timeout_s=args.llm_timeout)
+
+
+def _agent_settings(args: argparse.Namespace) -> AgentSettings:
+    return AgentSettings(score_threshold=args.score_threshold, max_steps=args.max_steps,
+                         verification=not args.no_verification)
+
+
+def _engine_factory(args: argparse.Namespace):
+    from sam3_core.engine import EngineOptions, Sam3Engine
+
+    def load() -> Sam3Engine:
+        return Sam3Engine.from_pretrained(args.model, device=args.device, dtype=args.dtype,
+                                          options=EngineOptions(max_pixels=args.max_pixels))
+    return load
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from tools.http_api import create_app
+    from tools.http_server import serve_forever
+    from tools.serve_config import ServeSettings
+
+    settings = ServeSettings(
+        model=args.model, device=args.device, dtype=args.dtype, token=args.token or None,
+        max_body_bytes=int(args.max_body_mb * MIB), max_pixels=args.max_pixels,
+        request_timeout_s=args.request_timeout, agent_timeout_s=args.agent_timeout,
+        allow_url_images=args.allow_url_images, url_max_bytes=int(args.url_max_mb * MIB),
+        url_timeout_s=args.url_timeout, llm=_llm_config(args), agent=_agent_settings(args),
+        state_db=args.state_db, chat_page=not args.no_chat_page, video=args.video,
+    )
+    app = create_app(settings, engine_factory=_engine_factory(args))
+    where = f"http://{args.host}:{args.port}"
+    logger.info("serving on %s (API docs at %s/docs%s)", where, where,
+                f", chat page at {where}/chat" if settings.chat_page else "")
+    if settings.llm is None:
+        logger.warning("no --llm-url: /v1/agent and the chat answer 503 until an LLM is configured")
+    serve_forever(app, args.host, args.port, log_level="debug" if args.verbose_server else "info")
+    return 0
+
+
+def _video_factory(args: argparse.Namespace):
+    from sam3_core.video import VideoEngine
+
+    def load() -> VideoEngine:
+        return VideoEngine.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    return load
+
+
+def _mcp(args: argparse.Namespace) -> int:
+    from tools.mcp_server import McpOptions, run_mcp_server
+
+    stdio = args.transport == "stdio"
+    options = McpOptions(llm=_llm_config(args), agent=_agent_settings(args), max_pixels=args.max_pixels,
+                         allow_paths=stdio or args.image_root is not None, image_root=args.image_root,
+                         agent_timeout_s=args.agent_timeout)
+    run_mcp_server(_engine_factory(args), options, transport="stdio" if stdio else "streamable-http",
+                   host=args.host, port=args.port, video_factory=_video_factory(args) if args.video else None)
+    return 0
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model and agent")
+    group.add_argument("--model", default="facebook/sam3", help="SAM 3 hub id or local checkpoint folder")
+    group.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
+    group.add_argument("--dtype", help="bf16, fp16 or fp32 (default: bf16 on GPU, fp32 on CPU)")
+    group.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
+    group.add_argument("--llm-url", help="OpenAI-compatible endpoint of the multimodal LLM, e.g. "
+                                         "http://localhost:8001/v1 (without it the agent is off)")
+    group.add_argument("--llm-model", default="", help="model name (default: the first one the endpoint serves)")
+    group.add_argument("--llm-api-key", help="API key (default: $OPENAI_API_KEY)")
+    group.add_argument("--llm-timeout", type=float, default=120.0, help="seconds per LLM call")
+    group.add_argument("--tool-protocol", choices=["text", "native"], default="text",
+                       help="text: tool calls written in the reply (works anywhere); native: function calling")
+    group.add_argument("--score-threshold", type=float, default=0.5, help="SAM 3 score threshold (default 0.5)")
+    group.add_argument("--max-steps", type=int, default=12, help="most LLM replies per agent query")
+    group.add_argument("--no-verification", action="store_true", help="do not offer per-mask verification")
+    group.add_argument("--agent-timeout", type=float, default=300.0, help="seconds per agent query")
+    group.add_argument("--video", action="store_true",
+                       help="also load the video engine (a second copy of the weights) for video tracking")
+
+
+def _add_http_args(parser: argparse.ArgumentParser, *, state_db: str | None) -> None:
+    group = parser.add_argument_group("HTTP server")
+    group.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    group.add_argument("--port", type=int, default=8000)
+    group.add_argument("--token", default=os.environ.get("SAM3_AGENT_TOKEN"),
+                       help="require 'Authorization: Bearer <token>' on /v1/* (default: $SAM3_AGENT_TOKEN)")
+    group.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body (HTTP 413 above)")
+    group.add_argument("--request-timeout", type=float, default=60.0, help="seconds per segment/refine request")
+    group.add_argument("--allow-url-images", action="store_true",
+                       help="let requests name images by http(s) URL (the server then fetches any URL it is given)")
+    group.add_argument("--url-max-mb", type=float, default=20.0, help="largest image fetched from a URL")
+    group.add_argument("--url-timeout", type=float, default=10.0, help="seconds per URL fetch")
+    group.add_argument("--state-db", default=state_db,
+                       help="SQLite file keeping agent threads and chat conversations across restarts"
+                            + (f" (default: {state_db})" if state_db else " (default: in memory)"))
+    group.add_argument("--no-chat-page", action="store_true", help="do not serve the chat page at /chat")
+    group.add_argument("--verbose-server", action="store_true", help="uvicorn debug logging")
+
+
+def add_serving_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``serve``, ``chat`` and ``mcp`` on a ``sam3-agent`` sub-parser collection."""
+    serve = subparsers.add_parser("serve", help="HTTP API: /v1/segment, /v1/refine, /v1/agent, chat, metrics")
+    _add_model_args(serve)
+    _add_http_args(serve, state_db=None)
+    serve.set_defaults(func=_serve)
+
+    chat = subparsers.add_parser("chat", help="the chat page (multi-turn segmentation) at http://HOST:PORT/chat")
+    _add_model_args(chat)
+    _add_http_args(chat, state_db=DEFAULT_CHAT_DB)
+    chat.set_defaults(func=_serve)
+
+    mcp = subparsers.add_parser("mcp", help="MCP server with segment_phrase and reason_segment for other agents")
+    _add_model_args(mcp)
+    mcp.add_argument("--transport", choices=["stdio", "http"], default="stdio",
+                     help="stdio (a local client starts this process) or http (streamable HTTP at /mcp)")
+    mcp.add_argument("--host", default="127.0.0.1", help="address for --transport http")
+    mcp.add_argument("--port", type=int, default=8765, help="port for --transport http")
+    mcp.add_argument("--image-root", help="image_path must lie inside this folder (with --transport http, paths "
+                                          "are refused unless this is set)")
+    mcp.set_defaults(func=_mcp)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tools.serve_cli serve|chat|mcp ...`` (the same as ``sam3-agent serve|chat|mcp ...``)."""
+    parser = argparse.ArgumentParser(prog="python -m tools.serve_cli", description=__doc__)
+    add_serving_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    # Logs go to stderr: with the MCP stdio transport, stdout carries the protocol.
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
