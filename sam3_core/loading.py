@@ -5,6 +5,10 @@ The released checkpoint ``facebook/sam3`` stores one ``sam3_video`` model: the d
 (``tracker_neck.*``). The detector and the tracker share the ViT backbone. We load the detector
 with :class:`~transformers.Sam3Model`, the tracker with :class:`~transformers.Sam3TrackerModel`, and
 then make the tracker use the detector's backbone module so its ~450M parameters live once in memory.
+
+When a ``Sam3VideoModel`` is loaded anyway (video serving), :func:`image_models_from_video` gives the
+image engine its detector and a tracker made of the video model's own modules, so images and videos
+are served from one copy of the weights.
 """
 
 from __future__ import annotations
@@ -112,6 +116,44 @@ def share_backbone(detector: nn.Module, tracker: nn.Module) -> bool:
         return False
     tracker.vision_encoder.backbone = det_backbone
     return True
+
+
+def image_models_from_video(video_model: nn.Module, model_id: str, *, token: str | None = None) -> LoadedModels:
+    """The image engine's models as views of a loaded ``Sam3VideoModel``: no weight is copied.
+
+    The detector is the video model's ``detector_model``. The tracker is a ``Sam3TrackerModel`` shell,
+    built on the meta device, whose modules are replaced by the video model's: its prompt encoder,
+    mask decoder and no-memory embedding (``tracker_model``), its FPN neck (``tracker_neck``) and the
+    detector's ViT backbone. These are exactly the tensors :func:`load_models` would read from the
+    checkpoint (see ``_TRACKER_KEY_MAPPING``), so results are the same. Only the small image
+    processor is loaded from ``model_id``. The models stay on the video model's device and dtype.
+
+    Raises:
+        CheckpointError: the processor cannot be loaded, or the shell kept a parameter not replaced.
+    """
+    from transformers import Sam3Processor, Sam3TrackerConfig, Sam3TrackerModel, Sam3TrackerProcessor
+
+    common = {"token": token} if token else {}
+    with _translate_load_errors(model_id):
+        processor = Sam3Processor.from_pretrained(model_id, **common)
+    fields = video_model.config.tracker_config.to_dict()
+    fields.pop("model_type", None)
+    with torch.device("meta"):
+        tracker = Sam3TrackerModel(Sam3TrackerConfig(**fields))
+    source = video_model.tracker_model
+    tracker.shared_image_embedding = source.shared_image_embedding
+    tracker.prompt_encoder = source.prompt_encoder
+    tracker.mask_decoder = source.mask_decoder
+    tracker.no_memory_embedding = source.no_memory_embedding
+    tracker.vision_encoder.backbone = video_model.detector_model.vision_encoder.backbone
+    tracker.vision_encoder.neck = video_model.tracker_neck
+    unset = [name for name, tensor in [*tracker.named_parameters(), *tracker.named_buffers()] if tensor.is_meta]
+    if unset:
+        raise CheckpointError(f"cannot share the video model's tracker with the image engine: {unset[:3]} "
+                              "have no counterpart in the video model")
+    tracker.eval()
+    tracker_processor = Sam3TrackerProcessor(image_processor=processor.image_processor)
+    return LoadedModels(video_model.detector_model, processor, tracker, tracker_processor, shared_backbone=True)
 
 
 def _has_tracker(model_id: str, common: dict) -> bool:

@@ -1,14 +1,12 @@
 """The HTTP API through a real uvicorn on 127.0.0.1 (random port, background thread), with the session's tiny
 SAM 3 engine and the scripted OpenAI-compatible LLM server.
 
-The tiny checkpoint has random weights (scores about 0.25), so the servers run with ``score_threshold=0.2``.
-Images use their own seeds, so the engine tests that count cache misses keep a cold cache.
+The tiny checkpoint has random weights (scores about 0.25), so the servers run with ``score_threshold=0.2``
+(see :mod:`http_helpers`). Images use their own seeds, so the engine tests that count cache misses keep a cold cache.
 """
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import threading
 from collections.abc import Iterator
@@ -20,29 +18,15 @@ import httpx
 import numpy as np
 import pytest
 from conftest import random_image
-from PIL import Image
+from http_helpers import AGENT, SEED, b64, decode_png, png_of, serve, sse_events, tiny_video_engine
 from scripted_llm import Reply, ScriptedLLM, message_texts
 
 from agent.llm import LLMConfig
-from agent.state import AgentSettings
 from sam3_core.errors import CheckpointError
 from sam3_core.postprocess import rle_to_mask
 from tools.http_api import create_app
 from tools.http_server import BackgroundServer
 from tools.serve_config import ServeSettings
-
-SEED = 4242
-AGENT = AgentSettings(score_threshold=0.2)
-
-
-def png_of(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 def call(name: str, **arguments: Any) -> Reply:
@@ -53,10 +37,6 @@ def call(name: str, **arguments: Any) -> Reply:
 def llm_config(server: ScriptedLLM) -> LLMConfig:
     return LLMConfig(base_url=server.base_url, model=server.model, api_key="test", timeout_s=20.0, max_retries=0,
                      tool_protocol="text")
-
-
-def decode_png(text: str) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(text))))
 
 
 @pytest.fixture(scope="module")
@@ -78,12 +58,6 @@ def llm() -> Iterator[ScriptedLLM]:
         yield server
     assert not server.errors, server.errors
     assert server.remaining == 0, "scripted replies left over"
-
-
-def serve(engine, video_engine=None, **settings: Any) -> BackgroundServer:
-    settings = {"agent": AGENT, **settings}
-    return BackgroundServer(create_app(ServeSettings(model="tiny", **settings), engine=engine,
-                                       video_engine=video_engine))
 
 
 # ------------------------------------------------------------------------------------------- service
@@ -338,18 +312,6 @@ def test_bearer_token(engine, image_png):
 # ------------------------------------------------------------------------------------------- agent
 
 
-def sse_events(response: httpx.Response) -> list[dict[str, Any]]:
-    events, name = [], None
-    for line in response.iter_lines():
-        if line.startswith("event: "):
-            name = line[len("event: "):]
-        elif line.startswith("data: "):
-            event = json.loads(line[len("data: "):])
-            assert event["type"] == name
-            events.append(event)
-    return events
-
-
 def test_agent_json_answer_with_overlay_and_mask(engine, llm, image_png):
     llm.add(call("segment_phrase", text_prompt="cup"), call("select_masks_and_return", mask_ids=[1]))
     with serve(engine, llm=llm_config(llm)) as server, httpx.Client(base_url=server.base_url, timeout=60) as client:
@@ -420,12 +382,7 @@ def test_agent_errors_503_502_504_and_as_stream_events(engine, llm, image_png):
 
 @pytest.fixture(scope="module")
 def video_engine(tmp_path_factory):
-    from sam3_core.tiny import write_tiny_checkpoint
-    from sam3_core.video import VideoEngine, VideoOptions
-
-    folder = write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_sam3_video"), video=True, seed=0)
-    options = VideoOptions(max_sessions=2, score_threshold=0.05, new_object_threshold=0.1, hotstart_delay=2)
-    with VideoEngine.from_pretrained(str(folder), device="cpu", options=options) as eng:
+    with tiny_video_engine(tmp_path_factory.mktemp("tiny_sam3_video")) as eng:
         yield eng
 
 

@@ -10,7 +10,9 @@ Endpoints (all JSON; errors as ``{"error": {"status", "code", "message"}}``, see
 ``POST /v1/refine``                         one object's mask from clicks and/or a box
 ``POST /v1/agent``                          the agent's answer to a query (JSON or server-sent events)
 ``POST /v1/chat`` and ``/v1/chat/...``      multi-turn chat over one image (:mod:`tools.chat`)
-``POST /v1/video/track``                    track objects through a video (with ``--video``)
+``POST /v1/video/sessions`` and ``/...``     video sessions: open, prompt, propagate, close (with ``--video``;
+                                            see :mod:`tools.http_video`)
+``POST /v1/video/track``                    track objects through a video in one request (with ``--video``)
 ``GET  /chat``                              the chat page
 ``GET  /openapi.json``, ``/docs``           the OpenAPI schema and its browsable form
 ==========================================  ============================================================
@@ -19,7 +21,11 @@ With a token set, every ``/v1/*`` request needs ``Authorization: Bearer <token>`
 the body is read); health, readiness, metrics, the page and the schema stay open.
 
 The model loads in a background thread at start-up, so ``/healthz`` answers at once and ``/readyz``
-turns 200 when the engine is ready. All state lives on ``app.state.runtime`` (:class:`Runtime`).
+turns 200 when the engine is ready. All state lives on ``app.state.runtime`` (:class:`Runtime`), the
+video sessions on ``app.state.video_sessions``. With video on and the default loaders, the video model
+is loaded first and the image engine is built from its modules (one copy of the weights, see
+:func:`sam3_core.loading.image_models_from_video`); should the video model fail to load, the image
+engine is loaded on its own.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from agent.graph import build_graph
 from sam3_core.engine import EngineOptions, Sam3Engine
+from sam3_core.loading import image_models_from_video
 from sam3_core.video import VideoEngine, VideoOptions
 from tools import chat, http_agent, http_segment, http_video
 from tools.chat_store import ChatStore
@@ -57,7 +64,11 @@ from tools.http_schemas import (
     RefineRequest,
     SegmentParams,
     SegmentRequest,
+    VideoEvent,
+    VideoParams,
+    VideoSessionCreate,
 )
+from tools.http_video_sessions import VideoSessionStore
 from tools.metrics import Metrics, MetricsMiddleware
 from tools.serve_config import ServeSettings
 
@@ -65,7 +76,7 @@ logger = logging.getLogger(__name__)
 
 EngineFactory = Callable[[], Sam3Engine]
 _BODY_MODELS = [SegmentRequest, SegmentParams, RefineRequest, RefineParams, AgentRequest, AgentParams, AgentEvent,
-                ChatCreate, NoParams]
+                ChatCreate, NoParams, VideoParams, VideoSessionCreate, VideoEvent]
 
 
 def default_engine_factory(settings: ServeSettings) -> EngineFactory:
@@ -79,9 +90,34 @@ def default_engine_factory(settings: ServeSettings) -> EngineFactory:
 def default_video_factory(settings: ServeSettings) -> Callable[[], VideoEngine]:
     """Loads ``settings.model`` as a video engine (the checkpoint needs the video processor files)."""
     def load() -> VideoEngine:
+        options = VideoOptions(max_sessions=settings.video_max_sessions,
+                               idle_timeout_s=settings.video_idle_timeout_s)
         return VideoEngine.from_pretrained(settings.model, device=settings.device, dtype=settings.dtype,
-                                           options=VideoOptions(max_sessions=settings.video_max_sessions))
+                                           options=options)
     return load
+
+
+def image_engine_from_video(video: VideoEngine, settings: ServeSettings) -> Sam3Engine:
+    """An image engine made of ``video``'s detector and tracker modules: no second copy of the weights."""
+    models = image_models_from_video(video.model, settings.model)
+    return Sam3Engine(models.detector, models.processor, models.tracker, models.tracker_processor,
+                      device=video.device, dtype=video.dtype, options=EngineOptions(max_pixels=settings.max_pixels))
+
+
+def shared_factories(settings: ServeSettings) -> dict[str, Callable[[], Any]]:
+    """Loaders of the video engine, then of the image engine sharing its weights (loaded alone as a fallback)."""
+    loaded: dict[str, VideoEngine] = {}
+
+    def load_video() -> VideoEngine:
+        loaded["video"] = default_video_factory(settings)()
+        return loaded["video"]
+
+    def load_image() -> Sam3Engine:
+        if "video" not in loaded:
+            logger.warning("the video model did not load; loading the image model on its own")
+            return default_engine_factory(settings)()
+        return image_engine_from_video(loaded["video"], settings)
+    return {"video": load_video, "engine": load_image}
 
 
 async def _open_checkpointer(stack: contextlib.AsyncExitStack, path: str | None) -> BaseCheckpointSaver:
@@ -125,16 +161,34 @@ def _lifespan(factories: dict[str, Callable[[], Any]]) -> Lifespan:
             rt.chat = ChatStore(rt.settings.state_db or ":memory:")
             stack.callback(rt.chat.close)
             rt.video_slots = asyncio.Semaphore(rt.settings.video_max_sessions)
+            store = app.state.video_sessions = _video_store(rt)
+            sweeper = asyncio.create_task(store.sweep_forever()) if rt.settings.video else None
             # One after the other: two threads importing and loading models at once race inside transformers.
             loading = asyncio.create_task(_load_all(rt, factories, names))
             try:
                 yield
             finally:
+                await _stop(sweeper)
                 await loading  # a load in progress cannot be interrupted; let it finish, then close
+                await store.shutdown()  # closes the video sessions and deletes their uploads
                 for name in factories:
                     if getattr(rt, name) is not None:
                         getattr(rt, name).close()
     return lifespan
+
+
+async def _stop(task: asyncio.Task | None) -> None:
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _video_store(rt: Runtime) -> VideoSessionStore:
+    assert rt.video_slots is not None
+    return VideoSessionStore(rt.require_video, rt.video_slots, idle_timeout_s=rt.settings.video_idle_timeout_s,
+                             max_pixels=rt.settings.max_pixels)
 
 
 def _install_openapi(app: FastAPI, settings: ServeSettings) -> None:
@@ -184,6 +238,8 @@ def _factories(settings: ServeSettings, engine: Sam3Engine | None, engine_factor
     """The engines the app loads itself at start-up (those not handed over ready)."""
     if (engine is not None and engine_factory is not None) or (video_engine is not None and video_factory):
         raise ValueError("pass an engine or its factory, not both")
+    if settings.video and all(given is None for given in (engine, engine_factory, video_engine, video_factory)):
+        return shared_factories(settings)
     factories: dict[str, Callable[[], Any]] = {}
     if engine is None:
         factories["engine"] = engine_factory or default_engine_factory(settings)
@@ -203,6 +259,9 @@ def create_app(settings: ServeSettings | None = None, *, engine: Sam3Engine | No
         engine_factory: builds the engine at start-up, in a thread (default: ``settings.model`` via
             :meth:`Sam3Engine.from_pretrained`); the app closes it at shutdown. Not with ``engine``.
         video_engine, video_factory: the same for the video engine (only with ``settings.video``).
+
+    With ``settings.video`` and none of the four given, the app loads the video model and builds the
+    image engine from its modules (:func:`shared_factories`): one copy of the weights serves both.
     """
     settings = settings or ServeSettings()
     factories = _factories(settings, engine, engine_factory, video_engine, video_factory)

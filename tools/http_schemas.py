@@ -112,6 +112,14 @@ class SegmentResponse(BaseModel):
 # ----------------------------------------------------------------------------------------- refine
 
 
+class MaskLogits(StrictModel):
+    """A 2-D float array of mask logits: row-major little-endian values, base64-encoded."""
+
+    shape: list[Annotated[int, Field(ge=1, le=2048)]] = Field(min_length=2, max_length=2, description="[h, w]")
+    dtype: Literal["float16", "float32"] = "float16"
+    base64: str = Field(description="base64 of the h*w values")
+
+
 class RefineParams(StrictModel):
     """``/v1/refine`` fields other than the image."""
 
@@ -120,6 +128,10 @@ class RefineParams(StrictModel):
     box: Box | None = Field(None, description="a box around the object")
     multimask: bool | None = Field(None, description="let the model pick the best of three masks (default: only for "
                                                      "a single click)")
+    mask_input: MaskLogits | None = Field(None, description="low_res_logits of an earlier /v1/refine of the same "
+                                                            "image: refine that mask with these clicks / box")
+    return_logits: bool = Field(True, description="include low_res_logits in the answer (to pass back as "
+                                                  "mask_input)")
     formats: list[MaskFormat] = Field(default_factory=lambda: ["rle"], description=FORMATS_DESCRIPTION)
     polygon_tolerance: float = Field(0.0, ge=0.0, le=50.0)
 
@@ -133,6 +145,8 @@ class RefineRequest(RefineParams):
 class RefineResponse(BaseModel):
     image: ImageInfo
     mask: MaskOut = Field(description="the object's mask; score is the model's predicted IoU")
+    low_res_logits: MaskLogits | None = Field(None, description="the mask's logits at the model's low resolution "
+                                                                "(with return_logits)")
     elapsed_ms: float
 
 
@@ -244,6 +258,119 @@ class ChatConversation(BaseModel):
     image: ImageInfo
     created: float
     turns: list[ChatTurn]
+
+
+# ----------------------------------------------------------------------------------------- video
+
+
+class VideoPromptFields(StrictModel):
+    """Prompts for a video: phrases (every instance, found while propagating) and/or one object's clicks or box."""
+
+    phrases: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=16, description="track every instance of each phrase")
+    frame_index: int = Field(0, ge=0, description="the frame that points / box are on")
+    points: list[Point] | None = Field(None, max_length=64, description="clicks on frame_index")
+    point_labels: list[Literal[0, 1]] | None = Field(None, description="per click: 1 object, 0 background "
+                                                                       "(default all 1)")
+    box: Box | None = Field(None, description="a box on frame_index (with points: both prompt the same object)")
+
+
+class VideoPropagateFields(StrictModel):
+    """How to propagate: from which frame, which way, how far, and whether masks are returned."""
+
+    start_frame: int | None = Field(None, ge=0, description="first frame (default: 0 with phrases, else the "
+                                                            "earliest prompted frame)")
+    direction: Literal["forward", "backward", "both"] = "forward"
+    max_frames: int | None = Field(None, ge=1, description="most frames per direction")
+    masks: bool = Field(True, description="include each object's COCO RLE (false: boxes and scores only)")
+
+
+class VideoParams(VideoPromptFields, VideoPropagateFields):
+    """``/v1/video/track`` parameters (the ``params`` part of the multipart request)."""
+
+    stream: bool = Field(False, description="answer as server-sent events, one per frame")
+
+
+class VideoSessionCreate(StrictModel):
+    """``POST /v1/video/sessions`` as JSON: a video already on the server (only with a video root)."""
+
+    path: str = Field(min_length=1, max_length=1000, description="file or frame folder, relative to the "
+                                                                 "server's video root")
+
+
+class VideoPrompt(VideoPromptFields):
+    """``POST /v1/video/sessions/{session_id}/prompts``: phrases, and/or clicks or a box on one frame."""
+
+    object_id: int | None = Field(None, ge=0, description="refine this object (default: points / box start a "
+                                                          "new one)")
+    masks: bool = Field(True, description="include each object's COCO RLE in the frame")
+
+
+class VideoPropagate(VideoPropagateFields):
+    """``POST /v1/video/sessions/{session_id}/propagate``."""
+
+    stream: bool = Field(True, description="server-sent events, one per frame (false: one JSON document)")
+
+
+class VideoObject(BaseModel):
+    object_id: int
+    phrase: str | None = Field(description="the phrase that found it; null for objects from clicks or a box")
+    score: float
+    tracker_score: float
+    box_xyxy: list[float]
+    rle: Rle | None = None
+
+
+class VideoFrame(BaseModel):
+    frame_index: int
+    objects: list[VideoObject]
+
+
+class VideoInfo(BaseModel):
+    num_frames: int
+    width: int
+    height: int
+    fps: float
+
+
+class VideoResponse(BaseModel):
+    video: VideoInfo
+    frames: list[VideoFrame]
+    elapsed_ms: float
+
+
+class VideoSessionOut(BaseModel):
+    """A video session: its video and what it tracks."""
+
+    session_id: str
+    video: VideoInfo
+    phrases: list[str]
+    object_ids: list[int] = Field(description="objects tracked so far (phrase objects appear while propagating)")
+    idle_timeout_s: float = Field(description="the session is closed after this long unused")
+
+
+class VideoPromptResponse(BaseModel):
+    session_id: str
+    phrases: list[str] = Field(description="every phrase of the session")
+    object_id: int | None = Field(description="the clicked / boxed object (null for phrases alone)")
+    frame: VideoFrame | None = Field(description="every object on frame_index after the clicks / box")
+
+
+class VideoFramesResponse(BaseModel):
+    session_id: str
+    frames: list[VideoFrame]
+    elapsed_ms: float
+
+
+class VideoEvent(BaseModel):
+    """One server-sent event of a streamed propagation (``event:`` is ``type``): ``start`` (``video``, only
+    from ``/v1/video/track``), one ``frame`` per frame, then ``done`` (``frames``: the count) or ``error``."""
+
+    type: Literal["start", "frame", "done", "error"]
+    video: VideoInfo | None = None
+    frame: VideoFrame | None = None
+    frames: int | None = None
+    error: dict[str, Any] | None = None
 
 
 # ----------------------------------------------------------------------------------------- service

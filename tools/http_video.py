@@ -1,208 +1,329 @@
-"""``POST /v1/video/track``: segment and track objects through an uploaded video (SAM 3 video engine).
+"""Video endpoints (only when the server runs with ``--video``): sessions, and one-shot ``/v1/video/track``.
 
-Only when the server runs with ``--video`` (it then loads :class:`~sam3_core.video.VideoEngine` from the
-same checkpoint, a second copy of the weights). One request is one session: the video is uploaded
-(multipart part ``video``, any format PyAV reads), prompted with phrases and/or clicks or a box on one
-frame, propagated, and closed. Results are per frame, objects keeping their ids across frames; with
-``"stream": true`` each frame is a server-sent event as soon as it is ready, then a ``done`` event.
-Requests beyond the engine's session limit wait their turn (within the video timeout).
+==================================================  ==============================================================
+``POST   /v1/video/sessions``                       open a video: multipart upload (part ``video``, any format
+                                                    PyAV reads) or JSON ``{"path"}`` under the server's video root;
+                                                    201 with the session (id, frames, size, fps)
+``GET    /v1/video/sessions/{id}``                  the session: video, phrases, tracked object ids
+``POST   /v1/video/sessions/{id}/prompts``          phrases, and/or clicks or a box on one frame for a new object
+                                                    (or ``object_id``); answers that frame's objects
+``DELETE /v1/video/sessions/{id}/objects/{obj}``    stop tracking one object
+``POST   /v1/video/sessions/{id}/propagate``        results frame by frame: server-sent events (``frame`` per
+                                                    frame, then ``done``), or one JSON document with ``stream: false``
+``DELETE /v1/video/sessions/{id}``                  close the session and delete its upload (204)
+``POST   /v1/video/track``                          all of the above in one request: upload, prompt, propagate, close
+==================================================  ==============================================================
+
+Errors (as everywhere, ``{"error": {...}}``): 400 unreadable video, bad prompt or frame index
+(``bad_frame_index``), 403 a server-side path when no video root is set or outside it, 404 unknown or
+expired session (``unknown_session``) or object (``unknown_object``), 409 the session is busy with
+another request (``session_busy``: one request per session at a time), 413 an upload over the body
+limit or frames over the pixel limit, 429 ``video_max_sessions`` sessions are open
+(``too_many_sessions``; ``/v1/video/track`` instead waits for a slot), 503 video off or loading,
+504 past the video timeout. Sessions unused for ``video_idle_timeout_s`` are closed. Uploads live in
+a temporary folder of the app, deleted with their session (see :mod:`tools.http_video_sessions`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.datastructures import UploadFile
 
 from tools.http_agent import SSE_HEADERS
-from tools.http_common import Runtime, runtime, sse, validate_json, with_timeout
-from tools.http_errors import ApiError, TooLarge, classify, error_body
-from tools.http_schemas import Box, ErrorResponse, Point, StrictModel
+from tools.http_common import runtime, sse, validate_json, with_timeout
+from tools.http_errors import ApiError, classify, error_body
+from tools.http_schemas import (
+    ErrorResponse,
+    VideoFramesResponse,
+    VideoParams,
+    VideoPrompt,
+    VideoPromptResponse,
+    VideoPropagate,
+    VideoResponse,
+    VideoSessionCreate,
+    VideoSessionOut,
+)
+from tools.http_video_sessions import (
+    OpenSession,
+    VideoSessionStore,
+    apply_prompts,
+    ensure_free,
+    frame_document,
+    frame_events,
+    remove_folder,
+    start_propagation,
+)
 
 router = APIRouter(prefix="/v1/video", tags=["video"])
 
 
-class VideoParams(StrictModel):
-    """``/v1/video/track`` parameters (the ``params`` part of the multipart request)."""
-
-    phrases: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
-        default_factory=list, max_length=16, description="track every instance of each phrase")
-    frame_index: int = Field(0, ge=0, description="the frame that points / box are on")
-    points: list[Point] | None = Field(None, max_length=64, description="clicks on frame_index: a new object")
-    point_labels: list[Literal[0, 1]] | None = Field(None, description="per click: 1 object, 0 background")
-    box: Box | None = Field(None, description="a box on frame_index: a new object")
-    start_frame: int | None = Field(None, ge=0, description="first frame (default: 0 with phrases, else the "
-                                                            "prompted frame)")
-    direction: Literal["forward", "backward", "both"] = "forward"
-    max_frames: int | None = Field(None, ge=1, description="most frames per direction")
-    masks: bool = Field(True, description="include each object's COCO RLE (false: boxes and scores only)")
-    stream: bool = Field(False, description="answer as server-sent events, one per frame")
+def _store(request: Request) -> VideoSessionStore:
+    """The app's session store; 503 while video is off or loading."""
+    runtime(request).require_video()
+    return request.app.state.video_sessions
 
 
-class VideoObject(BaseModel):
-    object_id: int
-    phrase: str | None = Field(description="the phrase that found it; null for objects from clicks or a box")
-    score: float
-    tracker_score: float
-    box_xyxy: list[float]
-    rle: dict[str, Any] | None = None
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    text = {400: "unreadable video, bad prompt or frame index", 403: "server-side path not allowed",
+            404: "unknown or expired session, or unknown object", 409: "the session is busy with another request",
+            413: "video over the size or pixel limits", 415: "neither multipart nor JSON",
+            422: "the body does not match the schema", 429: "too many video sessions are open",
+            503: "video is not enabled or still loading", 504: "ran past the video timeout"}
+    return {code: {"model": ErrorResponse, "description": text[code]} for code in codes}
 
 
-class VideoFrame(BaseModel):
-    frame_index: int
-    objects: list[VideoObject]
+def _upload_body(params: str | None, json_model: str | None = None) -> dict[str, Any]:
+    properties: dict[str, Any] = {"video": {"type": "string", "format": "binary",
+                                            "description": "the video file (mp4, webm, ...)"}}
+    if params:
+        properties["params"] = {"type": "string", "description": f"a JSON object of {params}"}
+    content: dict[str, Any] = {"multipart/form-data": {"schema": {"type": "object", "required": ["video"],
+                                                                  "properties": properties}}}
+    if json_model:
+        content["application/json"] = {"schema": {"$ref": f"#/components/schemas/{json_model}"}}
+    return {"requestBody": {"required": True, "content": content}}
 
 
-class VideoInfo(BaseModel):
-    num_frames: int
-    width: int
-    height: int
-    fps: float
-
-
-class VideoResponse(BaseModel):
-    video: VideoInfo
-    frames: list[VideoFrame]
-    elapsed_ms: float
-
-
-async def _save_upload(request: Request, folder: str) -> tuple[Path, VideoParams]:
-    """Write the uploaded video to ``folder``; parse ``params``."""
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise ApiError(415, "send the video as multipart/form-data (part 'video', JSON part 'params')",
-                       "unsupported_media_type")
+async def _save_upload(request: Request, folder: Path) -> tuple[Path, str]:
+    """Write the multipart part ``video`` into ``folder``; returns its path and the ``params`` part's text."""
     async with request.form(max_files=1, max_fields=4) as form:
         upload = form.get("video")
         if not isinstance(upload, UploadFile):
             raise ApiError(422, "the video file must be in the multipart part 'video'", "validation_error")
         suffix = Path(upload.filename or "video.mp4").suffix[:8] or ".mp4"
-        path = Path(folder) / f"upload{suffix}"
+        path = folder / f"upload{suffix}"
         with path.open("wb") as out:
             while chunk := await upload.read(1 << 20):
                 out.write(chunk)
-        raw = form.get("params") or "{}"
-    return path, validate_json(VideoParams, raw if isinstance(raw, str) else "{}", ("body", "params"))
+        raw = form.get("params")
+    return path, raw if isinstance(raw, str) and raw.strip() else "{}"
 
 
-def _open(rt: Runtime, path: Path, params: VideoParams) -> tuple[str, Any]:
-    """Start the session, add the prompts and return (session id, frame iterator). Runs in a thread."""
-    engine = rt.video
-    session = engine.start_session(str(path))
+def _content_kind(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _server_path(root: str | None, raw: str) -> Path:
+    """``raw`` resolved under the video root; 403 without a root or outside it, 400 if missing."""
+    if root is None:
+        raise ApiError(403, "this server opens no server-side paths (start it with --video-root); upload the "
+                            "video as multipart instead", "path_not_allowed")
+    base = Path(root).resolve()
+    path = (base / raw).resolve()
+    if not path.is_relative_to(base):
+        raise ApiError(403, f"{raw!r} is outside the server's video root", "path_not_allowed")
+    if not path.exists():
+        raise ApiError(400, f"no video at {raw!r} under the server's video root", "bad_input")
+    return path
+
+
+def _error_event(exc: BaseException) -> str:
+    error = classify(exc)
+    return sse({"type": "error", "error": error_body(error.status, error.message, error.code)["error"]})
+
+
+async def _sse_stream(events: AsyncIterator[dict[str, Any]], seconds: float) -> AsyncIterator[str]:
+    """``events`` as server-sent events, within ``seconds``; a failure becomes a last ``error`` event."""
+    deadline = time.monotonic() + seconds
     try:
-        info = engine.session_info(session)
-        height, width = info.frame_size
-        if height * width > rt.settings.max_pixels:
-            raise TooLarge(f"video frames are {width}x{height}, over this server's limit of {rt.settings.max_pixels}")
-        if params.phrases:
-            engine.add_text_prompts(session, params.phrases)
-        if params.points:
-            engine.add_points(session, params.frame_index, params.points, params.point_labels)
-        if params.box is not None:
-            engine.add_box(session, params.frame_index, params.box)
-        return session, engine.propagate(session, params.start_frame, params.direction, params.max_frames)
-    except BaseException:
-        engine.close_session(session)
-        raise
-
-
-def _frame_document(frame: Any, masks: bool) -> dict[str, Any]:
-    document = frame.to_json()
-    if not masks:
-        for obj in document["objects"]:
-            obj.pop("rle", None)
-    return document
-
-
-def _video_info(rt: Runtime, session: str) -> dict[str, Any]:
-    source = rt.video.session_source(session)
-    return {"num_frames": source.num_frames, "width": source.width, "height": source.height,
-            "fps": float(getattr(source, "fps", 0.0) or 0.0)}
-
-
-async def _frames(rt: Runtime, path: Path, params: VideoParams) -> AsyncIterator[dict[str, Any]]:
-    """Events: ``start`` (video info), one ``frame`` per frame, ``done``; the session is closed at the end."""
-    async with rt.video_slots:
-        session, frames = await asyncio.to_thread(_open, rt, path, params)
-        try:
-            yield {"type": "start", "video": await asyncio.to_thread(_video_info, rt, session)}
-            count = 0
-            while (frame := await asyncio.to_thread(next, frames, None)) is not None:
-                count += 1
-                yield {"type": "frame", "frame": await asyncio.to_thread(_frame_document, frame, params.masks)}
-            yield {"type": "done", "frames": count}
-        finally:
-            await asyncio.to_thread(rt.video.close_session, session)
-
-
-async def _collect(rt: Runtime, path: Path, params: VideoParams) -> dict[str, Any]:
-    document: dict[str, Any] = {"frames": []}
-    async for event in _frames(rt, path, params):
-        if event["type"] == "start":
-            document["video"] = event["video"]
-        elif event["type"] == "frame":
-            document["frames"].append(event["frame"])
-    return document
-
-
-async def _stream(rt: Runtime, folder: tempfile.TemporaryDirectory, path: Path,
-                  params: VideoParams) -> AsyncIterator[str]:
-    deadline = time.monotonic() + rt.settings.video_timeout_s
-    try:
-        events = _frames(rt, path, params)
         async with contextlib.aclosing(events):
             while True:
-                remaining = deadline - time.monotonic()
-                event = await with_timeout(anext(events, None), max(remaining, 0.001), "video tracking")
+                remaining = max(deadline - time.monotonic(), 0.001)
+                event = await with_timeout(anext(events, None), remaining, "video tracking")
                 if event is None:
                     break
                 yield sse(event)
     except Exception as exc:
-        error = classify(exc)
-        yield sse({"type": "error", "error": error_body(error.status, error.message, error.code)["error"]})
-    finally:
-        folder.cleanup()
+        yield _error_event(exc)
 
 
-_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse, "description": text} for code, text in (
-    (400, "unreadable video, bad frame index or prompt"), (413, "video over the size or pixel limits"),
-    (422, "params do not match the schema"), (503, "video is not enabled or still loading"),
-    (504, "tracking ran past the video timeout"))}
-_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-    "type": "object", "required": ["video"], "properties": {
-        "video": {"type": "string", "format": "binary", "description": "the video file (mp4, webm, ...)"},
-        "params": {"type": "string", "description": "a JSON object of VideoParams"}}}}}}}
+async def _collect(events: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
+    """The events of a run as one document: ``video`` (from ``start``) and ``frames``."""
+    document: dict[str, Any] = {"frames": []}
+    async with contextlib.aclosing(events):
+        async for event in events:
+            if event["type"] == "start":
+                document["video"] = event["video"]
+            elif event["type"] == "frame":
+                document["frames"].append(event["frame"])
+    return document
 
 
-@router.post("/track", response_model=VideoResponse, responses=_ERRORS, openapi_extra=_BODY,
-             summary="Segment and track objects through a video")
-async def track(request: Request) -> Any:
-    """Track every instance of the phrases (and/or the object clicked or boxed on ``frame_index``)."""
-    rt = runtime(request)
-    rt.require_video()
-    folder = tempfile.TemporaryDirectory(prefix="sam3-video-")
+# ------------------------------------------------------------------------------------------ track
+
+
+async def _track_events(store: VideoSessionStore, path: Path, folder: Path,
+                        params: VideoParams) -> AsyncIterator[dict[str, Any]]:
+    """One session from start to close: ``start`` (video info), one ``frame`` per frame, ``done``."""
+    session = await store.open(path, folder, wait=True)
     try:
-        path, params = await _save_upload(request, folder.name)
+        async with store.use(session.session_id):
+            await apply_prompts(store, session, params)
+            frames = await start_propagation(store, session, params)
+            yield {"type": "start", "video": session.video}
+            async for event in frame_events(store, session, frames, params.masks):
+                yield event
+    finally:
+        await store.close(session.session_id)
+
+
+@router.post("/track", response_model=VideoResponse, responses=_errors(400, 413, 415, 422, 503, 504),
+             openapi_extra=_upload_body("VideoParams"), summary="Segment and track objects through a video")
+async def track(request: Request) -> Any:
+    """Track every instance of the phrases (and/or the object clicked or boxed on ``frame_index``).
+
+    One request is one session (waiting for a free one); ``"stream": true`` answers as server-sent events.
+    """
+    store, settings = _store(request), runtime(request).settings
+    if _content_kind(request) != "multipart/form-data":
+        raise ApiError(415, "send the video as multipart/form-data (part 'video', JSON part 'params')",
+                       "unsupported_media_type")
+    folder = store.new_folder()
+    try:
+        path, raw = await _save_upload(request, folder)
+        params = validate_json(VideoParams, raw, ("body", "params"))
         if not params.phrases and not params.points and params.box is None:
             raise ApiError(400, "give phrases, points or a box to track", "bad_input")
     except BaseException:
-        folder.cleanup()
+        remove_folder(folder)
         raise
+    events = _track_events(store, path, folder, params)
     if params.stream:
-        return StreamingResponse(_stream(rt, folder, path, params), media_type="text/event-stream",
+        return StreamingResponse(_sse_stream(events, settings.video_timeout_s), media_type="text/event-stream",
                                  headers=SSE_HEADERS)
     start = time.perf_counter()
-    try:
-        document = await with_timeout(_collect(rt, path, params), rt.settings.video_timeout_s, "video tracking")
-    finally:
-        folder.cleanup()
+    document = await with_timeout(_collect(events), settings.video_timeout_s, "video tracking")
     document["elapsed_ms"] = round((time.perf_counter() - start) * 1000, 2)
     return JSONResponse(document)
+
+
+# ------------------------------------------------------------------------------------------ sessions
+
+
+async def _video_source(request: Request, store: VideoSessionStore) -> tuple[Path, Path | None]:
+    """The video to open and the upload folder holding it (None for a server-side path)."""
+    kind = _content_kind(request)
+    if kind == "application/json":
+        body = validate_json(VideoSessionCreate, await request.body(), ("body",))
+        return _server_path(runtime(request).settings.video_root, body.path), None
+    if kind != "multipart/form-data":
+        raise ApiError(415, "upload the video as multipart/form-data (part 'video'), or send JSON {\"path\": ...}",
+                       "unsupported_media_type")
+    if store.full():
+        raise store.too_many()  # before reading a large upload
+    folder = store.new_folder()
+    try:
+        path, _ = await _save_upload(request, folder)
+    except BaseException:
+        remove_folder(folder)
+        raise
+    return path, folder
+
+
+@router.post("/sessions", status_code=201, response_model=VideoSessionOut,
+             responses=_errors(400, 403, 413, 415, 422, 429, 503),
+             openapi_extra=_upload_body(None, "VideoSessionCreate"), summary="Open a video session")
+async def create_session(request: Request) -> JSONResponse:
+    """Open an uploaded video (or one under the server's video root) for prompting and propagation."""
+    store = _store(request)
+    path, folder = await _video_source(request, store)
+    session = await store.open(path, folder, wait=False)
+    return JSONResponse(await store.describe(session), status_code=201)
+
+
+@router.get("/sessions/{session_id}", response_model=VideoSessionOut, responses=_errors(404, 503),
+            summary="A video session")
+async def get_session(session_id: str, request: Request) -> JSONResponse:
+    """The session's video, phrases and tracked objects."""
+    store = _store(request)
+    return JSONResponse(await store.describe(await store.get(session_id)))
+
+
+@router.delete("/sessions/{session_id}", status_code=204, responses=_errors(404, 503),
+               summary="Close a video session")
+async def close_session(session_id: str, request: Request) -> Response:
+    """Close the session (even while it propagates: that stream then ends with an error) and delete its upload."""
+    if not await _store(request).close(session_id):
+        raise ApiError(404, f"unknown or expired video session {session_id!r}", "unknown_session")
+    return Response(status_code=204)
+
+
+@router.post("/sessions/{session_id}/prompts", response_model=VideoPromptResponse,
+             responses=_errors(400, 404, 409, 503, 504), summary="Prompt a video session")
+async def prompt_session(session_id: str, body: VideoPrompt, request: Request) -> JSONResponse:
+    """Add phrases (tracked while propagating) and/or clicks or a box on ``frame_index``.
+
+    Clicks / a box start a new object, or refine ``object_id``; the answer then has every object on that frame.
+    """
+    store = _store(request)
+    if not body.phrases and not body.points and body.box is None:
+        raise ApiError(400, "give phrases, points or a box", "bad_input")
+    if body.object_id is not None and not body.points and body.box is None:
+        raise ApiError(400, "object_id needs points or a box", "bad_input")
+
+    async def work() -> dict[str, Any]:
+        async with store.use(session_id) as session:
+            update = await apply_prompts(store, session, body, body.object_id)
+            described = await store.describe(session)
+        frame = frame_document(update.frame, body.masks) if update is not None else None
+        return {"session_id": session_id, "phrases": described["phrases"],
+                "object_id": update.object_id if update is not None else None, "frame": frame}
+
+    return JSONResponse(await with_timeout(work(), runtime(request).settings.video_timeout_s, "prompting"))
+
+
+@router.delete("/sessions/{session_id}/objects/{object_id}", response_model=VideoSessionOut,
+               responses=_errors(404, 409, 503), summary="Stop tracking one object")
+async def remove_object(session_id: str, object_id: int, request: Request) -> JSONResponse:
+    """Drop the object from later results (a phrase may find the same thing again, as a new object)."""
+    store = _store(request)
+    async with store.use(session_id) as session:
+        if object_id not in await store.object_ids(session):
+            raise ApiError(404, f"unknown object {object_id} in video session {session_id}", "unknown_object")
+        await store.call(session, store.engine.remove_object, session_id, object_id)
+        return JSONResponse(await store.describe(session))
+
+
+async def _session_events(store: VideoSessionStore, session_id: str,
+                          params: VideoPropagate) -> AsyncIterator[dict[str, Any]]:
+    async with store.use(session_id) as session:
+        frames = await start_propagation(store, session, params)
+        async for event in frame_events(store, session, frames, params.masks):
+            yield event
+
+
+async def _precheck(store: VideoSessionStore, session_id: str, params: VideoPropagate) -> OpenSession:
+    """Errors a stream should answer with a status, checked before it starts (404, 409, 400)."""
+    session = await store.get(session_id)
+    ensure_free(session)
+    (await start_propagation(store, session, params)).close()
+    return session
+
+
+_EVENTS = {200: {"description": "server-sent events (VideoEvent), or with stream=false one JSON document",
+                 "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/VideoEvent"}}}}}
+
+
+@router.post("/sessions/{session_id}/propagate", response_model=VideoFramesResponse,
+             responses={**_errors(400, 404, 409, 503, 504), **_EVENTS}, summary="Results frame by frame (streamed)")
+async def propagate(session_id: str, body: VideoPropagate, request: Request) -> Response:
+    """Track the session's phrases and objects from ``start_frame``; server-sent events unless ``stream`` is false.
+
+    Events: one ``frame`` per frame as soon as it is ready, then ``done`` (or ``error``).
+    """
+    store, seconds = _store(request), runtime(request).settings.video_timeout_s
+    await _precheck(store, session_id, body)
+    if body.stream:
+        return StreamingResponse(_sse_stream(_session_events(store, session_id, body), seconds),
+                                 media_type="text/event-stream", headers=SSE_HEADERS)
+    start = time.perf_counter()
+    document = await with_timeout(_collect(_session_events(store, session_id, body)), seconds, "propagation")
+    return JSONResponse({"session_id": session_id, "frames": document["frames"],
+                         "elapsed_ms": round((time.perf_counter() - start) * 1000, 2)})

@@ -57,8 +57,11 @@ def _serve(args: argparse.Namespace) -> int:
         allow_url_images=args.allow_url_images, url_max_bytes=int(args.url_max_mb * MIB),
         url_timeout_s=args.url_timeout, llm=_llm_config(args), agent=_agent_settings(args),
         state_db=args.state_db, chat_page=not args.no_chat_page, video=args.video,
+        video_max_sessions=args.video_max_sessions, video_idle_timeout_s=args.video_idle_timeout,
+        video_root=args.video_root,
     )
-    app = create_app(settings, engine_factory=_engine_factory(args))
+    # The app's default loaders: with --video they load the weights once for images and videos.
+    app = create_app(settings)
     where = f"http://{args.host}:{args.port}"
     logger.info("serving on %s (API docs at %s/docs%s)", where, where,
                 f", chat page at {where}/chat" if settings.chat_page else "")
@@ -106,7 +109,8 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-verification", action="store_true", help="do not offer per-mask verification")
     group.add_argument("--agent-timeout", type=float, default=300.0, help="seconds per agent query")
     group.add_argument("--video", action="store_true",
-                       help="also load the video engine (a second copy of the weights) for video tracking")
+                       help="also serve video tracking (serve/chat share one copy of the weights with images; "
+                            "mcp loads a second copy)")
 
 
 def _add_http_args(parser: argparse.ArgumentParser, *, state_db: str | None) -> None:
@@ -125,6 +129,12 @@ def _add_http_args(parser: argparse.ArgumentParser, *, state_db: str | None) -> 
                        help="SQLite file keeping agent threads and chat conversations across restarts"
                             + (f" (default: {state_db})" if state_db else " (default: in memory)"))
     group.add_argument("--no-chat-page", action="store_true", help="do not serve the chat page at /chat")
+    group.add_argument("--video-max-sessions", type=int, default=2,
+                       help="video sessions open at once (with --video; more get HTTP 429)")
+    group.add_argument("--video-idle-timeout", type=float, default=600.0,
+                       help="seconds before an unused video session is closed and its upload deleted")
+    group.add_argument("--video-root", help="folder whose videos POST /v1/video/sessions may open by path "
+                                            "(default: uploads only)")
     group.add_argument("--verbose-server", action="store_true", help="uvicorn debug logging")
 
 

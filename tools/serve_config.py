@@ -32,8 +32,13 @@ class ServeSettings:
         state_db: SQLite file keeping agent threads and chat conversations across restarts (None: memory).
         chat_page: serve the chat page at ``/chat``.
         chat_history_turns: earlier turns of a conversation quoted to the agent with a follow-up.
-        video: also load the video engine and serve ``/v1/video/track`` (a second copy of the weights).
-        video_max_sessions: videos tracked at once (later requests wait); video_timeout_s: per request.
+        video: also serve videos (``/v1/video/*``). With the default loaders the image engine is then
+            built from the video model's modules, so the weights are loaded once.
+        video_max_sessions: video sessions open at once (``POST /v1/video/sessions`` beyond it gets
+            HTTP 429; ``/v1/video/track`` waits for a free one). video_timeout_s: per request.
+        video_idle_timeout_s: a video session unused for this long is closed and its upload deleted.
+        video_root: folder whose videos ``POST /v1/video/sessions`` may open by server-side path
+            (None: only uploads).
     """
 
     model: str = "facebook/sam3"
@@ -55,11 +60,14 @@ class ServeSettings:
     video: bool = False
     video_max_sessions: int = 2
     video_timeout_s: float = 600.0
+    video_idle_timeout_s: float = 600.0
+    video_root: str | None = None
 
     def __post_init__(self) -> None:
         if min(self.max_body_bytes, self.max_pixels, self.url_max_bytes) < 1:
             raise UsageError("max_body_bytes, max_pixels and url_max_bytes must be >= 1")
-        if min(self.request_timeout_s, self.agent_timeout_s, self.url_timeout_s, self.video_timeout_s) <= 0:
+        if min(self.request_timeout_s, self.agent_timeout_s, self.url_timeout_s, self.video_timeout_s,
+               self.video_idle_timeout_s) <= 0:
             raise UsageError("timeouts must be > 0 seconds")
         if self.token is not None and not self.token.strip():
             raise UsageError("token must not be empty (use None for no authentication)")
