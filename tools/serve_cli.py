@@ -86,9 +86,29 @@ def _mcp(args: argparse.Namespace) -> int:
     options = McpOptions(llm=_llm_config(args), agent=_agent_settings(args), max_pixels=args.max_pixels,
                          allow_paths=stdio or args.image_root is not None, image_root=args.image_root,
                          agent_timeout_s=args.agent_timeout)
-    run_mcp_server(_engine_factory(args), options, transport="stdio" if stdio else "streamable-http",
-                   host=args.host, port=args.port, video_factory=_video_factory(args) if args.video else None)
+    image_factory, video_factory = _shared_factories(args) if args.video else (_engine_factory(args), None)
+    run_mcp_server(image_factory, options, transport="stdio" if stdio else "streamable-http",
+                   host=args.host, port=args.port, video_factory=video_factory)
     return 0
+
+
+def _shared_factories(args: argparse.Namespace):
+    """Image and video loaders sharing one copy of the weights (the image engine is made of the video
+    model's modules, as ``serve --video`` does), whichever is called first."""
+    from tools.http_api import image_engine_from_video
+    from tools.serve_config import ServeSettings
+
+    settings = ServeSettings(model=args.model, device=args.device, dtype=args.dtype, max_pixels=args.max_pixels)
+    loaded: dict = {}
+
+    def load_video():
+        if "video" not in loaded:
+            loaded["video"] = _video_factory(args)()
+        return loaded["video"]
+
+    def load_image():
+        return image_engine_from_video(load_video(), settings)
+    return load_image, load_video
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
