@@ -4,6 +4,7 @@ Sub-commands:
   segment IMAGE QUERY --out DIR               the agent: an MLLM uses SAM 3 to answer the query
   segment-phrase IMAGE PHRASE [PHRASE ...]   raw SAM 3: every instance of each phrase, as JSON
   track VIDEO PHRASE [PHRASE ...]              raw SAM 3 on a video: every instance of each phrase, tracked
+  segment-video VIDEO QUERY --out DIR         the agent on a video: an MLLM picks SAM 3 masklets for the query
   make-tiny-checkpoint DIR [--video]          a random tiny SAM 3 in the Hugging Face format
   eval {reasonseg,refcoco,omnilabel,score}    benchmark runs (resumable) and their scores
   serve / mcp / chat                          HTTP API, MCP server, chat page for people and other agents
@@ -135,6 +136,43 @@ def _track(args: argparse.Namespace) -> int:
     return 0
 
 
+def _segment_video(args: argparse.Namespace) -> int:
+    """The video agent on one video and query; writes result.json, trace.json and, asked, overlay.mp4."""
+    from agent.llm import LLMConfig
+    from agent.video_agent import run_video_agent_sync
+    from agent.video_context import VideoAgentSettings
+    from sam3_core.video import VideoEngine, VideoOptions, open_video
+    from sam3_core.video.outputs import write_overlay_video
+
+    llm = LLMConfig(base_url=args.llm_url, model=args.llm_model, tool_protocol=args.tool_protocol,
+                    timeout_s=args.llm_timeout, max_retries=args.llm_retries)
+    settings = VideoAgentSettings(max_steps=args.max_steps, max_frames=args.max_frames, keyframes=args.keyframes,
+                                  refinement=not args.no_refine)
+    options = VideoOptions(max_sessions=settings.max_phrases + settings.max_refinements + 1,
+                           score_threshold=args.threshold, new_object_threshold=args.new_threshold)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with VideoEngine.from_pretrained(args.model, device=args.device, dtype=args.dtype, options=options) as engine:
+        try:
+            answer = run_video_agent_sync(engine, llm, args.video, args.query, settings=settings)
+        except RunFailed as exc:
+            failed = getattr(exc, "answer", None)
+            if failed is not None:  # keep the trace of what happened before the LLM gave up
+                _write_json(failed.trace_json(), str(out / "trace.json"))
+            raise
+    _write_json(answer.to_json(), str(out / "result.json"))
+    _write_json(answer.trace_json(), str(out / "trace.json"))
+    if args.overlay:
+        source = open_video(args.video)
+        try:
+            write_overlay_video(source, answer.document, out / "overlay.mp4")
+        finally:
+            source.close()
+    logger.info("%s: %s (masklets %s, %d model calls); written to %s", answer.query, answer.status,
+                answer.masklet_ids, answer.usage.calls, out)
+    return 0 if answer.ok else 3
+
+
 def _make_tiny_checkpoint(args: argparse.Namespace) -> int:
     from sam3_core.tiny import MID_SPEC, TinySpec, write_tiny_checkpoint
 
@@ -148,6 +186,31 @@ def _add_device_args(command: argparse.ArgumentParser) -> None:
     command.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
     command.add_argument("--dtype", help="bf16, fp16 or fp32 (default: bf16 on GPU, fp32 on CPU)")
     command.add_argument("--max-pixels", type=int, default=64_000_000, help="refuse larger images")
+
+
+def _add_segment_video(commands: argparse._SubParsersAction) -> None:
+    """The ``segment-video`` command's parser (the video agent)."""
+    video_ask = commands.add_parser("segment-video", help="answer a query about a video with the agent (masklets)")
+    video_ask.add_argument("video", help="video file (mp4, webm, ...) or a folder of frames")
+    video_ask.add_argument("query", help='e.g. "the dog that jumps over the bench"')
+    video_ask.add_argument("--model", default="facebook/sam3", help="SAM 3 hub id or local checkpoint folder")
+    video_ask.add_argument("--llm-url", default="http://localhost:8000/v1", help="OpenAI-compatible endpoint")
+    video_ask.add_argument("--llm-model", default="", help="served model name (default: the endpoint's first model)")
+    video_ask.add_argument("--tool-protocol", choices=["text", "native"], default="text",
+                           help="text: calls as JSON in <tool_call> tags (default); native: function calling")
+    video_ask.add_argument("--llm-timeout", type=float, default=120.0, help="seconds per LLM request")
+    video_ask.add_argument("--llm-retries", type=int, default=4, help="retries on 429/5xx/timeouts, with backoff")
+    video_ask.add_argument("--max-steps", type=int, default=12, help="most model replies per query")
+    video_ask.add_argument("--max-frames", type=int, help="frames tracked per phrase while exploring (default: all)")
+    video_ask.add_argument("--keyframes", type=int, default=4, help="keyframes shown to the model")
+    video_ask.add_argument("--no-refine", action="store_true", help="do not offer refine_masklet")
+    video_ask.add_argument("--threshold", type=float, help="detection score threshold (default: the checkpoint's)")
+    video_ask.add_argument("--new-threshold", type=float, help="score a detection needs to start a new object")
+    video_ask.add_argument("--out", required=True, help="output folder: result.json, trace.json, overlay.mp4")
+    video_ask.add_argument("--overlay", action="store_true", help="also write overlay.mp4 with the chosen masklets")
+    video_ask.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
+    video_ask.add_argument("--dtype", help="bf16, fp16 or fp32 (default: bf16 on GPU, fp32 on CPU)")
+    video_ask.set_defaults(func=_segment_video)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     track.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
     track.add_argument("--dtype", help="bf16, fp16 or fp32 (default: bf16 on GPU, fp32 on CPU)")
     track.set_defaults(func=_track)
+
+    _add_segment_video(commands)
 
     tiny = commands.add_parser("make-tiny-checkpoint", help="write a random small SAM 3 (no download)")
     tiny.add_argument("dir", help="output folder")

@@ -35,6 +35,14 @@ The graph is compiled with a checkpointer (an ``InMemorySaver`` unless one is gi
 be continued: invoke it again with the same ``thread_id`` and :func:`agent.state.new_query`, and the
 masks found so far keep their ids. The run context (:class:`agent.state.Context`) goes in through
 LangGraph's ``context=`` argument.
+
+**Images and videos share this graph.** What depends on the medium comes from the run context's
+``media`` (:class:`agent.state.Media`): the tools offered, the conversation's opening (system prompt,
+query, raw image or frames), the images shown with the anchor, the thread key, and background work
+before each call. :data:`IMAGE_MEDIA` is the image agent's (a :class:`~agent.state.Context` whose
+``media`` is None); the video agent (:mod:`agent.video_agent`) runs this same compiled graph with a
+:class:`agent.video_context.VideoContext` and its video tools. Nodes, router, retries, limits, pruning,
+LLM client, tool protocol and trace are the same code for both.
 """
 
 from __future__ import annotations
@@ -54,11 +62,21 @@ from agent import tool_protocol as tp
 from agent.limits import DeadlineReached, before_deadline, elapsed_s, exhausted_update, limit_reached, time_limit
 from agent.llm import LLMReply
 from agent.overlays import render_masks
-from agent.state import INVALID_REPLIES, AgentSettings, Anchor, Context, PendingCall, State, decode_masks
+from agent.state import (
+    INVALID_REPLIES,
+    AgentSettings,
+    Anchor,
+    Context,
+    Media,
+    PendingCall,
+    RunContext,
+    State,
+    decode_masks,
+)
 from agent.trace import Outcome, StepMeter, totals
 from prompts import render_prompt
 from sam3_core.errors import ModelRetry, RunFailed, UsageError
-from tools.registry import ToolEnv, ToolOutcome, by_name, specs
+from tools.registry import Tool, ToolEnv, ToolOutcome, by_name, specs
 from tools.segmentation import examine_each_mask, format_ids, prepare_verification, tools_for
 
 logger = logging.getLogger(__name__)
@@ -105,26 +123,70 @@ def _earlier_masks_text(state: State) -> str:
     )
 
 
-def build_messages(state: State, ctx: Context) -> list[dict[str, Any]]:
-    """The pruned conversation for the next main-loop call (see the module docstring)."""
+class ImageMedia:
+    """The image agent's :class:`~agent.state.Media`: the four image tools, the raw image, one overlay."""
+
+    def key(self, ctx: Context) -> str:
+        """The content key of the run's image."""
+        return ctx.image.key
+
+    def tools(self, ctx: Context) -> list[Tool]:
+        """:func:`tools.segmentation.tools_for` the run's settings."""
+        return tools_for(ctx.settings)
+
+    def opening(self, state: State, ctx: Context) -> list[dict[str, Any]]:
+        """The system prompt, then the query with the raw image."""
+        query_part = {"type": "text", "text": render_prompt("user_query", query=state.query)}
+        return [
+            {"role": "system", "content": render_prompt("system", tool_instructions=_tool_instructions(ctx))},
+            {"role": "user", "content": [query_part, ctx.raw_image_part()]},
+        ]
+
+    def result_parts(self, state: State, ctx: Context) -> list[dict[str, Any]]:
+        """The overlay of all current candidate masks ([] when there are none)."""
+        overlay = _overlay_part(state, ctx)
+        return [overlay] if overlay is not None else []
+
+    def earlier_text(self, state: State) -> str:
+        """Tells the model about masks kept from earlier queries on the thread."""
+        return _earlier_masks_text(state)
+
+    def before_model_call(self, state: State, ctx: Context) -> None:
+        """Prepare the verification questions in the background (when verification is on)."""
+        if ctx.settings.verification:
+            prepare_verification(state, ctx)  # in the background, while the overlay is drawn and the model thinks
+
+
+#: The media hooks of image runs (a :class:`~agent.state.Context` whose ``media`` is None).
+IMAGE_MEDIA = ImageMedia()
+
+
+def media_of(ctx: RunContext) -> Media:
+    """The run context's media hooks: its own ``media``, or :data:`IMAGE_MEDIA` when it has none."""
+    return ctx.media if ctx.media is not None else IMAGE_MEDIA
+
+
+def build_messages(state: State, ctx: RunContext) -> list[dict[str, Any]]:
+    """The pruned conversation for the next main-loop call (see the module docstring).
+
+    The medium gives the opening (system prompt, query and raw input) and the candidates' images; the
+    anchor exchange and the turns since it are the same for every medium.
+    """
+    media = media_of(ctx)
     protocol = ctx.llm.config.tool_protocol
-    query_part = {"type": "text", "text": render_prompt("user_query", query=state.query)}
-    messages: list[dict[str, Any]] = [
-        {"role": "system", "content": render_prompt("system", tool_instructions=_tool_instructions(ctx))},
-        {"role": "user", "content": [query_part, ctx.raw_image_part()]},
-    ]
-    overlay = _overlay_part(state, ctx)
+    messages = media.opening(state, ctx)
+    parts = media.result_parts(state, ctx)
     if state.anchor is not None:
         anchor = state.anchor
         call = tp.ToolCall(anchor["call"]["name"], anchor["call"]["arguments"], anchor["call"]["id"])
-        content = [{"type": "text", "text": anchor["text"]}, *([overlay] if overlay else [])]
+        content = [{"type": "text", "text": anchor["text"]}, *parts]
         messages += [anchor["message"], *tp.tool_result_messages(content, protocol, call)]
-    elif overlay is not None:
-        messages.append({"role": "user", "content": [{"type": "text", "text": _earlier_masks_text(state)}, overlay]})
+    elif parts:
+        messages.append({"role": "user", "content": [{"type": "text", "text": media.earlier_text(state)}, *parts]})
     return [*messages, *state.messages]
 
 
-def _no_call_message(ctx: Context, tool_specs: list[tp.ToolSpec]) -> str:
+def _no_call_message(ctx: RunContext, tool_specs: list[tp.ToolSpec]) -> str:
     """The retry message for a reply that made no tool call."""
     names = ", ".join(s.name for s in tool_specs)
     text = f"Your reply did not call a tool. Every reply must call exactly one tool ({names})."
@@ -133,7 +195,7 @@ def _no_call_message(ctx: Context, tool_specs: list[tp.ToolSpec]) -> str:
     return text
 
 
-def _model_error(state: State, ctx: Context, problem: str, message: dict[str, Any],
+def _model_error(state: State, ctx: RunContext, problem: str, message: dict[str, Any],
                  call: tp.ToolCall | None) -> dict[str, Any]:
     """State update for a model mistake: a retry message, or status ``failed`` past ``max_retries``."""
     errors = state.consecutive_errors + 1
@@ -173,13 +235,13 @@ def _llm_failed(exc: RunFailed) -> dict[str, Any]:
     return {"status": "failed", "cause": exc.cause, "error": str(exc), "pending_call": None}
 
 
-async def _ask_model(state: State, ctx: Context, meter: StepMeter) -> tuple[LLMReply | None, dict[str, Any] | None,
+async def _ask_model(state: State, ctx: RunContext, meter: StepMeter) -> tuple[LLMReply | None, dict[str, Any] | None,
                                                                            str]:
     """One main-loop LLM call within the deadline: ``(reply, None, "")``, or ``(None, update, detail)`` when
     the deadline passed or the endpoint failed."""
-    tool_specs = specs(tools_for(ctx.settings))
-    if ctx.settings.verification:
-        prepare_verification(state, ctx)  # in the background, while the overlay is drawn and the model thinks
+    media = media_of(ctx)
+    tool_specs = specs(media.tools(ctx))
+    media.before_model_call(state, ctx)
     messages = await asyncio.to_thread(build_messages, state, ctx)  # overlays and encoding off the event loop
     try:
         with meter.timing("model"):
@@ -193,11 +255,11 @@ async def _ask_model(state: State, ctx: Context, meter: StepMeter) -> tuple[LLMR
     return reply, None, ""
 
 
-async def call_model(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+async def call_model(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Ask the LLM for its next tool call, or end the query when a limit is reached or the LLM fails."""
     ctx, meter = runtime.context, StepMeter()
-    if state.image_key != ctx.image.key:
-        raise UsageError("the run context's image is not the image of this thread (image keys differ)")
+    if state.image_key != media_of(ctx).key(ctx):
+        raise UsageError("the run context's image or video is not the one of this thread (keys differ)")
     traced = functools.partial(_traced, state, meter=meter, node="call_model")
     limit = limit_reached(state, ctx.settings)
     if limit is not None:
@@ -215,14 +277,14 @@ async def call_model(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         pending = PendingCall(name=call.name, arguments=call.arguments, id=call.id, message=reply.message)
         return traced({"step": state.step + 1, "pending_call": pending}, step=state.step + 1, tool=name,
                       arguments=arguments, outcome="call")
-    tool_specs = specs(tools_for(ctx.settings))
+    tool_specs = specs(media_of(ctx).tools(ctx))
     problem = str(reply.tool_error) if reply.tool_error is not None else _no_call_message(ctx, tool_specs)
     update = {"step": state.step + 1, **_model_error(state, ctx, problem, reply.message, call)}
     return traced(update, step=state.step + 1, tool=name, arguments=arguments,
                   outcome="failed" if update.get("status") == "failed" else "retry", detail=problem)
 
 
-def _applied(state: State, ctx: Context, outcome: ToolOutcome, call: tp.ToolCall) -> dict[str, Any]:
+def _applied(state: State, ctx: RunContext, outcome: ToolOutcome, call: tp.ToolCall) -> dict[str, Any]:
     """The state update of a tool that ran: its own update plus the conversation (pruned or appended)."""
     pending = state.pending_call
     assert pending is not None
@@ -237,13 +299,13 @@ def _applied(state: State, ctx: Context, outcome: ToolOutcome, call: tp.ToolCall
     return update
 
 
-async def _execute_pending(state: State, ctx: Context, node: str) -> dict[str, Any]:
+async def _execute_pending(state: State, ctx: RunContext, node: str) -> dict[str, Any]:
     """Run the pending tool call within the deadline and turn its outcome (or its ModelRetry, the
     deadline, an LLM failure) into a traced state update."""
     pending = state.pending_call
     if pending is None:
         raise UsageError("no pending tool call to run")
-    table = by_name(tools_for(ctx.settings))
+    table = by_name(media_of(ctx).tools(ctx))
     if pending["name"] not in table:
         raise UsageError(f"tool {pending['name']!r} is not offered in this run")
     call = tp.ToolCall(pending["name"], pending["arguments"], pending["id"])
@@ -264,17 +326,17 @@ async def _execute_pending(state: State, ctx: Context, node: str) -> dict[str, A
     return traced(_applied(state, ctx, outcome, call), outcome="final" if outcome.final else "ok")
 
 
-async def run_tool(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+async def run_tool(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Run ``segment_phrase``, ``select_masks_and_return`` or ``report_no_mask``."""
     return await _execute_pending(state, runtime.context, "run_tool")
 
 
-async def verify_masks(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+async def verify_masks(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Run ``examine_each_mask``: concurrent accept/reject questions, one per unexamined candidate."""
     return await _execute_pending(state, runtime.context, "verify_masks")
 
 
-async def finish(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+async def finish(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Sum the trace into the query's timings and log how the query ended (the answer is in the state)."""
     timings = totals(state.trace, elapsed_s(state) if state.started_at > 0 else None)
     if state.status == "answered":

@@ -178,8 +178,8 @@ def _answer(state: State, image: LoadedImage, thread_id: str, usage: Usage) -> A
 
 
 @contextlib.asynccontextmanager
-async def _client(llm: LLMConfig | LLMClient) -> AsyncIterator[LLMClient]:
-    """The given client, or a new one for the config that is closed afterwards."""
+async def using_client(llm: LLMConfig | LLMClient) -> AsyncIterator[LLMClient]:
+    """The given client, or a new one for the config that is closed afterwards (also for video runs)."""
     if isinstance(llm, LLMClient):
         yield llm
         return
@@ -237,7 +237,7 @@ async def run_agent(
     thread_id = thread_id or f"sam3-agent-{uuid.uuid4().hex}"
     config: dict[str, Any] = {"configurable": {"thread_id": thread_id}, "recursion_limit": recursion_limit(settings)}
     await _check_thread_image(graph, config, loaded.key)
-    async with _client(llm) as shared:
+    async with using_client(llm) as shared:
         client = shared.scoped()  # this query's own usage, even when the client is shared
         context = Context(llm=client, engine=engine, image=loaded, settings=settings)
         values = await graph.ainvoke(new_query(query.strip(), loaded.key), config, context=context)

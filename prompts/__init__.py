@@ -9,15 +9,23 @@ argument fails loudly instead of producing a silently wrong prompt.
 
 Prompts and their variables (:data:`PROMPT_VARIABLES` holds the same table):
 
-=====================  =====================================================================
-``system``             ``tool_instructions``
-``user_query``         ``query``
-``after_segment``      ``phrase``, ``num_new_masks``, ``new_mask_ids``, ``tried_phrases``, ``query``
-``after_segment_none`` ``phrase``, ``tried_phrases``, ``query``
-``after_examine``      ``query``, ``accepted_ids``, ``rejected_ids``
-``verify_mask``        ``query``, ``mask_id``
-``final_check``        ``query``, ``mask_ids``
-=====================  =====================================================================
+============================  =======================================================================================
+``system``                    ``tool_instructions``
+``user_query``                ``query``
+``after_segment``             ``phrase``, ``num_new_masks``, ``new_mask_ids``, ``tried_phrases``, ``query``
+``after_segment_none``        ``phrase``, ``tried_phrases``, ``query``
+``after_examine``             ``query``, ``accepted_ids``, ``rejected_ids``
+``verify_mask``               ``query``, ``mask_id``
+``final_check``               ``query``, ``mask_ids``
+``video_system``              ``tool_instructions``
+``video_user_query``          ``query``, ``num_frames``, ``width``, ``height``, ``frame_list``
+``video_after_segment``       ``phrase``, ``num_new_masklets``, ``new_masklet_ids``, ``keyframes``, ``masklet_list``,
+                              ``tried_phrases``, ``query``
+``video_after_segment_none``  ``phrase``, ``tried_phrases``, ``query``
+``video_after_refine``        ``masklet_id``, ``frame_index``, ``keyframes``, ``masklet_list``, ``query``
+============================  =======================================================================================
+
+The ``video_*`` prompts are the video agent's (:mod:`agent.video_agent`).
 
 ``verify_mask`` and ``final_check`` ask for the single word ``Accept`` or ``Reject`` on the last line.
 """
@@ -53,6 +61,13 @@ PROMPT_VARIABLES = MappingProxyType(
         "after_examine": frozenset({"query", "accepted_ids", "rejected_ids"}),
         "verify_mask": frozenset({"query", "mask_id"}),
         "final_check": frozenset({"query", "mask_ids"}),
+        "video_system": frozenset({"tool_instructions"}),
+        "video_user_query": frozenset({"query", "num_frames", "width", "height", "frame_list"}),
+        "video_after_segment": frozenset(
+            {"phrase", "num_new_masklets", "new_masklet_ids", "keyframes", "masklet_list", "tried_phrases", "query"}
+        ),
+        "video_after_segment_none": frozenset({"phrase", "tried_phrases", "query"}),
+        "video_after_refine": frozenset({"masklet_id", "frame_index", "keyframes", "masklet_list", "query"}),
     }
 )
 

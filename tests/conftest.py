@@ -24,6 +24,14 @@ def tiny_checkpoint(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def video_checkpoint(tmp_path_factory) -> str:
+    """A tiny random SAM 3 checkpoint with the video processor files (for the video engine and agent tests)."""
+    from sam3_core.tiny import write_tiny_checkpoint
+
+    return str(write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_sam3_video"), video=True, seed=0))
+
+
+@pytest.fixture(scope="session")
 def engine(tiny_checkpoint):
     from sam3_core import Sam3Engine
 

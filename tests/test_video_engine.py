@@ -20,13 +20,6 @@ from sam3_core.video.frames import open_video
 LOW = dict(score_threshold=0.05, new_object_threshold=0.1, hotstart_delay=2)
 
 
-@pytest.fixture(scope="session")
-def video_checkpoint(tmp_path_factory) -> str:
-    from sam3_core.tiny import write_tiny_checkpoint
-
-    return str(write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_sam3_video"), video=True, seed=0))
-
-
 @pytest.fixture(scope="module")
 def engine(video_checkpoint):
     options = VideoOptions(max_sessions=3, **LOW)

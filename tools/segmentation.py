@@ -61,28 +61,34 @@ def format_phrases(phrases: list[str]) -> str:
     return ", ".join(f'"{p}"' for p in phrases) or "(none)"
 
 
-def _normalise_phrase(text: str) -> str:
+def normalise_phrase(text: str) -> str:
+    """``text`` with runs of whitespace collapsed and surrounding punctuation and quotes removed."""
     return " ".join(text.split()).strip(" .,;:\"'`")
 
 
 # ----------------------------------------------------------------------------------- segment_phrase
 
 
-def _check_phrase(state: State, settings: AgentSettings, phrase: str) -> None:
-    """Refuse an empty or repeated phrase, or one past the phrase budget (ModelRetry)."""
+def check_phrase(state: State, settings: AgentSettings, phrase: str, *, select_tool: str = "select_masks_and_return",
+                 noun: str = "masks") -> None:
+    """Refuse an empty or repeated phrase, or one past the phrase budget (ModelRetry).
+
+    ``select_tool`` and ``noun`` name the answering tool and the candidates in the messages (the video
+    agent's are ``select_masklets_and_return`` and ``masklets``).
+    """
     tried = state.phrases_tried
     if not phrase:
         raise ModelRetry("text_prompt is empty. Give a short noun phrase such as \"cup\" or \"red car\".")
     if phrase.lower() in {p.lower() for p in tried}:
         raise ModelRetry(
             f'You already tried "{phrase}". Phrases tried so far: {format_phrases(tried)}. Use a different '
-            "phrase, or choose among the current masks with select_masks_and_return."
+            f"phrase, or choose among the current {noun} with {select_tool}."
         )
     if len(tried) >= settings.max_phrases:
         raise ModelRetry(
-            f"The phrase budget ({settings.max_phrases} phrases) is used up. Candidate masks: "
+            f"The phrase budget ({settings.max_phrases} phrases) is used up. Candidate {noun}: "
             f"{format_ids(state.candidate_ids()) if state.candidates() else '(none)'}. "
-            "Call select_masks_and_return with the matching ids, or report_no_mask."
+            f"Call {select_tool} with the matching ids, or report_no_mask."
         )
 
 
@@ -173,8 +179,8 @@ async def segment_phrase(
     added again: the result names the existing id instead. Never repeat a phrase you already tried.
     """
     state, ctx = env.state, env.context
-    phrase = _normalise_phrase(text_prompt)
-    _check_phrase(state, ctx.settings, phrase)
+    phrase = normalise_phrase(text_prompt)
+    check_phrase(state, ctx.settings, phrase)
     masks, scores, boxes = await _run_sam(ctx, phrase, env.meter)
     matches = _match_existing(state, masks, ctx.settings.duplicate_iou, ctx.image.size_hw)
     records = _new_records(state, phrase, masks, scores, boxes, matches)

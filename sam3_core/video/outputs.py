@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -52,9 +53,18 @@ class VisJsonWriter:
         """Record every object of ``result`` on its frame."""
         for obj_id, phrase, score, box, rle, mask in zip(result.object_ids, result.phrases, result.scores,
                                                          result.boxes, result.rles, result.masks):
-            track = self._tracks.setdefault(obj_id, _Track(phrase, float(score)))
-            x1, y1, x2, y2 = (float(v) for v in box)
-            track.frames[result.frame_index] = (rle, [x1, y1, x2 - x1, y2 - y1], int(mask.sum()))
+            self.add_object(result.frame_index, obj_id, phrase, float(score), rle, box, int(mask.sum()))
+
+    def add_object(self, frame_index: int, object_id: int, phrase: str | None, score: float, rle: dict,
+                   box_xyxy: Sequence[float], area: int) -> None:
+        """Record one object on one frame from its COCO RLE, pixel ``x1, y1, x2, y2`` box and area.
+
+        For results kept as RLEs (the video agent's masklets); the first call for an object sets its
+        phrase and score.
+        """
+        track = self._tracks.setdefault(int(object_id), _Track(phrase, float(score)))
+        x1, y1, x2, y2 = (float(v) for v in box_xyxy)
+        track.frames[int(frame_index)] = (rle, [x1, y1, x2 - x1, y2 - y1], int(area))
 
     def _categories(self) -> dict[str | None, int]:
         names = sorted({t.phrase for t in self._tracks.values() if t.phrase is not None})
