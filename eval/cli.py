@@ -7,6 +7,11 @@
     sam3-agent eval refcoco --data DIR --dataset refcocog --split-by umd --split test --out runs/rcg-test
     sam3-agent eval omnilabel --data dataset_all_val_v0.1.3.json --image-dir imgs --out runs/ol-val
     sam3-agent eval score runs/rs-val          # metrics again from predictions.jsonl, no model
+    sam3-agent eval reasonseg --data DIR --out runs/rs-val-sam3 --planner direct   # SAM 3 alone, no LLM
+
+``--planner direct`` is the "SAM 3 alone" baseline: the query's main noun phrase (a heuristic, no
+LLM) goes straight to SAM 3; the best mask is the answer (OmniLabel: every instance above
+``--score-threshold``, ranked by score). The LLM options are then unused. See :mod:`eval.planners`.
 
 Register it with :func:`add_eval_commands` on the main parser's sub-parsers; each command sets
 ``func`` (called with the parsed arguments, returning the exit status).
@@ -23,9 +28,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent import tool_protocol as tp
+from eval.planners import DEFAULT_MAX_WORDS, DEFAULT_PLANNER, PLANNERS
 
 if TYPE_CHECKING:
-    from eval.tasks import TaskSpec
+    from agent.llm import LLMClient
+    from eval.planners import PlannerSettings
+    from eval.tasks import Task, TaskSpec
 
 logger = logging.getLogger("sam3_agent.eval")
 
@@ -43,6 +51,11 @@ def _add_common(parser: argparse.ArgumentParser, default_split: str) -> None:
     parser.add_argument("--model", default="facebook/sam3", help="SAM 3 hub id or local checkpoint folder")
     parser.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
     parser.add_argument("--dtype", help="bf16, fp16 or fp32 (default: bf16 on GPU, fp32 on CPU)")
+    parser.add_argument("--planner", choices=PLANNERS, default=DEFAULT_PLANNER,
+                        help="agent: an LLM uses SAM 3 (default); direct: SAM 3 alone on the query's noun phrase, "
+                             "no LLM (the baseline)")
+    parser.add_argument("--max-words", type=int, default=DEFAULT_MAX_WORDS,
+                        help=f"direct planner: most words of the noun phrase (default: {DEFAULT_MAX_WORDS})")
     parser.add_argument("--llm-url", default="http://localhost:8000/v1", help="OpenAI-compatible endpoint")
     parser.add_argument("--llm-model", default="", help="model name (default: the first the endpoint serves)")
     parser.add_argument("--tool-protocol", choices=tp.PROTOCOLS, default=tp.DEFAULT_PROTOCOL,
@@ -113,33 +126,45 @@ def _headline(report: dict[str, Any]) -> str:
     return ", ".join(f"{g}: gIoU {m['gIoU']:.4f} cIoU {m['cIoU']:.4f} (n={m['count']})" for g, m in metrics.items())
 
 
+async def _run_with_engine(args: argparse.Namespace, task: Task, client: LLMClient | None,
+                           settings: PlannerSettings) -> dict[str, Any]:
+    """Check the run folder, load SAM 3, run the benchmark, close SAM 3 (``client`` None: direct planner)."""
+    from eval.records import prepare_run_dir
+    from eval.runner import RunOptions, run_config, run_eval
+    from sam3_core.engine import Sam3Engine
+
+    options = RunOptions(concurrency=args.concurrency, limit=args.limit, progress=not args.no_progress,
+                         worst_k=args.worst)
+    sam3_model = _absolute(args.model) if Path(args.model).expanduser().exists() else args.model
+    model_name = await client.model_name() if client is not None else ""
+    # Refuse a mismatching run folder before spending time on loading SAM 3.
+    prepare_run_dir(args.out, run_config(task, sam3_model, client.config if client else None, model_name, settings))
+    engine = await asyncio.to_thread(Sam3Engine.from_pretrained, args.model, args.device, args.dtype,
+                                     with_tracker=False)
+    try:
+        return await run_eval(task, args.out, engine, client, sam3_model=sam3_model, settings=settings,
+                              options=options)
+    finally:
+        engine.close()
+
+
 async def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from agent.llm import LLMClient, LLMConfig
     from agent.state import AgentSettings
-    from eval.records import prepare_run_dir
-    from eval.runner import RunOptions, run_config, run_eval
+    from eval.planners import DirectSettings
     from eval.tasks import load_task
-    from sam3_core.engine import Sam3Engine
 
     task = load_task(task_spec(args))
     task.items()  # read the dataset before loading any model: a bad path fails fast
+    if args.planner == "direct":
+        direct = DirectSettings(score_threshold=args.score_threshold, max_words=args.max_words)
+        return await _run_with_engine(args, task, None, direct.for_task(task.ranked_detections))
     settings = AgentSettings(score_threshold=args.score_threshold, max_steps=args.max_steps,
                              verification=not args.no_verification)
-    options = RunOptions(concurrency=args.concurrency, limit=args.limit, progress=not args.no_progress,
-                         worst_k=args.worst)
     llm = LLMConfig(base_url=args.llm_url, model=args.llm_model, tool_protocol=args.tool_protocol,
                     timeout_s=args.llm_timeout, max_retries=args.llm_retries)
-    sam3_model = _absolute(args.model) if Path(args.model).expanduser().exists() else args.model
     async with LLMClient(llm) as client:
-        # Refuse a mismatching run folder before spending time on loading SAM 3.
-        prepare_run_dir(args.out, run_config(task, sam3_model, llm, await client.model_name(), settings))
-        engine = await asyncio.to_thread(Sam3Engine.from_pretrained, args.model, args.device, args.dtype,
-                                         with_tracker=False)
-        try:
-            return await run_eval(task, args.out, engine, client, sam3_model=sam3_model, settings=settings,
-                                  options=options)
-        finally:
-            engine.close()
+        return await _run_with_engine(args, task, client, settings)
 
 
 @contextlib.contextmanager

@@ -6,7 +6,7 @@ can therefore leave at most one incomplete line, always the last one. :meth:`Pre
 notices it (no trailing newline, or not valid JSON) and cuts the file back to the last complete line,
 so the sample is simply run again; every complete line is kept, and its sample is not run again.
 
-``run.json`` records what the predictions mean (dataset, split, models, agent settings). Resuming
+``run.json`` records what the predictions mean (dataset, split, planner, models, settings). Resuming
 into a folder whose ``run.json`` differs in any of those is refused with :class:`ConfigMismatch`,
 so predictions of two different configurations never end up in one file.
 """
@@ -28,7 +28,9 @@ RUN_FILE = "run.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 FORMAT_VERSION = 1
 #: Keys of ``run.json`` that must match for a run to resume; everything else is informational.
-IDENTITY_KEYS = ("format", "task", "sam3_model", "llm", "settings")
+IDENTITY_KEYS = ("format", "task", "planner", "sam3_model", "llm", "settings")
+#: Values of identity keys that older ``run.json`` files lack (runs made before the key existed).
+IDENTITY_DEFAULTS: dict[str, Any] = {"planner": "agent"}
 
 
 class ConfigMismatch(UsageError):
@@ -79,7 +81,7 @@ def prepare_run_dir(run_dir: str | Path, config: Mapping[str, Any]) -> dict[str,
     wanted = _normalized(dict(config))
     path = folder / RUN_FILE
     if path.exists():
-        existing = read_run_config(folder)
+        existing = {**IDENTITY_DEFAULTS, **read_run_config(folder)}
         changes = [line for key in IDENTITY_KEYS for line in _diff(existing.get(key), wanted[key], f"{key}.")]
         if changes:
             raise ConfigMismatch(

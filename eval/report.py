@@ -144,6 +144,7 @@ def build_report(config: Mapping[str, Any], task: Task, scored: Sequence[tuple[E
         "dataset": task.spec.dataset,
         "split": task.spec.split,
         "task": task.spec.to_dict(),
+        "planner": config.get("planner", "agent"),
         "sam3_model": config.get("sam3_model"),
         "llm": config.get("llm"),
         "samples": {"in_split": in_split, "scored": len(records), "not_run": in_split - len(records),
@@ -215,8 +216,11 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     title = _TITLES.get(report["dataset"], report["dataset"])
     variant = report["task"]["options"].get("variant")
     samples, failures, llm = report["samples"], report["failures"], report.get("llm") or {}
+    planner = (f"LLM: `{llm.get('model')}` ({llm.get('tool_protocol')} tool calls)"
+               if report.get("planner", "agent") == "agent" else "planner: direct (SAM 3 alone on the query's "
+               "noun phrase, no LLM)")
     lines = [f"# {title} {variant + ' ' if variant else ''}{report['split']}: evaluation report", "",
-             f"- SAM 3: `{report['sam3_model']}`; LLM: `{llm.get('model')}` ({llm.get('tool_protocol')} tool calls)",
+             f"- SAM 3: `{report['sam3_model']}`; {planner}",
              f"- Samples: {samples['scored']} scored of {samples['in_split']} in the split"
              + (f" ({samples['not_run']} not run yet)" if samples["not_run"] else ""),
              f"- Failures: {failures['count']}; {EMPTY_NOTE}", "", "## Metrics", ""]

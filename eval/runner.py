@@ -5,14 +5,23 @@
     task = load_task(TaskSpec("reasonseg", "/data/reason_seg/ReasonSeg", "val"))
     report = await run_eval(task, "runs/rs-val", engine, LLMConfig(base_url=...), sam3_model="facebook/sam3",
                             settings=AgentSettings(), options=RunOptions(concurrency=16))
+    # the "SAM 3 alone" baseline: no LLM (see eval.planners)
+    report = await run_eval(task, "runs/rs-val-direct", engine, None, sam3_model="facebook/sam3",
+                            settings=DirectSettings(score_threshold=0.5))
+
+The type of ``settings`` picks the planner: :class:`~agent.state.AgentSettings` runs the agent,
+:class:`~eval.planners.DirectSettings` runs SAM 3 alone on the query's noun phrase; ``run.json``
+records which (``"planner"``), so a run never resumes with the other one.
 
 Up to ``concurrency`` agents run at once (an :class:`asyncio.Semaphore`), all sharing one
-:class:`~sam3_core.engine.Sam3Engine` (whose worker batches their SAM 3 calls) and one
-:class:`~agent.llm.LLMClient`. Each finished sample is scored and appended to ``predictions.jsonl``
-(see :mod:`eval.records`); samples already there are skipped, so a killed run resumes where it
-stopped. A sample whose agent run raises (the LLM timed out, the endpoint failed) or ends without an
-answer is recorded with its status and cause, scored as an empty prediction, and the run goes on.
-At the end :func:`eval.report.score_run` writes the report.
+:class:`~sam3_core.engine.Sam3Engine` (whose worker batches their SAM 3 calls), one
+:class:`~agent.llm.LLMClient` and one compiled agent graph (each query on its own thread, deleted from
+the graph's in-memory checkpointer when the query ends, so a long run does not grow). Each finished
+sample is scored and appended to ``predictions.jsonl`` (see :mod:`eval.records`); samples already
+there are skipped, so a killed run resumes where it stopped. A sample whose agent run raises (the LLM
+timed out, the endpoint failed) or ends without an answer is recorded with its status and cause,
+scored as an empty prediction, and the run goes on. At the end :func:`eval.report.score_run` writes
+the report.
 """
 
 from __future__ import annotations
@@ -23,22 +32,30 @@ import dataclasses
 import logging
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph.state import CompiledStateGraph
 
+from agent.graph import build_graph
 from agent.llm import LLMClient, LLMConfig, Usage
 from agent.runner import AgentAnswer, run_agent
 from agent.state import AgentSettings
+from eval.planners import DirectSettings, direct_answer, planner_name
 from eval.records import FORMAT_VERSION, PredictionLog, prepare_run_dir
 from eval.report import score_run
 from eval.tasks import EvalItem, Task
 from sam3_core.engine import Sam3Engine
 from sam3_core.errors import RunFailed, Sam3AgentError, UsageError
 from sam3_core.postprocess import masks_to_rle
+
+if TYPE_CHECKING:
+    from eval.planners import PlannerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -59,20 +76,26 @@ class RunOptions:
             raise UsageError("concurrency must be >= 1, limit >= 0, worst_k in 0..8")
 
 
-def run_config(task: Task, sam3_model: str, llm: LLMConfig, llm_model: str, settings: AgentSettings,
+def run_config(task: Task, sam3_model: str, llm: LLMConfig | None, llm_model: str, settings: PlannerSettings,
                runtime: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The ``run.json`` content: what must match to resume (task, models, settings) and runtime details."""
+    """The ``run.json`` content: what must match to resume (task, planner, models, settings) and runtime details.
+
+    ``llm`` is None for the direct planner (recorded as ``"llm": null``).
+    """
+    if isinstance(settings, DirectSettings):
+        settings, llm = settings.for_task(task.ranked_detections), None
     return {
         "format": FORMAT_VERSION,
         "task": task.spec.to_dict(),
+        "planner": planner_name(settings),
         "sam3_model": sam3_model,
-        "llm": {
+        "llm": None if llm is None else {
             "model": llm_model, "tool_protocol": llm.tool_protocol, "temperature": llm.temperature,
             "max_tokens": llm.max_tokens, "image_max_pixels": llm.image_max_pixels,
             "image_format": llm.image_format, "extra_body": dict(llm.extra_body),
         },
         "settings": dataclasses.asdict(settings),
-        "runtime": {"llm_base_url": llm.base_url, **(runtime or {})},
+        "runtime": {**({"llm_base_url": llm.base_url} if llm is not None else {}), **(runtime or {})},
     }
 
 
@@ -90,6 +113,11 @@ class Progress:
             else:
                 self._bar = tqdm(total=total, initial=done, file=sys.stderr, unit="query", dynamic_ncols=True,
                                  smoothing=0.1)
+
+    @property
+    def active(self) -> bool:
+        """True when a bar is shown (the running metric is only worth computing then)."""
+        return self._bar is not None
 
     def update(self, value: float | None) -> None:
         """One more sample done; ``value`` is the running metric (None: not shown)."""
@@ -133,21 +161,40 @@ class _Run:
 
     task: Task
     engine: Sam3Engine
-    client: LLMClient
-    settings: AgentSettings
+    client: LLMClient | None
+    settings: PlannerSettings
     log: PredictionLog
     progress: Progress
     scored: list[dict[str, Any]]
+    saver: InMemorySaver = dataclasses.field(default_factory=InMemorySaver)
+    graph: CompiledStateGraph | None = None
+
+    def __post_init__(self) -> None:
+        if self.graph is None and not isinstance(self.settings, DirectSettings):
+            self.graph = build_graph(self.saver)  # compiled once, shared by every query of the run
+
+
+async def _answer(run: _Run, item: EvalItem) -> AgentAnswer:
+    """The planner's answer to one query."""
+    if isinstance(run.settings, DirectSettings):
+        return await direct_answer(run.engine, item.image_path, item.query, run.settings)
+    if run.client is None:
+        raise UsageError("the agent planner needs an LLM client")
+    thread_id = f"eval-{uuid.uuid4().hex}"
+    try:
+        return await run_agent(run.engine, run.client, item.image_path, item.query, settings=run.settings,
+                               thread_id=thread_id, graph=run.graph)
+    finally:
+        await run.saver.adelete_thread(thread_id)  # the answer holds all that is kept
 
 
 async def _run_sample(run: _Run, item: EvalItem) -> dict[str, Any]:
     """Answer one query (never raises for agent or LLM failures) and score the answer."""
-    client = run.client
     started = time.perf_counter()
     answer: AgentAnswer | None = None
     failure: Exception | None = None
     try:
-        answer = await run_agent(run.engine, client, item.image_path, item.query, settings=run.settings)
+        answer = await _answer(run, item)
     except Sam3AgentError as exc:
         failure = exc
         logger.warning("sample %s failed (%s): %s", item.id, getattr(exc, "cause", type(exc).__name__), exc)
@@ -168,7 +215,7 @@ async def _worker(run: _Run, item: EvalItem, slots: asyncio.Semaphore) -> None:
         record = await _run_sample(run, item)
     run.log.append(record)
     run.scored.append(record)
-    run.progress.update(run.task.progress_value(run.scored))
+    run.progress.update(run.task.progress_value(run.scored) if run.progress.active else None)
 
 
 async def _gather_all(coroutines: list[Any]) -> None:
@@ -184,31 +231,40 @@ async def _gather_all(coroutines: list[Any]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _shared_client(llm: LLMConfig | LLMClient) -> AsyncIterator[LLMClient]:
-    if isinstance(llm, LLMClient):
+async def _shared_client(llm: LLMConfig | LLMClient | None) -> AsyncIterator[LLMClient | None]:
+    if llm is None or isinstance(llm, LLMClient):
         yield llm
         return
     async with LLMClient(llm) as client:
         yield client
 
 
-async def run_eval(task: Task, run_dir: str | Path, engine: Sam3Engine, llm: LLMConfig | LLMClient, *,
-                   sam3_model: str, settings: AgentSettings | None = None,
+async def run_eval(task: Task, run_dir: str | Path, engine: Sam3Engine, llm: LLMConfig | LLMClient | None, *,
+                   sam3_model: str, settings: PlannerSettings | None = None,
                    options: RunOptions | None = None) -> dict[str, Any]:
     """Run (or resume) ``task`` into ``run_dir`` and write the report; returns the report dict.
+
+    ``settings`` picks the planner: :class:`AgentSettings` (the default) runs the agent with ``llm``;
+    :class:`DirectSettings` runs SAM 3 alone and never uses ``llm`` (pass None).
 
     Raises:
         ConfigMismatch: ``run_dir`` holds a run with another configuration.
         RunFailed: the LLM endpoint cannot tell its model name (nothing was run).
         InputError: the dataset cannot be read.
+        UsageError: the agent planner without an ``llm``.
     """
     settings, options = settings or AgentSettings(), options or RunOptions()
+    if isinstance(settings, DirectSettings):
+        settings, llm = settings.for_task(task.ranked_detections), None
+    elif llm is None:
+        raise UsageError("the agent planner needs an LLM (an LLMConfig or LLMClient); or use DirectSettings")
     items = task.items()
     items = items[: options.limit] if options.limit is not None else items
     async with _shared_client(llm) as client:
-        model = await client.model_name()
+        model = await client.model_name() if client is not None else ""
         runtime = {"concurrency": options.concurrency, "limit": options.limit}
-        prepare_run_dir(run_dir, run_config(task, sam3_model, client.config, model, settings, runtime))
+        config = run_config(task, sam3_model, client.config if client is not None else None, model, settings, runtime)
+        prepare_run_dir(run_dir, config)
         with PredictionLog.open(run_dir) as log:
             wanted = {item.id for item in items}
             scored = [r for r in log.records if r["id"] in wanted]

@@ -83,6 +83,8 @@ class Task:
 
     #: Name of the running metric shown by the progress bar (None: nothing shown).
     progress_name: str | None = None
+    #: True when every chosen mask is scored as a ranked detection (AP), not as one region.
+    ranked_detections: bool = False
 
     def __init__(self, spec: TaskSpec) -> None:
         self.spec = spec
@@ -218,6 +220,8 @@ def _box_iou(a: Sequence[float], b: Sequence[float]) -> float:
 
 class OmniLabelTask(Task):
     """OmniLabel: one query per (image, description), answers scored as box detections (AP)."""
+
+    ranked_detections = True
 
     def __init__(self, spec: TaskSpec) -> None:
         super().__init__(spec)

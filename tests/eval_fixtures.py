@@ -1,7 +1,8 @@
 """Tiny synthetic benchmarks written to a temporary folder, and a scripted LLM that plays the agent.
 
 * :func:`write_reasonseg` -- ``<root>/val`` with four labelme-style images (two short, two long
-  queries; one with an ``ignore`` shape, one with a ``flag`` shape, one with an empty target);
+  queries; one with an ``ignore`` shape, one with a ``flag`` shape, one with an empty target), or
+  ``copies`` times as many (other images, same annotations) for benchmarks;
 * :func:`write_refcoco` -- ``<root>/refcoco/refs(unc).p``, ``instances.json`` and two COCO images;
 * :func:`write_omnilabel` -- ``<root>/val.json`` and two images (categories and free-form descriptions);
 * :class:`AgentScript` -- a responder for :class:`scripted_llm.ScriptedLLM` that answers every
@@ -51,13 +52,19 @@ REASONSEG_SAMPLES: dict[str, dict[str, Any]] = {
 }
 
 
-def write_reasonseg(root: Path, split: str = "val") -> Path:
-    """A ReasonSeg folder with the :data:`REASONSEG_SAMPLES`; returns ``root``."""
+def write_reasonseg(root: Path, split: str = "val", copies: int = 1) -> Path:
+    """A ReasonSeg folder with the :data:`REASONSEG_SAMPLES`; returns ``root``.
+
+    ``copies`` > 1 writes each sample that many times (``a_kitchen_000``, ``a_kitchen_001``, ...), each
+    copy with its own random image.
+    """
     folder = root / split
     folder.mkdir(parents=True, exist_ok=True)
-    for seed, (name, anno) in enumerate(REASONSEG_SAMPLES.items()):
-        _image(100 + seed).save(folder / f"{name}.jpg", quality=95)
-        (folder / f"{name}.json").write_text(json.dumps(anno))
+    for copy in range(copies):
+        for seed, (name, anno) in enumerate(REASONSEG_SAMPLES.items()):
+            stem = f"{name}_{copy:03d}" if copies > 1 else name
+            _image(100 + seed + 1000 * copy).save(folder / f"{stem}.jpg", quality=95)
+            (folder / f"{stem}.json").write_text(json.dumps(anno))
     return root
 
 

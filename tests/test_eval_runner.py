@@ -287,3 +287,21 @@ def test_unknown_dataset_and_bad_options():
         load_task(TaskSpec("refcoco", "/nowhere", "val", {"variant": "refclef"}))
     with pytest.raises(InputError, match="ground truth not found"):
         load_task(TaskSpec("omnilabel", "/nowhere", "val"))
+
+
+def test_one_graph_per_run_and_no_threads_left(engine, data, tmp_path, monkeypatch):
+    """Queries share one compiled graph; each query's thread leaves the checkpointer when it ends."""
+    import eval.runner as runner
+
+    savers = []
+
+    def build(saver):
+        savers.append(saver)
+        return real_build(saver)
+
+    real_build = runner.build_graph
+    monkeypatch.setattr(runner, "build_graph", build)
+    with ScriptedLLM(responder=AgentScript()) as server:
+        report = evaluate(engine, server, spec(data, "reasonseg"), tmp_path / "run")
+    assert report["samples"]["ok"] == 4 and len(savers) == 1
+    assert not savers[0].storage and not savers[0].writes  # every thread deleted
