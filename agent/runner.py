@@ -63,8 +63,26 @@ from sam3_core.images import ImageInput, LoadedImage
 logger = logging.getLogger(__name__)
 
 
+class AnswerStatus:
+    """``ok`` / ``raise_for_status`` for answers that have ``query``, ``status`` and ``error`` (image and video)."""
+
+    query: str
+    status: Status
+    error: str
+
+    @property
+    def ok(self) -> bool:
+        """True when the model gave an answer (masks, or that there is none)."""
+        return self.status in ("answered", "no_mask")
+
+    def raise_for_status(self) -> None:
+        """Raise :class:`RunFailed` (``cause`` = status) unless :attr:`ok`."""
+        if not self.ok:
+            raise RunFailed(f"query {self.query!r} ended without an answer: {self.error}", cause=self.status)
+
+
 @dataclass
-class AgentAnswer:
+class AgentAnswer(AnswerStatus):
     """The outcome of one query.
 
     Attributes:
@@ -108,19 +126,9 @@ class AgentAnswer:
     timings: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def ok(self) -> bool:
-        """True when the model gave an answer (masks, or that there is none)."""
-        return self.status in ("answered", "no_mask")
-
-    @property
     def mask(self) -> np.ndarray:
         """The union of the answer's masks, ``(H, W)`` bool (all False when there are none)."""
         return self.masks.any(axis=0)
-
-    def raise_for_status(self) -> None:
-        """Raise :class:`RunFailed` (``cause`` = status) unless :attr:`ok`."""
-        if not self.ok:
-            raise RunFailed(f"query {self.query!r} ended without an answer: {self.error}", cause=self.status)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready summary (no mask arrays; boxes in pixels; the timings but not the trace)."""

@@ -47,11 +47,11 @@ from agent.graph import build_graph, recursion_limit
 from agent.keyframes import cell_scale, contact_sheet, render_cell, spread
 from agent.llm import LLMClient, LLMConfig, Usage
 from agent.masklets import MaskletStore, complete_tracks
-from agent.runner import AgentRunFailed, using_client
+from agent.runner import AgentRunFailed, AnswerStatus, using_client
 from agent.state import INVALID_REPLIES, State, Status, new_query, state_from_values
 from agent.video_context import VideoAgentSettings, VideoContext, VideoInput
 from prompts import render_prompt
-from sam3_core.errors import InputError, RunFailed, UsageError
+from sam3_core.errors import InputError, UsageError
 from sam3_core.postprocess import rle_to_mask
 from sam3_core.video import FrameSource, VideoEngine, open_video
 from sam3_core.video.outputs import VisJsonWriter, frame_masks
@@ -154,7 +154,7 @@ VIDEO_MEDIA = VideoMedia()
 
 
 @dataclass
-class VideoAgentAnswer:
+class VideoAgentAnswer(AnswerStatus):
     """The outcome of one video query.
 
     Attributes:
@@ -185,16 +185,6 @@ class VideoAgentAnswer:
     cause: str = ""
     trace: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        """True when the model gave an answer (masklets, or that there is none)."""
-        return self.status in ("answered", "no_mask")
-
-    def raise_for_status(self) -> None:
-        """Raise :class:`RunFailed` (``cause`` = status) unless :attr:`ok`."""
-        if not self.ok:
-            raise RunFailed(f"query {self.query!r} ended without an answer: {self.error}", cause=self.status)
 
     def frame_masks(self, frame_index: int) -> tuple[np.ndarray | None, list[int]]:
         """The ``(N, H, W)`` bool masks of the chosen masklets on one frame and their ids (None, [] if none)."""

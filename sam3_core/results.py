@@ -9,8 +9,22 @@ import numpy as np
 from .postprocess import masks_to_rle
 
 
+class LazyRles:
+    """``rles``: one COCO RLE (``{"size": [H, W], "counts": str}``) per row of ``masks``, computed on first
+    use and kept in the ``_rles`` field of the dataclass that mixes this in."""
+
+    masks: np.ndarray
+    _rles: list[dict] | None
+
+    @property
+    def rles(self) -> list[dict]:
+        if self._rles is None:
+            self._rles = masks_to_rle(self.masks)
+        return self._rles
+
+
 @dataclass
-class PhraseResult:
+class PhraseResult(LazyRles):
     """All instances SAM 3 found for one phrase (or one exemplar-box prompt) on one image.
 
     Attributes:
@@ -34,13 +48,6 @@ class PhraseResult:
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
-
-    @property
-    def rles(self) -> list[dict]:
-        """One COCO RLE (``{"size": [H, W], "counts": str}``) per mask, computed on first use."""
-        if self._rles is None:
-            self._rles = masks_to_rle(self.masks)
-        return self._rles
 
     def to_json(self) -> dict:
         """A JSON-ready dict: phrase, presence score and per instance score, box and RLE."""

@@ -9,12 +9,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..postprocess import masks_to_boxes, masks_to_rle
+from ..postprocess import masks_to_boxes
+from ..results import LazyRles
 from .cleanup import fill_holes_and_remove_sprinkles, resolve_overlaps
 
 
 @dataclass
-class FrameResult:
+class FrameResult(LazyRles):
     """The objects on one frame of a video.
 
     Attributes:
@@ -41,13 +42,6 @@ class FrameResult:
 
     def __len__(self) -> int:
         return len(self.object_ids)
-
-    @property
-    def rles(self) -> list[dict]:
-        """One COCO RLE (``{"size": [H, W], "counts": str}``) per mask, computed on first use."""
-        if self._rles is None:
-            self._rles = masks_to_rle(self.masks)
-        return self._rles
 
     def to_json(self) -> dict:
         """A JSON-ready dict: the frame index and, per object, id, phrase, scores, box and RLE."""
