@@ -61,7 +61,6 @@ from langgraph.runtime import Runtime
 from agent import tool_protocol as tp
 from agent.limits import DeadlineReached, before_deadline, elapsed_s, exhausted_update, limit_reached, time_limit
 from agent.llm import LLMReply
-from agent.overlays import render_masks
 from agent.state import (
     INVALID_REPLIES,
     AgentSettings,
@@ -75,6 +74,7 @@ from agent.state import (
 )
 from agent.trace import Outcome, StepMeter, totals
 from prompts import render_prompt
+from sam3_core.drawing import render_masks
 from sam3_core.errors import ModelRetry, RunFailed, UsageError
 from tools.registry import Tool, ToolEnv, ToolOutcome, by_name, specs
 from tools.segmentation import examine_each_mask, format_ids, prepare_verification, tools_for

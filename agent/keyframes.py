@@ -4,7 +4,7 @@ The video agent shows the model a few frames, not the whole video: :func:`spread
 frames of the raw video, :func:`choose_keyframes` picks frames where masklets are, so that every
 masklet is on at least one of them when there are enough, the rest spread out. Each keyframe is drawn
 with :func:`render_cell` (the frame scaled to its share of the pixel budget, masks numbered by id with
-:func:`agent.overlays.render_masks`, whose colours are stable by id, so a masklet has one colour on
+:func:`sam3_core.drawing.render_masks`, whose colours are stable by id, so a masklet has one colour on
 every keyframe), and :func:`contact_sheet` tiles the cells into one captioned grid image.
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from agent.overlays import render_masks
+from sam3_core.drawing import render_masks
 
 _SHEET_BACKGROUND = (24, 24, 24)
 _CAPTION_COLOR = (255, 255, 255)

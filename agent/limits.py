@@ -24,7 +24,8 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from agent.state import AgentSettings, State
+from agent.settings import AgentSettings
+from agent.state import State
 from agent.trace import used_tokens
 
 logger = logging.getLogger(__name__)

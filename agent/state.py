@@ -31,8 +31,8 @@ import numpy as np
 
 from agent.image_urls import ImageLike, image_part
 from agent.llm import LLMClient
+from agent.settings import AgentSettings
 from sam3_core.engine import Sam3Engine
-from sam3_core.errors import UsageError
 from sam3_core.images import LoadedImage
 from sam3_core.postprocess import rle_to_mask
 
@@ -186,52 +186,6 @@ def decode_masks(records: Sequence[MaskRecord], size_hw: tuple[int, int]) -> np.
     if not records:
         return np.zeros((0, *size_hw), dtype=bool)
     return np.stack([rle_to_mask(r["rle"]) for r in records])
-
-
-@dataclass(frozen=True)
-class AgentSettings:
-    """Limits and switches of the agent; the defaults suit a real SAM 3 and a capable MLLM."""
-
-    #: Most main-loop LLM replies per query; when used up the query ends as ``budget_exhausted``.
-    max_steps: int = 12
-    #: Wall-time limit of a query in seconds (None: none). A model call or tool still running at the
-    #: deadline is abandoned and the query ends as ``budget_exhausted`` with the best answer so far.
-    max_seconds: float | None = None
-    #: LLM token limit of a query (prompt + completion, verification calls included; None: none). It is
-    #: checked before every main-loop call, so the step that crosses it still completes.
-    max_tokens: int | None = None
-    #: Most distinct phrases ``segment_phrase`` runs per query; further calls are refused (ModelRetry).
-    max_phrases: int = 8
-    #: Invalid replies / failed tool calls in a row that are answered with a retry message; one more
-    #: ends the query as ``failed``.
-    max_retries: int = 3
-    #: SAM 3 keeps instances scoring above this (object score x presence score).
-    score_threshold: float = 0.5
-    #: Within one phrase, a mask whose intersection over the smaller area with a better one exceeds
-    #: this is dropped (1.0 keeps all).
-    iom_threshold: float = 0.5
-    #: A new mask whose IoU with a mask already on the thread exceeds this is a duplicate: it gets no
-    #: new id and the tool result names the existing id instead.
-    duplicate_iou: float = 0.9
-    #: Most masks one phrase adds (best scores first), to keep overlays legible.
-    max_masks_per_phrase: int = 20
-    #: Offer ``examine_each_mask`` (one verification question per candidate mask) to the model.
-    verification: bool = True
-    #: Pixel budget of every image sent to the LLM; None uses ``LLMConfig.image_max_pixels``.
-    image_max_pixels: int | None = None
-
-    def __post_init__(self) -> None:
-        if min(self.max_steps, self.max_phrases, self.max_masks_per_phrase) < 1 or self.max_retries < 0:
-            raise UsageError("max_steps, max_phrases and max_masks_per_phrase must be >= 1, max_retries >= 0")
-        for name in ("score_threshold", "iom_threshold", "duplicate_iou"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise UsageError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.image_max_pixels is not None and self.image_max_pixels < 1:
-            raise UsageError(f"image_max_pixels must be >= 1 or None, got {self.image_max_pixels}")
-        if self.max_seconds is not None and not self.max_seconds > 0:
-            raise UsageError(f"max_seconds must be > 0 or None, got {self.max_seconds}")
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise UsageError(f"max_tokens must be >= 1 or None, got {self.max_tokens}")
 
 
 class ImageParts:

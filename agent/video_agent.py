@@ -3,12 +3,14 @@
 ::
 
     from agent.llm import LLMConfig
-    from agent.video_agent import VideoAgentSettings, run_video_agent_sync
+    from agent.settings import VideoAgentSettings, VideoSettings
+    from agent.video_agent import run_video_agent_sync
     from sam3_core.video import VideoEngine
 
     engine = VideoEngine.from_pretrained("facebook/sam3")
     answer = run_video_agent_sync(engine, LLMConfig(base_url="http://localhost:8000/v1"), "park.mp4",
-                                  "the dog that jumps over the bench", settings=VideoAgentSettings(keyframes=4))
+                                  "the dog that jumps over the bench",
+                                  settings=VideoAgentSettings(video=VideoSettings(keyframes=4)))
     answer.masklet_ids                 # the chosen masklets (ids stable across frames)
     answer.frame_masks(40)             # (masks, ids) of the chosen masklets on frame 40
     answer.to_json()                   # result.json: the summary and the YouTube-VIS-style masks
@@ -48,8 +50,9 @@ from agent.keyframes import cell_scale, contact_sheet, render_cell, spread
 from agent.llm import LLMClient, LLMConfig, Usage
 from agent.masklets import MaskletStore, complete_tracks
 from agent.runner import AgentRunFailed, AnswerStatus, using_client
+from agent.settings import VideoAgentSettings
 from agent.state import INVALID_REPLIES, State, Status, new_query, state_from_values
-from agent.video_context import VideoAgentSettings, VideoContext, VideoInput
+from agent.video_context import VideoContext, VideoInput
 from prompts import render_prompt
 from sam3_core.errors import InputError, UsageError
 from sam3_core.postprocess import rle_to_mask
@@ -66,10 +69,10 @@ logger = logging.getLogger(__name__)
 
 def _tool_instructions(ctx: VideoContext) -> str:
     """The system prompt's closing lines: budgets and, in native mode, how calls are made."""
-    s = ctx.settings
+    s, video = ctx.settings, ctx.video_settings
     lines = [f"You have at most {s.max_steps} replies and {s.max_phrases} different phrases for this query."]
-    if s.refinement:
-        lines.append(f"You may call `refine_masklet` at most {s.max_refinements} times.")
+    if video.refinement:
+        lines.append(f"You may call `refine_masklet` at most {video.max_refinements} times.")
     else:
         lines.append("`refine_masklet` is not available in this run.")
     if s.max_seconds is not None:
@@ -99,7 +102,7 @@ def keyframe_parts(ctx: VideoContext, state: State | None, frames: list[int]) ->
     shown = () if state is None else tuple((m["id"], m.get("revision", 0)) for m in state.candidates())
     source = ctx.source
     captions = [f"frame {f}" for f in frames]
-    if ctx.settings.keyframe_sheet:
+    if ctx.video_settings.keyframe_sheet:
         scale = cell_scale(source.height, source.width, len(frames), ctx.pixel_budget)
         return [ctx.cached_part(("sheet", tuple(frames), shown),
                                 lambda: contact_sheet(_cells(ctx, state, frames, scale), captions))]
@@ -118,11 +121,11 @@ class VideoMedia:
 
     def tools(self, ctx: VideoContext) -> list[Tool]:
         """:func:`tools.video_tools.video_tools_for` the run's settings."""
-        return video_tools_for(ctx.settings)
+        return video_tools_for(ctx.video_settings)
 
     def opening(self, state: State, ctx: VideoContext) -> list[dict[str, Any]]:
         """The system prompt, then the query with evenly spaced frames of the video."""
-        frames = spread(list(range(ctx.num_frames)), ctx.settings.keyframes)
+        frames = spread(list(range(ctx.num_frames)), ctx.video_settings.keyframes)
         text = render_prompt("video_user_query", query=state.query, num_frames=ctx.num_frames,
                              width=ctx.source.width, height=ctx.source.height, frame_list=format_frames(frames))
         return [
@@ -254,10 +257,11 @@ async def _run_graph(ctx_args: dict[str, Any], llm: LLMConfig | LLMClient, query
     """Run the shared agent graph on a new thread with a :class:`VideoContext`; the final state and usage."""
     graph = build_graph()
     config: dict[str, Any] = {"configurable": {"thread_id": f"sam3-video-agent-{uuid.uuid4().hex}"},
-                              "recursion_limit": recursion_limit(settings)}
+                              "recursion_limit": recursion_limit(settings.agent)}
     async with using_client(llm) as shared:
         client = shared.scoped()  # this query's own usage, even when the client is shared
-        context = VideoContext(llm=client, media=VIDEO_MEDIA, settings=settings, **ctx_args)
+        context = VideoContext(llm=client, media=VIDEO_MEDIA, settings=settings.agent,
+                               video_settings=settings.video, **ctx_args)
         values = await graph.ainvoke(new_query(query, context.key), config, context=context)
         return state_from_values(values), client.usage
 

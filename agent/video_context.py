@@ -1,8 +1,4 @@
-"""The video agent's settings and run context.
-
-:class:`VideoAgentSettings` extends the image agent's :class:`~agent.state.AgentSettings` (same budgets:
-``max_steps``, ``max_seconds``, ``max_tokens``, ``max_phrases``, ``max_retries``, ``image_max_pixels``)
-with how much of the video is tracked while the agent explores and how many keyframes it sees.
+"""The video agent's run context (its settings are in :mod:`agent.settings`).
 
 :class:`VideoContext` is the LangGraph run context of a video query: what :class:`~agent.state.Context`
 is to an image query. It carries the LLM client, the :class:`~sam3_core.video.VideoEngine`, the video
@@ -23,55 +19,12 @@ import numpy as np
 from agent.keyframes import choose_keyframes
 from agent.llm import LLMClient
 from agent.masklets import MaskletStore, Track
-from agent.state import AgentSettings, ImageParts, Media, State
-from sam3_core.errors import UsageError
+from agent.settings import AgentSettings, VideoSettings
+from agent.state import ImageParts, Media, State
 from sam3_core.video import FrameSource, VideoEngine
-
-#: Most keyframes one overlay may show.
-MAX_KEYFRAMES = 16
 
 #: A video the agent accepts: a file, a folder of frames, or frames in memory (``(T, H, W, 3)`` uint8).
 VideoInput = str | os.PathLike | np.ndarray | Sequence[np.ndarray]
-
-
-@dataclass(frozen=True)
-class VideoAgentSettings(AgentSettings):
-    """Limits and switches of the video agent (the inherited ones mean what they mean for images).
-
-    Changed defaults: ``score_threshold`` 0.0 (masklets are kept whatever their detection score: the
-    video engine's own thresholds, :class:`~sam3_core.video.VideoOptions`, decide which objects are
-    tracked; raise it to drop weak ones) and ``verification`` False (``examine_each_mask`` is not offered
-    for videos; True is refused). ``iom_threshold`` is not used: the engine separates the instances of a
-    phrase itself. ``duplicate_iou`` compares whole tracks (spatio-temporal IoU) across phrases, and
-    ``max_masks_per_phrase`` caps the masklets one phrase adds.
-    """
-
-    score_threshold: float = 0.0
-    verification: bool = False
-    #: Frames ``segment_phrase`` tracks each phrase over while the agent explores, from frame 0; None:
-    #: the whole video. The answer always covers the whole video: the chosen masklets are tracked on to
-    #: the end after the model has answered.
-    max_frames: int | None = None
-    #: Keyframes shown to the model: frames of the video with the query, and frames where masklets are
-    #: (every masklet on at least one when there are enough) after each ``segment_phrase``.
-    keyframes: int = 4
-    #: Show the keyframes as one contact sheet (a captioned grid); False: one image per keyframe.
-    keyframe_sheet: bool = True
-    #: Offer ``refine_masklet`` (clicks on one frame, then the object is tracked again).
-    refinement: bool = True
-    #: Most ``refine_masklet`` calls per query; further calls are refused (ModelRetry).
-    max_refinements: int = 4
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.verification:
-            raise UsageError("examine_each_mask is not available for videos: keep verification=False")
-        if self.max_frames is not None and self.max_frames < 1:
-            raise UsageError(f"max_frames must be >= 1 or None, got {self.max_frames}")
-        if not 1 <= self.keyframes <= MAX_KEYFRAMES:
-            raise UsageError(f"keyframes must be in [1, {MAX_KEYFRAMES}], got {self.keyframes}")
-        if self.max_refinements < 0:
-            raise UsageError(f"max_refinements must be >= 0, got {self.max_refinements}")
 
 
 @dataclass(frozen=True)
@@ -88,8 +41,10 @@ class VideoContext(ImageParts):
     source: FrameSource
     #: The graph's hooks for videos (:data:`agent.video_agent.VIDEO_MEDIA`).
     media: Media
-    #: Limits and switches.
-    settings: VideoAgentSettings = field(default_factory=VideoAgentSettings)
+    #: Limits and switches shared with the image agent (budgets, thresholds).
+    settings: AgentSettings = field(default_factory=lambda: AgentSettings(score_threshold=0.0, verification=False))
+    #: How much of the video is tracked while exploring, keyframes shown, refinement.
+    video_settings: VideoSettings = field(default_factory=VideoSettings)
     #: The masklets' tracks and open sessions of this query.
     store: MaskletStore = field(default_factory=MaskletStore)
     #: Per-query cache of encoded images; keys are tuples whose first item says what they hold.
@@ -117,4 +72,4 @@ class VideoContext(ImageParts):
     def keyframes(self, state: State) -> list[int]:
         """The keyframes showing the state's candidate masklets (see :func:`agent.keyframes.choose_keyframes`)."""
         presence = {i: track.frames.keys() for i, track in self.candidate_tracks(state).items()}
-        return choose_keyframes(presence, self.settings.keyframes)
+        return choose_keyframes(presence, self.video_settings.keyframes)

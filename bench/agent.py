@@ -1,6 +1,6 @@
 """Agent speed: concurrent mask verification vs one call at a time, and the agent's own overhead per step.
 
-The LLM is the scripted OpenAI-compatible test server (``tests/scripted_llm.py``, real HTTP on
+The LLM is the scripted OpenAI-compatible test server (``agent/testing.py``, real HTTP on
 127.0.0.1) answering every request after a fixed latency; SAM 3 is the tiny random checkpoint on CPU.
 One query runs the whole graph: ``segment_phrase`` (phrases chosen so that at least ``--masks``
 candidates exist), ``examine_each_mask`` over them, ``select_masks_and_return``. Its trace gives
@@ -41,12 +41,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from scripted_llm import Reply, ScriptedLLM, message_texts  # noqa: E402
-
 from agent.graph import build_graph  # noqa: E402
 from agent.llm import LLMClient, LLMConfig  # noqa: E402
 from agent.runner import AgentAnswer, run_agent  # noqa: E402
-from agent.state import AgentSettings, Context, MaskRecord, State, new_query  # noqa: E402
+from agent.settings import AgentSettings  # noqa: E402
+from agent.state import Context, MaskRecord, State, new_query  # noqa: E402
+from agent.testing import Reply, ScriptedLLM, message_texts  # noqa: E402
 from agent.trace import overhead_per_step  # noqa: E402
 from sam3_core import Sam3Engine  # noqa: E402
 from sam3_core.tiny import write_tiny_checkpoint  # noqa: E402

@@ -46,7 +46,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from eval_fixtures import write_reasonseg  # noqa: E402
 
 from agent.llm import LLMConfig  # noqa: E402
-from agent.state import AgentSettings  # noqa: E402
+from agent.settings import AgentSettings  # noqa: E402
 from eval.planners import DirectSettings  # noqa: E402
 from eval.runner import RunOptions, run_eval  # noqa: E402
 from eval.tasks import TaskSpec, load_task  # noqa: E402
@@ -60,7 +60,7 @@ SERVER = """
 import json, sys
 sys.path[:0] = sys.argv[2:]
 from eval_fixtures import AgentScript
-from scripted_llm import ScriptedLLM
+from agent.testing import ScriptedLLM
 script = AgentScript(delay_s=float(sys.argv[1]))
 with ScriptedLLM(responder=script) as server:
     print(server.base_url, flush=True)

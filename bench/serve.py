@@ -1,6 +1,6 @@
 """HTTP serving load test: requests/s and p50/p99 latency of ``POST /v1/segment`` at several concurrencies.
 
-The server runs as its own process (``python -m tools.serve_cli serve``) on loopback, so its memory is
+The server runs as its own process (``python -m cli.serve serve``) on loopback, so its memory is
 measured alone: RSS after warm-up and after the load (and the peak) show whether memory stays bounded.
 Requests cycle through a pool of distinct images (``--images``; the engine's cache holds them after
 the first round) and phrases; every response must be HTTP 200.
@@ -65,7 +65,7 @@ def make_bodies(count: int, size: tuple[int, int], seed: int = 0) -> list[dict[s
 
 
 def start_server(model: str, port: int, log_path: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "tools.serve_cli", "serve", "--model", model, "--host", "127.0.0.1",
+    command = [sys.executable, "-m", "cli.serve", "serve", "--model", model, "--host", "127.0.0.1",
                "--port", str(port), "--score-threshold", "0.2", "--no-chat-page"]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
     with log_path.open("w") as log:

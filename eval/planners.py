@@ -55,7 +55,7 @@ from sam3_core.errors import InputError, UsageError
 
 if TYPE_CHECKING:  # the agent and the engine load torch: imported where used, so the CLI starts fast
     from agent.runner import AgentAnswer
-    from agent.state import AgentSettings
+    from agent.settings import AgentSettings
     from sam3_core.engine import Sam3Engine
 
 PLANNERS = ("agent", "direct")

@@ -45,7 +45,7 @@ from langgraph.graph.state import CompiledStateGraph
 from agent.graph import build_graph
 from agent.llm import LLMClient, LLMConfig, Usage
 from agent.runner import AgentAnswer, run_agent
-from agent.state import AgentSettings
+from agent.settings import AgentSettings
 from eval.planners import DirectSettings, direct_answer, planner_name
 from eval.records import FORMAT_VERSION, PredictionLog, prepare_run_dir
 from eval.report import score_run

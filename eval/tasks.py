@@ -26,12 +26,12 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
-from agent.overlays import render_final
 from eval.datasets.omnilabel import OmniLabelData, load_omnilabel
 from eval.datasets.reasonseg import load_reasonseg
 from eval.datasets.refcoco import SCHEMES_BY_DATASET, load_refcoco
 from eval.metrics import IoUAccumulator, IoURecord, intersection_and_union
 from eval.omnilabel_ap import evaluate_omnilabel
+from sam3_core.drawing import render_final
 from sam3_core.errors import InputError
 from sam3_core.postprocess import masks_to_boxes
 

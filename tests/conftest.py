@@ -8,9 +8,12 @@ real ``facebook/sam3`` download takes.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
+
+from agent.testing import ScriptedLLM
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -50,3 +53,11 @@ def random_image(rng: np.random.Generator, height: int = 90, width: int = 120) -
     image = np.kron(base, np.ones((10, 10, 1), dtype=np.uint8))[:height, :width]
     noise = rng.integers(0, 30, size=image.shape, dtype=np.uint8)
     return (image // 2 + noise).astype(np.uint8)
+
+
+@pytest.fixture
+def scripted_llm() -> Iterator[ScriptedLLM]:
+    """A started :class:`ScriptedLLM` with an empty script; fails the test if it met a problem."""
+    with ScriptedLLM() as server:
+        yield server
+    assert not server.errors, f"ScriptedLLM problems: {server.errors}"

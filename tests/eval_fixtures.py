@@ -5,7 +5,7 @@
   ``copies`` times as many (other images, same annotations) for benchmarks;
 * :func:`write_refcoco` -- ``<root>/refcoco/refs(unc).p``, ``instances.json`` and two COCO images;
 * :func:`write_omnilabel` -- ``<root>/val.json`` and two images (categories and free-form descriptions);
-* :class:`AgentScript` -- a responder for :class:`scripted_llm.ScriptedLLM` that answers every
+* :class:`AgentScript` -- a responder for :class:`agent.testing.ScriptedLLM` that answers every
   query the same way (``segment_phrase`` with the query's last word, then ``select_masks_and_return``
   with every mask found, or ``report_no_mask``), by the request's content so queries can run
   concurrently; chosen queries get HTTP 500 instead.
@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from scripted_llm import Reply, message_texts
+
+from agent.testing import Reply, message_texts
 
 HEIGHT, WIDTH = 48, 64
 

@@ -15,10 +15,10 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from agent.state import AgentSettings
-from tools.http_api import create_app
-from tools.http_server import BackgroundServer
-from tools.serve_config import ServeSettings
+from agent.settings import AgentSettings
+from serving.config import ServeSettings
+from serving.http.app import create_app
+from serving.http.server import BackgroundServer
 
 SEED = 4242
 #: The tiny checkpoint has random weights (scores about 0.25), so the servers run with ``score_threshold=0.2``.

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 from conftest import random_image
 from langgraph.checkpoint.memory import InMemorySaver
-from scripted_llm import Reply, ScriptedLLM, image_urls, message_texts
 
 from agent.graph import build_graph
 from agent.llm import LLMConfig
 from agent.runner import AgentAnswer, run_agent, run_agent_sync
-from agent.state import AgentSettings
+from agent.settings import AgentSettings
+from agent.testing import Reply, ScriptedLLM, image_urls, message_texts
 from sam3_core.errors import RunFailed, UsageError
 
 #: Seed of the test image; not the ``rng`` fixture's seed, so the shared engine's cache stays cold for

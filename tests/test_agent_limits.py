@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 from conftest import random_image
 from langgraph.checkpoint.memory import InMemorySaver
-from scripted_llm import Reply, ScriptedLLM
 from test_agent import AGENT_SEED, all_text, call, config, run
 
 from agent.limits import best_answer
 from agent.llm import LLMConfig
 from agent.runner import AgentRunFailed, run_agent_sync
-from agent.state import AgentSettings, MaskRecord, State, new_query
+from agent.settings import AgentSettings
+from agent.state import MaskRecord, State, new_query
+from agent.testing import Reply, ScriptedLLM
 from sam3_core.errors import RunFailed, UsageError
 from sam3_core.postprocess import masks_to_rle
 

@@ -20,15 +20,15 @@ import numpy as np
 import pytest
 from conftest import random_image
 from PIL import Image
-from scripted_llm import Reply, ScriptedLLM, message_texts
 
 from agent.llm import LLMConfig
-from agent.state import AgentSettings
+from agent.settings import AgentSettings
+from agent.testing import Reply, ScriptedLLM, message_texts
 from sam3_core.postprocess import rle_to_mask
-from tools.chat import compose_query
-from tools.http_api import create_app
-from tools.http_server import BackgroundServer
-from tools.serve_config import ServeSettings
+from serving.chat.routes import compose_query
+from serving.config import ServeSettings
+from serving.http.app import create_app
+from serving.http.server import BackgroundServer
 
 SEED = 5151
 CHROMIUM = os.environ.get("SAM3_TEST_CHROMIUM", "/usr/bin/chromium")

@@ -13,7 +13,7 @@ from PIL import Image
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True, text=True,
                           env=env, timeout=300)
 
 
@@ -47,7 +47,7 @@ def test_bad_input_exits_with_a_message(tmp_path):
 def test_segment_runs_the_agent_against_an_llm_endpoint(tmp_path, tiny_checkpoint):
     import json as _json
 
-    from scripted_llm import Reply, ScriptedLLM
+    from agent.testing import Reply, ScriptedLLM
 
     image = tmp_path / "img.png"
     Image.fromarray((np.random.default_rng(3).random((60, 80, 3)) * 255).astype(np.uint8)).save(image)

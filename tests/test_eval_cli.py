@@ -1,4 +1,4 @@
-"""All three benchmarks end to end from the command line: ``sam3-agent eval ...`` through ``agent.cli.main``.
+"""All three benchmarks end to end from the command line: ``sam3-agent eval ...`` through ``cli.main.main``.
 
 Synthetic datasets in the real formats (:mod:`eval_fixtures`), the tiny SAM 3 checkpoint on CPU, and the
 scripted OpenAI-compatible server for the agent planner; the direct planner runs with no server at all.
@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 from eval_fixtures import AgentScript, write_omnilabel, write_reasonseg, write_refcoco
-from scripted_llm import ScriptedLLM
 
-from agent.cli import main
+from agent.testing import ScriptedLLM
+from cli.main import main
 from eval.records import PREDICTIONS_FILE
 
 #: Nothing listens here: a direct run that tried to reach an LLM would fail.

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 from eval_fixtures import AgentScript, write_omnilabel, write_reasonseg
-from scripted_llm import ScriptedLLM
 
 from agent.llm import LLMConfig
-from agent.state import AgentSettings
+from agent.settings import AgentSettings
+from agent.testing import ScriptedLLM
 from eval.planners import DirectSettings, direct_answer, noun_phrase, planner_name, tokenize
 from eval.records import PREDICTIONS_FILE, ConfigMismatch
 from eval.report import decode_record_masks

@@ -19,11 +19,11 @@ import pytest
 from eval_fixtures import AgentScript, omnilabel_gt, write_omnilabel, write_reasonseg, write_refcoco
 from PIL import Image
 from pycocotools import mask as mask_utils
-from scripted_llm import ScriptedLLM
 
 from agent.llm import LLMConfig
-from agent.state import AgentSettings
-from eval.cli import add_eval_commands
+from agent.settings import AgentSettings
+from agent.testing import ScriptedLLM
+from cli.eval import add_eval_commands
 from eval.datasets.reasonseg import load_reasonseg
 from eval.metrics import IoUAccumulator
 from eval.omnilabel_ap import evaluate_omnilabel

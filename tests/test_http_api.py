@@ -19,14 +19,14 @@ import numpy as np
 import pytest
 from conftest import random_image
 from http_helpers import AGENT, SEED, b64, decode_png, png_of, serve, sse_events, tiny_video_engine
-from scripted_llm import Reply, ScriptedLLM, message_texts
 
 from agent.llm import LLMConfig
+from agent.testing import Reply, ScriptedLLM, message_texts
 from sam3_core.errors import CheckpointError
 from sam3_core.postprocess import rle_to_mask
-from tools.http_api import create_app
-from tools.http_server import BackgroundServer
-from tools.serve_config import ServeSettings
+from serving.config import ServeSettings
+from serving.http.app import create_app
+from serving.http.server import BackgroundServer
 
 
 def call(name: str, **arguments: Any) -> Reply:

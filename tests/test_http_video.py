@@ -23,9 +23,9 @@ from http_helpers import AGENT, SEED, b64, client_of, png_of, serve, sse_events,
 from video_fixtures import HEIGHT, WIDTH, moving_shapes, write_mp4
 
 from sam3_core.postprocess import rle_to_mask
-from tools.http_api import create_app
-from tools.http_server import BackgroundServer
-from tools.serve_config import ServeSettings
+from serving.config import ServeSettings
+from serving.http.app import create_app
+from serving.http.server import BackgroundServer
 
 SESSIONS = "/v1/video/sessions"
 

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 from pydantic import BaseModel, Field
-from scripted_llm import Reply, ScriptedLLM, image_urls, message_texts
 
 from agent import tool_protocol as tp
 from agent.image_urls import image_to_data_url
 from agent.llm import LLMClient, LLMConfig, Usage
+from agent.testing import Reply, ScriptedLLM, image_urls, message_texts
 from sam3_core.errors import ImageError, ModelRetry, RunFailed, UsageError
 
 

@@ -1,4 +1,4 @@
-"""The MCP server in its own process (``python -m tools.serve_cli mcp``, stdio transport), driven by the
+"""The MCP server in its own process (``python -m cli.serve mcp``, stdio transport), driven by the
 official MCP client: list the tools, call each one, check the structured results and the overlay image.
 
 The server loads a tiny random SAM 3 checkpoint (with the video files, so ``--video`` works) and talks to the
@@ -21,8 +21,8 @@ from conftest import random_image
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from PIL import Image
-from scripted_llm import Reply, ScriptedLLM
 
+from agent.testing import Reply, ScriptedLLM
 from sam3_core.postprocess import rle_to_mask
 
 SEED = 6161
@@ -77,7 +77,7 @@ def mcp_run(tmp_path_factory) -> dict[str, Any]:
     with ScriptedLLM([call("segment_phrase", text_prompt="cup"), call("select_masks_and_return", mask_ids=[1])]) as llm:
         params = StdioServerParameters(
             command=sys.executable, cwd=str(ROOT), env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"},
-            args=["-m", "tools.serve_cli", "mcp", "--model", checkpoint, "--device", "cpu", "--video",
+            args=["-m", "cli.serve", "mcp", "--model", checkpoint, "--device", "cpu", "--video",
                   "--score-threshold", "0.2", "--llm-url", llm.base_url, "--llm-model", llm.model,
                   "--llm-api-key", "test", "--tool-protocol", "text"])
         log_path = folder / "server.log"

@@ -1,4 +1,4 @@
-"""Tests for agent.overlays: label anchors, palette, blending, label legibility, crops, edge cases."""
+"""Tests for sam3_core.drawing: label anchors, palette, blending, label legibility, crops, edge cases."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from agent import overlays as ov
+from sam3_core import drawing as ov
 from sam3_core.errors import UsageError
 
 GREY = 128

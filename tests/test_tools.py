@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 from conftest import random_image
 from pydantic import Field
-from scripted_llm import Reply, ScriptedLLM
 
 from agent import tool_protocol as tp
 from agent.llm import LLMClient, LLMConfig
-from agent.state import AgentSettings, Context, MaskRecord, State, decode_masks, new_query
+from agent.settings import AgentSettings
+from agent.state import Context, MaskRecord, State, decode_masks, new_query
+from agent.testing import Reply, ScriptedLLM
 from sam3_core.errors import ModelRetry, UsageError
 from sam3_core.postprocess import masks_to_rle
 from tools import (

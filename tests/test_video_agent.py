@@ -9,6 +9,7 @@ ever a duplicate); with the default they give one masklet and a duplicate note.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import os
@@ -18,13 +19,13 @@ from typing import Any
 
 import pytest
 from PIL import Image
-from scripted_llm import Reply, ScriptedLLM, image_urls, message_texts
 from video_fixtures import moving_shapes, write_mp4
 
 from agent.keyframes import choose_keyframes, spread
 from agent.llm import LLMConfig
+from agent.settings import VIDEO_AGENT_DEFAULTS, AgentSettings, VideoAgentSettings, VideoSettings
+from agent.testing import Reply, ScriptedLLM, image_urls, message_texts
 from agent.video_agent import VideoAgentAnswer, VideoAgentRunFailed, run_video_agent_sync
-from agent.video_context import VideoAgentSettings
 from sam3_core.errors import UsageError
 from sam3_core.video import VideoEngine, VideoOptions, open_video
 
@@ -73,7 +74,11 @@ def run(video_engine, frames, server: ScriptedLLM, protocol: str = "text", query
         **settings: Any) -> VideoAgentAnswer:
     config = LLMConfig(base_url=server.base_url, model=server.model, api_key="test", timeout_s=20.0, max_retries=0,
                        tool_protocol=protocol)
-    answer = run_video_agent_sync(video_engine, config, frames, query, settings=VideoAgentSettings(**settings))
+    video_names = {f.name for f in dataclasses.fields(VideoSettings)}
+    video = VideoSettings(**{k: v for k, v in settings.items() if k in video_names})
+    agent = dataclasses.replace(VIDEO_AGENT_DEFAULTS, **{k: v for k, v in settings.items() if k not in video_names})
+    answer = run_video_agent_sync(video_engine, config, frames, query,
+                                  settings=VideoAgentSettings(agent=agent, video=video))
     assert video_engine.session_ids() == []  # every session of the query is closed
     return answer
 
@@ -182,9 +187,9 @@ def test_llm_failure_raises_with_the_trace(video_engine, frames):
 
 def test_settings_are_checked():
     with pytest.raises(UsageError, match="examine_each_mask"):
-        VideoAgentSettings(verification=True)
+        VideoAgentSettings(agent=AgentSettings(verification=True))
     with pytest.raises(UsageError, match="keyframes"):
-        VideoAgentSettings(keyframes=0)
+        VideoSettings(keyframes=0)
 
 
 # ----------------------------------------------------------------------------------------- keyframes
@@ -210,7 +215,7 @@ def test_cli_segment_video(video_checkpoint, frames, tmp_path):
     with ScriptedLLM([Reply.text(f"<tool_call>{segment}</tool_call>"),
                       Reply.text(f"<tool_call>{select}</tool_call>")]) as server:
         done = subprocess.run(
-            [sys.executable, "-m", "agent.cli", "segment-video", str(video), "the red disc", "--model",
+            [sys.executable, "-m", "cli.main", "segment-video", str(video), "the red disc", "--model",
              video_checkpoint, "--llm-url", server.base_url, "--llm-model", server.model, "--threshold", "0.05",
              "--new-threshold", "0.1", "--max-frames", "4", "--out", str(out), "--overlay", "--device", "cpu"],
             capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=300)

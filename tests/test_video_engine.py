@@ -233,7 +233,7 @@ def test_checkpoint_without_video_weights(tmp_path):
 
 
 def test_cli_track(video_checkpoint, videos, tmp_path):
-    from agent.cli import main
+    from cli.main import main
 
     out, overlay = tmp_path / "track.json", tmp_path / "track.mp4"
     code = main(["track", videos["mp4"], "red disc", "green disc", "--model", video_checkpoint, "--out", str(out),

@@ -36,10 +36,11 @@ import numpy as np
 from pydantic import Field
 
 from agent import tool_protocol as tp
-from agent.overlays import render_single_mask, zoomed_crop
-from agent.state import AgentSettings, Context, MaskRecord, State, decode_masks
+from agent.settings import AgentSettings
+from agent.state import Context, MaskRecord, State, decode_masks
 from agent.trace import StepMeter
 from prompts import render_prompt
+from sam3_core.drawing import render_single_mask, zoomed_crop
 from sam3_core.errors import InputError, ModelRetry
 from sam3_core.postprocess import masks_to_rle, pairwise_mask_iou, remove_overlaps_iom, rle_to_mask
 from tools.registry import Tool, ToolEnv, ToolOutcome, tool

@@ -26,8 +26,9 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from agent.masklets import MaskletRecord, Track, duplicate_of, masklet_record, refine_track, track_phrase
+from agent.settings import AgentSettings, VideoSettings
 from agent.state import State
-from agent.video_context import VideoAgentSettings, VideoContext
+from agent.video_context import VideoContext
 from prompts import render_prompt
 from sam3_core.errors import ModelRetry, PromptError, UsageError, VideoError
 from tools.registry import Tool, ToolEnv, ToolOutcome, tool
@@ -65,9 +66,9 @@ def masklet_list(state: State) -> str:
 
 async def _track(ctx: VideoContext, phrase: str) -> dict[int, Track]:
     """The phrase's tracks by engine object id (in a worker thread); engine refusals become ModelRetry."""
-    settings = ctx.settings
+    limits = ctx.video_settings
     try:
-        return await asyncio.to_thread(track_phrase, ctx.engine, ctx.store, ctx.video, phrase, settings.max_frames,
+        return await asyncio.to_thread(track_phrase, ctx.engine, ctx.store, ctx.video, phrase, limits.max_frames,
                                        ctx.num_frames)
     except PromptError as exc:
         raise ModelRetry(f'SAM 3 could not use the phrase "{phrase}": {exc}. Try a short noun phrase.') from exc
@@ -76,7 +77,7 @@ async def _track(ctx: VideoContext, phrase: str) -> dict[int, Track]:
                          f"with {SELECT_TOOL}, or call report_no_mask.") from exc
 
 
-def _keep(tracks: dict[int, Track], settings: VideoAgentSettings) -> list[Track]:
+def _keep(tracks: dict[int, Track], settings: AgentSettings) -> list[Track]:
     """Tracks on some frame and above the score threshold, best first, at most ``max_masks_per_phrase``."""
     kept = [t for t in tracks.values() if t.frames and t.score >= settings.score_threshold]
     kept.sort(key=lambda t: (-t.score, t.object_id))
@@ -143,10 +144,10 @@ async def segment_phrase(
 def _check_refinement(state: State, ctx: VideoContext, masklet_id: int, frame_index: int, points: list[list[float]],
                       point_labels: list[int]) -> Track:
     """The masklet's track, or ModelRetry for an unknown id, a bad frame, mismatched labels, no budget left."""
-    settings = ctx.settings
+    limits = ctx.video_settings
     used = sum(int(m.get("revision", 0)) for m in state.masks)
-    if used >= settings.max_refinements:
-        raise ModelRetry(f"The refinement budget ({settings.max_refinements}) is used up. Call {SELECT_TOOL} with "
+    if used >= limits.max_refinements:
+        raise ModelRetry(f"The refinement budget ({limits.max_refinements}) is used up. Call {SELECT_TOOL} with "
                          "the matching masklet ids, or segment_phrase with a new phrase.")
     track = ctx.store.get(masklet_id) if masklet_id in state.candidate_ids() else None
     if track is None:
@@ -184,11 +185,11 @@ async def refine_masklet(
     """
     state, ctx = env.state, video_context(env)
     track = _check_refinement(state, ctx, masklet_id, frame_index, points, list(point_labels))
-    settings = ctx.settings
+    limits = ctx.video_settings
     try:
         with env.meter.timing("sam"):
             refined = await asyncio.to_thread(refine_track, ctx.engine, ctx.store, ctx.video, track, frame_index,
-                                              points, list(point_labels), settings.max_frames, ctx.num_frames)
+                                              points, list(point_labels), limits.max_frames, ctx.num_frames)
     except (PromptError, VideoError) as exc:
         raise ModelRetry(f"SAM 3 could not use these points: {exc}") from exc
     if not refined.frames:
@@ -249,6 +250,6 @@ async def report_no_mask(env: ToolEnv) -> ToolOutcome:
 VIDEO_TOOLS: tuple[Tool, ...] = (segment_phrase, refine_masklet, select_masklets_and_return, report_no_mask)
 
 
-def video_tools_for(settings: VideoAgentSettings) -> list[Tool]:
+def video_tools_for(settings: VideoSettings) -> list[Tool]:
     """The video tools offered under ``settings`` (``refine_masklet`` only when refinement is on)."""
     return [t for t in VIDEO_TOOLS if settings.refinement or t is not refine_masklet]

@@ -146,7 +146,7 @@ def write_overlay_video(source: FrameSource, document: dict, path: str | Path, *
     """
     import av
 
-    from agent.overlays import render_masks
+    from sam3_core.drawing import render_masks
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

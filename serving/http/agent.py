@@ -1,7 +1,7 @@
 """``POST /v1/agent``: one reasoning-segmentation query, answered as JSON or streamed as server-sent events.
 
 Streaming (``"stream": true``) sends ``tool_call`` / ``tool_result`` / ``retry`` events while the agent
-works (see :mod:`tools.agent_stream`), then one ``answer`` event with the same document the JSON
+works (see :mod:`serving.http.stream`), then one ``answer`` event with the same document the JSON
 answer has, or one ``error`` event with an error document (its ``status`` is the HTTP status the
 error would have had). Errors found before the run starts (bad image, auth, not ready) are ordinary
 JSON error responses.
@@ -20,15 +20,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from agent.runner import AgentAnswer, run_agent
-from agent.state import AgentSettings
+from agent.settings import AgentSettings
 from sam3_core.images import LoadedImage
 from sam3_core.postprocess import masks_to_rle
-from tools.agent_stream import EventSink, StreamingGraph
-from tools.http_common import Runtime, body_doc, load_image_source, read_request, runtime, sse, with_timeout
-from tools.http_errors import classify, error_body
-from tools.http_render import b64, final_overlay_png, mask_png
-from tools.http_schemas import AgentParams, AgentRequest, AgentResponse
-from tools.http_segment import IMAGE_ERRORS
+from serving.http.common import Runtime, body_doc, load_image_source, read_request, runtime, sse, with_timeout
+from serving.http.errors import classify, error_body
+from serving.http.render import b64, final_overlay_png, mask_png
+from serving.http.schemas import AgentParams, AgentRequest, AgentResponse
+from serving.http.segment import IMAGE_ERRORS
+from serving.http.stream import EventSink, StreamingGraph
 
 router = APIRouter(prefix="/v1", tags=["agent"])
 
@@ -37,7 +37,7 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 def answer_document(answer: AgentAnswer, image: LoadedImage, *, overlay: bool, mask: bool,
                     elapsed_s: float) -> dict[str, Any]:
-    """The :class:`~tools.http_schemas.AgentResponse` document of an answer (runs RLE and PNG encoding)."""
+    """The :class:`~serving.http.schemas.AgentResponse` document of an answer (runs RLE and PNG encoding)."""
     rles = masks_to_rle(answer.masks) if len(answer.masks) else []
     masks = [{"id": i, "phrase": p, "score": round(float(s), 6), "box_xyxy": [round(float(v), 2) for v in box],
               "rle": rle} for i, p, s, box, rle in zip(answer.mask_ids, answer.phrases, answer.scores,

@@ -4,7 +4,7 @@ Tools:
 
 * ``segment_phrase``: raw SAM 3, every instance of short noun phrases;
 * ``reason_segment``: the reasoning agent (needs an LLM), for queries that need understanding;
-* ``track_video`` (with ``--video``): phrases or a box tracked through a video (:mod:`tools.mcp_video`).
+* ``track_video`` (with ``--video``): phrases or a box tracked through a video (:mod:`serving.mcp.video`).
 
 Both take the image as a file path (on the server's machine) or as base64, and return the result as
 structured content (boxes, scores, COCO RLE masks, matching the published output schema), the same
@@ -35,14 +35,14 @@ from pydantic import BaseModel, Field
 from agent.graph import build_graph
 from agent.llm import LLMConfig
 from agent.runner import run_agent
-from agent.state import AgentSettings
+from agent.settings import AgentSettings
 from sam3_core.engine import Sam3Engine
 from sam3_core.errors import Sam3AgentError
 from sam3_core.images import LoadedImage, load_image
 from sam3_core.postprocess import masks_to_rle
-from tools.http_errors import ApiError
-from tools.http_images import ImageIntake, decode_base64
-from tools.http_render import candidates_overlay_png
+from serving.http.errors import ApiError
+from serving.http.images import ImageIntake, decode_base64
+from serving.http.render import candidates_overlay_png
 
 logger = logging.getLogger(__name__)
 E = TypeVar("E")
@@ -317,13 +317,13 @@ def run_mcp_server(engine_factory: Callable[[], Sam3Engine], options: McpOptions
                    host: str = "127.0.0.1", port: int = 8765, video_factory: Callable[[], Any] | None = None) -> None:
     """Serve over stdio (the default, for a local client) or streamable HTTP at ``http://host:port/mcp``.
 
-    With ``video_factory`` the ``track_video`` tool is offered too (see :mod:`tools.mcp_video`).
+    With ``video_factory`` the ``track_video`` tool is offered too (see :mod:`serving.mcp.video`).
     """
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sam3-load")
     server, holder = build_mcp_server(engine_factory, options, loader=loader)
     holders = [holder]
     if video_factory is not None:
-        from tools.mcp_video import add_video_tool
+        from serving.mcp.video import add_video_tool
 
         holders.append(add_video_tool(server, video_factory, options, loader))
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from agent.llm import LLMConfig
-from agent.state import AgentSettings
+from agent.settings import AgentSettings
 from sam3_core.errors import UsageError
 from sam3_core.images import DEFAULT_MAX_PIXELS
 

@@ -21,15 +21,15 @@ from PIL import Image, UnidentifiedImageError
 
 from sam3_core.errors import ImageError
 from sam3_core.images import LoadedImage, load_image
-from tools.http_errors import ApiError, TooLarge
-from tools.http_schemas import ImageSpec
+from serving.http.errors import ApiError, TooLarge
+from serving.http.schemas import ImageSpec
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ImageIntake:
-    """Limits for incoming images (see :class:`tools.serve_config.ServeSettings`)."""
+    """Limits for incoming images (see :class:`serving.config.ServeSettings`)."""
 
     max_pixels: int
     max_bytes: int

@@ -150,7 +150,7 @@ async def _run_with_engine(args: argparse.Namespace, task: Task, client: LLMClie
 
 async def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from agent.llm import LLMClient, LLMConfig
-    from agent.state import AgentSettings
+    from agent.settings import AgentSettings
     from eval.planners import DirectSettings
     from eval.tasks import load_task
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from agent.overlays import render_final, render_masks
+from sam3_core.drawing import render_final, render_masks
 from sam3_core.postprocess import mask_to_polygons, masks_to_rle
 
 #: Overlays are downscaled to this longest side (they are for people, not for measuring).
@@ -52,7 +52,7 @@ def final_overlay_png(pixels: np.ndarray, masks: np.ndarray, ids: Sequence[int] 
 
 def mask_out(mask: np.ndarray, score: float, box: Sequence[float], formats: Sequence[str],
              tolerance: float = 0.0, rle: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A :class:`~tools.http_schemas.MaskOut` document for one mask."""
+    """A :class:`~serving.http.schemas.MaskOut` document for one mask."""
     out: dict[str, Any] = {"score": round(float(score), 6), "box_xyxy": [round(float(v), 2) for v in box],
                            "area": int(np.count_nonzero(mask))}
     if "rle" in formats:

@@ -21,9 +21,9 @@ from fastapi.responses import JSONResponse
 from sam3_core.errors import PromptError
 from sam3_core.images import LoadedImage
 from sam3_core.results import PhraseResult, RefineResult
-from tools.http_common import body_doc, load_image_source, read_request, runtime, with_timeout
-from tools.http_render import mask_out
-from tools.http_schemas import (
+from serving.http.common import body_doc, load_image_source, read_request, runtime, with_timeout
+from serving.http.render import mask_out
+from serving.http.schemas import (
     ErrorResponse,
     MaskLogits,
     RefineParams,

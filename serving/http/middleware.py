@@ -7,7 +7,7 @@ import secrets
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tools.http_errors import TooLarge, classify, error_response
+from serving.http.errors import TooLarge, classify, error_response
 
 logger = logging.getLogger(__name__)
 

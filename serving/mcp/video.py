@@ -20,8 +20,8 @@ from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from sam3_core.errors import Sam3AgentError
-from tools.http_render import candidates_overlay_png
-from tools.mcp_server import EngineHolder, McpOptions, Rle, allowed_path
+from serving.http.render import candidates_overlay_png
+from serving.mcp.server import EngineHolder, McpOptions, Rle, allowed_path
 
 TRACK_DESCRIPTION = """Segment and track objects through a video file with SAM 3.
 

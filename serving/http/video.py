@@ -21,7 +21,7 @@ another request (``session_busy``: one request per session at a time), 413 an up
 limit or frames over the pixel limit, 429 ``video_max_sessions`` sessions are open
 (``too_many_sessions``; ``/v1/video/track`` instead waits for a slot), 503 video off or loading,
 504 past the video timeout. Sessions unused for ``video_idle_timeout_s`` are closed. Uploads live in
-a temporary folder of the app, deleted with their session (see :mod:`tools.http_video_sessions`).
+a temporary folder of the app, deleted with their session (see :mod:`serving.http.video_sessions`).
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.datastructures import UploadFile
 
-from tools.http_agent import SSE_HEADERS
-from tools.http_common import runtime, sse, validate_json, with_timeout
-from tools.http_errors import ApiError, classify, error_body
-from tools.http_schemas import (
+from serving.http.agent import SSE_HEADERS
+from serving.http.common import runtime, sse, validate_json, with_timeout
+from serving.http.errors import ApiError, classify, error_body
+from serving.http.schemas import (
     ErrorResponse,
     VideoFramesResponse,
     VideoParams,
@@ -50,7 +50,7 @@ from tools.http_schemas import (
     VideoSessionCreate,
     VideoSessionOut,
 )
-from tools.http_video_sessions import (
+from serving.http.video_sessions import (
     OpenSession,
     VideoSessionStore,
     apply_prompts,

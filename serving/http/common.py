@@ -18,12 +18,12 @@ from agent.llm import LLMConfig
 from sam3_core.engine import Sam3Engine
 from sam3_core.images import LoadedImage
 from sam3_core.video import VideoEngine
-from tools.chat_store import ChatStore
-from tools.http_errors import ApiError, NotReady, Timeout
-from tools.http_images import ImageIntake
-from tools.http_schemas import ImageSpec
-from tools.metrics import Metrics
-from tools.serve_config import ServeSettings
+from serving.chat.store import ChatStore
+from serving.config import ServeSettings
+from serving.http.errors import ApiError, NotReady, Timeout
+from serving.http.images import ImageIntake
+from serving.http.metrics import Metrics
+from serving.http.schemas import ImageSpec
 
 T = TypeVar("T")
 P = TypeVar("P", bound=BaseModel)

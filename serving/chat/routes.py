@@ -25,11 +25,11 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
-from tools.chat_store import Conversation
-from tools.http_agent import SSE_HEADERS, AgentJob, event_stream
-from tools.http_common import Runtime, body_doc, load_image_source, read_request, runtime
-from tools.http_errors import ApiError
-from tools.http_schemas import (
+from serving.chat.store import Conversation
+from serving.http.agent import SSE_HEADERS, AgentJob, event_stream
+from serving.http.common import Runtime, body_doc, load_image_source, read_request, runtime
+from serving.http.errors import ApiError
+from serving.http.schemas import (
     AgentResponse,
     ChatConversation,
     ChatCreate,
@@ -38,9 +38,9 @@ from tools.http_schemas import (
     ErrorResponse,
     NoParams,
 )
-from tools.http_segment import IMAGE_ERRORS
+from serving.http.segment import IMAGE_ERRORS
 
-PAGE_DIR = Path(__file__).with_name("chat_page")
+PAGE_DIR = Path(__file__).with_name("page")
 router = APIRouter(prefix="/v1/chat", tags=["chat"])
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse, "description": "unknown conversation"}}
 

@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 
 from sam3_core.errors import UsageError, VideoError
 from sam3_core.video import FrameResult, ObjectUpdate, VideoEngine
-from tools.http_errors import ApiError, TooLarge
-from tools.http_schemas import VideoPromptFields, VideoPropagateFields
+from serving.http.errors import ApiError, TooLarge
+from serving.http.schemas import VideoPromptFields, VideoPropagateFields
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ recorded. When the script runs out the server answers HTTP 500 and records the p
         ...
     assert len(server.requests) == 2
 
-Pytest fixture: :func:`scripted_llm` (import it into ``conftest.py``); it yields a started, empty
-server -- add replies with :meth:`ScriptedLLM.add` -- and fails the test if the script ran out.
+The project's tests wrap it in a pytest fixture (``tests/conftest.py``); users can do the same: start an
+empty server, add replies with :meth:`ScriptedLLM.add`, and check :attr:`ScriptedLLM.errors` at the end.
 """
 
 from __future__ import annotations
@@ -23,12 +23,10 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-
-import pytest
 
 logger = logging.getLogger(__name__)
 
@@ -305,11 +303,3 @@ def image_urls(body: dict[str, Any]) -> list[str]:
         for part in message["content"]
         if part.get("type") == "image_url"
     ]
-
-
-@pytest.fixture
-def scripted_llm() -> Iterator[ScriptedLLM]:
-    """A started :class:`ScriptedLLM` with an empty script; fails the test if it met a problem."""
-    with ScriptedLLM() as server:
-        yield server
-    assert not server.errors, f"ScriptedLLM problems: {server.errors}"

@@ -19,9 +19,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from eval.cli import add_eval_commands
+from cli.eval import add_eval_commands
+from cli.serve import add_serving_commands
 from sam3_core.errors import RunFailed, Sam3AgentError
-from tools.serve_cli import add_serving_commands
 
 logger = logging.getLogger("sam3_agent.cli")
 
@@ -56,9 +56,9 @@ def _segment(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from agent.llm import LLMConfig
-    from agent.overlays import render_final
     from agent.runner import run_agent_sync
-    from agent.state import AgentSettings
+    from agent.settings import AgentSettings
+    from sam3_core.drawing import render_final
     from sam3_core.engine import EngineOptions, Sam3Engine
 
     llm = LLMConfig(base_url=args.llm_url, model=args.llm_model, tool_protocol=args.tool_protocol,
@@ -106,7 +106,7 @@ def _write_json(document: dict, out: str) -> None:
 def _write_overlay(pixels, results, path: str) -> None:
     import numpy as np
 
-    from agent.overlays import render_masks
+    from sam3_core.drawing import render_masks
 
     masks = [m for r in results for m in r.masks]
     stack = np.stack(masks) if masks else np.zeros((0, *pixels.shape[:2]), dtype=bool)
@@ -139,16 +139,17 @@ def _track(args: argparse.Namespace) -> int:
 def _segment_video(args: argparse.Namespace) -> int:
     """The video agent on one video and query; writes result.json, trace.json and, asked, overlay.mp4."""
     from agent.llm import LLMConfig
+    from agent.settings import AgentSettings, VideoAgentSettings, VideoSettings
     from agent.video_agent import run_video_agent_sync
-    from agent.video_context import VideoAgentSettings
     from sam3_core.video import VideoEngine, VideoOptions, open_video
     from sam3_core.video.outputs import write_overlay_video
 
     llm = LLMConfig(base_url=args.llm_url, model=args.llm_model, tool_protocol=args.tool_protocol,
                     timeout_s=args.llm_timeout, max_retries=args.llm_retries)
-    settings = VideoAgentSettings(max_steps=args.max_steps, max_frames=args.max_frames, keyframes=args.keyframes,
-                                  refinement=not args.no_refine)
-    options = VideoOptions(max_sessions=settings.max_phrases + settings.max_refinements + 1,
+    settings = VideoAgentSettings(
+        agent=AgentSettings(max_steps=args.max_steps, score_threshold=0.0, verification=False),
+        video=VideoSettings(max_frames=args.max_frames, keyframes=args.keyframes, refinement=not args.no_refine))
+    options = VideoOptions(max_sessions=settings.agent.max_phrases + settings.video.max_refinements + 1,
                            score_threshold=args.threshold, new_object_threshold=args.new_threshold)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """The serving sub-commands of ``sam3-agent``: ``serve`` (HTTP API), ``chat`` (the same, for the chat page)
 and ``mcp`` (an MCP server for other agents).
 
-Wire them into a parser with :func:`add_serving_commands`; ``python -m tools.serve_cli`` runs them alone.
+Wire them into a parser with :func:`add_serving_commands`; ``python -m cli.serve`` runs them alone.
 Each sub-command sets ``func`` to a function of the parsed arguments that returns an exit status.
 """
 
@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from agent.llm import LLMConfig
-from agent.state import AgentSettings
+from agent.settings import AgentSettings
 from sam3_core.images import DEFAULT_MAX_PIXELS
 
 logger = logging.getLogger("sam3_agent.serve")
@@ -46,9 +46,9 @@ def _engine_factory(args: argparse.Namespace):
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from tools.http_api import create_app
-    from tools.http_server import serve_forever
-    from tools.serve_config import ServeSettings
+    from serving.config import ServeSettings
+    from serving.http.app import create_app
+    from serving.http.server import serve_forever
 
     settings = ServeSettings(
         model=args.model, device=args.device, dtype=args.dtype, token=args.token or None,
@@ -80,7 +80,7 @@ def _video_factory(args: argparse.Namespace):
 
 
 def _mcp(args: argparse.Namespace) -> int:
-    from tools.mcp_server import McpOptions, run_mcp_server
+    from serving.mcp.server import McpOptions, run_mcp_server
 
     stdio = args.transport == "stdio"
     options = McpOptions(llm=_llm_config(args), agent=_agent_settings(args), max_pixels=args.max_pixels,
@@ -95,8 +95,8 @@ def _mcp(args: argparse.Namespace) -> int:
 def _shared_factories(args: argparse.Namespace):
     """Image and video loaders sharing one copy of the weights (the image engine is made of the video
     model's modules, as ``serve --video`` does), whichever is called first."""
-    from tools.http_api import image_engine_from_video
-    from tools.serve_config import ServeSettings
+    from serving.config import ServeSettings
+    from serving.http.app import image_engine_from_video
 
     settings = ServeSettings(model=args.model, device=args.device, dtype=args.dtype, max_pixels=args.max_pixels)
     loaded: dict = {}
@@ -182,8 +182,8 @@ def add_serving_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m tools.serve_cli serve|chat|mcp ...`` (the same as ``sam3-agent serve|chat|mcp ...``)."""
-    parser = argparse.ArgumentParser(prog="python -m tools.serve_cli", description=__doc__)
+    """``python -m cli.serve serve|chat|mcp ...`` (the same as ``sam3-agent serve|chat|mcp ...``)."""
+    parser = argparse.ArgumentParser(prog="python -m cli.serve", description=__doc__)
     add_serving_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     # Logs go to stderr: with the MCP stdio transport, stdout carries the protocol.

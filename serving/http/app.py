@@ -1,17 +1,17 @@
 """The HTTP API: :func:`create_app` builds a FastAPI app around one shared :class:`~sam3_core.Sam3Engine`.
 
-Endpoints (all JSON; errors as ``{"error": {"status", "code", "message"}}``, see :mod:`tools.http_errors`):
+Endpoints (all JSON; errors as ``{"error": {"status", "code", "message"}}``, see :mod:`serving.http.errors`):
 
 ==========================================  ============================================================
 ``GET  /healthz``                           the process is up (always 200)
 ``GET  /readyz``                            200 once the model is loaded, else 503
-``GET  /metrics``                           Prometheus metrics (:mod:`tools.metrics`)
+``GET  /metrics``                           Prometheus metrics (:mod:`serving.http.metrics`)
 ``POST /v1/segment``                        raw SAM 3: every instance of each phrase
 ``POST /v1/refine``                         one object's mask from clicks and/or a box
 ``POST /v1/agent``                          the agent's answer to a query (JSON or server-sent events)
-``POST /v1/chat`` and ``/v1/chat/...``      multi-turn chat over one image (:mod:`tools.chat`)
+``POST /v1/chat`` and ``/v1/chat/...``      multi-turn chat over one image (:mod:`serving.chat.routes`)
 ``POST /v1/video/sessions`` and ``/...``     video sessions: open, prompt, propagate, close (with ``--video``;
-                                            see :mod:`tools.http_video`)
+                                            see :mod:`serving.http.video`)
 ``POST /v1/video/track``                    track objects through a video in one request (with ``--video``)
 ``GET  /chat``                              the chat page
 ``GET  /openapi.json``, ``/docs``           the OpenAPI schema and its browsable form
@@ -46,13 +46,18 @@ from agent.graph import build_graph
 from sam3_core.engine import EngineOptions, Sam3Engine
 from sam3_core.loading import image_models_from_video
 from sam3_core.video import VideoEngine, VideoOptions
-from tools import chat, http_agent, http_segment, http_video
-from tools.chat_store import ChatStore
-from tools.http_common import Runtime, add_schemas, runtime
-from tools.http_errors import install_error_handlers
-from tools.http_images import ImageIntake
-from tools.http_middleware import BearerAuthMiddleware, BodyLimitMiddleware, CatchAllMiddleware
-from tools.http_schemas import (
+from serving.chat import routes as chat
+from serving.chat.store import ChatStore
+from serving.config import ServeSettings
+from serving.http import agent as http_agent
+from serving.http import segment as http_segment
+from serving.http import video as http_video
+from serving.http.common import Runtime, add_schemas, runtime
+from serving.http.errors import install_error_handlers
+from serving.http.images import ImageIntake
+from serving.http.metrics import Metrics, MetricsMiddleware
+from serving.http.middleware import BearerAuthMiddleware, BodyLimitMiddleware, CatchAllMiddleware
+from serving.http.schemas import (
     AgentEvent,
     AgentParams,
     AgentRequest,
@@ -68,9 +73,7 @@ from tools.http_schemas import (
     VideoParams,
     VideoSessionCreate,
 )
-from tools.http_video_sessions import VideoSessionStore
-from tools.metrics import Metrics, MetricsMiddleware
-from tools.serve_config import ServeSettings
+from serving.http.video_sessions import VideoSessionStore
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@
 a sink and returning the final values exactly as ``ainvoke`` would. So a streamed run is the same run
 (same thread, same checkpointer, same answer) with a view of its steps.
 
-Events (plain dicts, see :class:`tools.http_schemas.AgentEvent`):
+Events (plain dicts, see :class:`serving.http.schemas.AgentEvent`):
 
 * ``tool_call``: the model chose a tool (``step``, ``name``, ``arguments``);
 * ``tool_result``: the tool ran (``name``, ``text`` as the model reads it, ``candidates`` with id,
@@ -25,7 +25,7 @@ from typing import Any
 from langgraph.graph.state import CompiledStateGraph
 
 from agent.state import Context, decode_masks
-from tools.http_render import candidates_overlay_png
+from serving.http.render import candidates_overlay_png
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The chat page and its conversation store (SQLite, through the graph's checkpointer)."""

@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI): segmentation, refinement, the agent, video sessions, health and metrics."""
