@@ -34,13 +34,17 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 
 from serving.http.agent import SSE_HEADERS
 from serving.http.common import runtime, sse, validate_json, with_timeout
 from serving.http.errors import ApiError, classify, error_body
+from serving.http.examples import form_hint, multipart_content
+from serving.http.forms import MAX_FIELDS, form_error, params_from_form, text_parts
 from serving.http.schemas import (
     ErrorResponse,
+    NoParams,
     VideoFramesResponse,
     VideoParams,
     VideoPrompt,
@@ -79,31 +83,29 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorResponse, "description": text[code]} for code in codes}
 
 
-def _upload_body(params: str | None, json_model: str | None = None) -> dict[str, Any]:
-    properties: dict[str, Any] = {"video": {"type": "string", "format": "binary",
-                                            "description": "the video file (mp4, webm, ...)"}}
-    if params:
-        properties["params"] = {"type": "string", "description": f"a JSON object of {params}"}
-    content: dict[str, Any] = {"multipart/form-data": {"schema": {"type": "object", "required": ["video"],
-                                                                  "properties": properties}}}
+def _upload_body(params: type[BaseModel] | None, json_model: str | None = None) -> dict[str, Any]:
+    content: dict[str, Any] = {"multipart/form-data": multipart_content(params, "video",
+                                                                        "the video file (mp4, webm, ...)")}
     if json_model:
         content["application/json"] = {"schema": {"$ref": f"#/components/schemas/{json_model}"}}
     return {"requestBody": {"required": True, "content": content}}
 
 
-async def _save_upload(request: Request, folder: Path) -> tuple[Path, str]:
-    """Write the multipart part ``video`` into ``folder``; returns its path and the ``params`` part's text."""
-    async with request.form(max_files=1, max_fields=4) as form:
+async def _save_upload(request: Request, folder: Path,
+                       params_model: type[BaseModel] = NoParams) -> tuple[Path, list[tuple[str, str]]]:
+    """Write the multipart part ``video`` into ``folder``; returns its path and the form's text parts."""
+    async with request.form(max_files=1, max_fields=MAX_FIELDS) as form:
         upload = form.get("video")
         if not isinstance(upload, UploadFile):
-            raise ApiError(422, "the video file must be in the multipart part 'video'", "validation_error")
+            problem = "the part 'video' is text, not a file" if upload is not None else "no file part 'video'"
+            raise form_error(problem, params_model, "video")
         suffix = Path(upload.filename or "video.mp4").suffix[:8] or ".mp4"
         path = folder / f"upload{suffix}"
         with path.open("wb") as out:
             while chunk := await upload.read(1 << 20):
                 out.write(chunk)
-        raw = form.get("params")
-    return path, raw if isinstance(raw, str) and raw.strip() else "{}"
+        parts = [(name, value) for name, value in text_parts(form) if name != "video"]
+    return path, parts
 
 
 def _content_kind(request: Request) -> str:
@@ -175,7 +177,7 @@ async def _track_events(store: VideoSessionStore, path: Path, folder: Path,
 
 
 @router.post("/track", response_model=VideoResponse, responses=_errors(400, 413, 415, 422, 503, 504),
-             openapi_extra=_upload_body("VideoParams"), summary="Segment and track objects through a video")
+             openapi_extra=_upload_body(VideoParams), summary="Segment and track objects through a video")
 async def track(request: Request) -> Any:
     """Track every instance of the phrases (and/or the object clicked or boxed on ``frame_index``).
 
@@ -183,12 +185,12 @@ async def track(request: Request) -> Any:
     """
     store, settings = _store(request), runtime(request).settings
     if _content_kind(request) != "multipart/form-data":
-        raise ApiError(415, "send the video as multipart/form-data (part 'video', JSON part 'params')",
+        raise ApiError(415, f"send the video as multipart/form-data: {form_hint(VideoParams, 'video')}",
                        "unsupported_media_type")
     folder = store.new_folder()
     try:
-        path, raw = await _save_upload(request, folder)
-        params = validate_json(VideoParams, raw, ("body", "params"))
+        path, parts = await _save_upload(request, folder, VideoParams)
+        params = params_from_form(parts, VideoParams, "video")
         if not params.phrases and not params.points and params.box is None:
             raise ApiError(400, "give phrases, points or a box to track", "bad_input")
     except BaseException:
