@@ -414,6 +414,13 @@ def test_video_track_as_json_and_as_a_stream(engine, video_engine, tmp_path, api
         objects = [o for f in document["frames"] for o in f["objects"]]
         assert objects and all(o["phrase"] == "disc" for o in objects)
         assert rle_to_mask(objects[0]["rle"]).shape == (HEIGHT, WIDTH)
+        plain = client.post("/v1/video/track", files=upload,
+                            data={"phrases": "disc", "max_frames": "2", "masks": "false", "direction": "forward"})
+        assert plain.status_code == 200, plain.text  # the same fields as plain form parts
+        assert [f["frame_index"] for f in plain.json()["frames"]] == [0, 1]
+        assert all("rle" not in o for f in plain.json()["frames"] for o in f["objects"])
+        typo = client.post("/v1/video/track", files=upload, data={"phrase": "disc"}).json()["error"]
+        assert typo["code"] == "bad_form" and "-F video=@FILE" in typo["message"]
         params = {"points": [[24, 30]], "point_labels": [1], "frame_index": 2, "direction": "both", "stream": True,
                   "masks": False}
         with client.stream("POST", "/v1/video/track", files=upload, data={"params": json.dumps(params)}) as stream:
