@@ -454,6 +454,8 @@ def test_every_request_body_in_the_schema_has_an_example_that_validates(api, ima
                 name = media["schema"].get("$ref", "").rsplit("/", 1)[-1]
                 assert media.get("examples") or components.get(name, {}).get("examples"), (method, path, kind)
                 bodies += 1
+            for parameter in operation.get("parameters", []):
+                assert parameter.get("examples") or parameter["schema"].get("examples"), (method, path, parameter)
     assert bodies >= 14  # segment, refine, agent, chat (x2 each), chat message, video track/sessions/prompts/...
     for name, example in EXAMPLES.items():
         getattr(schemas, name).model_validate(example)  # placeholders are strings, so every example validates

@@ -9,8 +9,9 @@ The test suite validates every example against its model, so they cannot drift f
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Path
 from pydantic import BaseModel
 
 #: Stands for the base64 of an image file in the examples (the real thing is too long to show).
@@ -38,6 +39,14 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "VideoPropagate": {"start_frame": 0, "direction": "forward", "max_frames": 60, "stream": True},
     "MaskLogits": {"shape": [256, 256], "dtype": "float16", "base64": "<low_res_logits.base64 of an answer>"},
 }
+
+#: Path parameters, with their examples.
+SessionId = Annotated[str, Path(description="a video session's id (from POST /v1/video/sessions)",
+                                examples=["6e9c4fa0d48d46a1"])]
+ObjectId = Annotated[int, Path(description="an object id of the session", examples=[0])]
+ConversationId = Annotated[str, Path(description="a conversation's id (from POST /v1/chat)",
+                                     examples=["chat-fe9d5606b4224e6d85ad27f1f8015ff7"])]
+TurnIndex = Annotated[int, Path(description="the turn's index, from 0", examples=[0])]
 
 #: The multipart example of each params model: (file part, fields) for the plain-field form.
 FORM_EXAMPLES: dict[str, tuple[str, dict[str, Any]]] = {

@@ -40,7 +40,7 @@ from starlette.datastructures import UploadFile
 from serving.http.agent import SSE_HEADERS
 from serving.http.common import runtime, sse, validate_json, with_timeout
 from serving.http.errors import ApiError, classify, error_body
-from serving.http.examples import form_hint, multipart_content
+from serving.http.examples import ObjectId, SessionId, form_hint, multipart_content
 from serving.http.forms import MAX_FIELDS, form_error, params_from_form, text_parts
 from serving.http.schemas import (
     ErrorResponse,
@@ -242,7 +242,7 @@ async def create_session(request: Request) -> JSONResponse:
 
 @router.get("/sessions/{session_id}", response_model=VideoSessionOut, responses=_errors(404, 503),
             summary="A video session")
-async def get_session(session_id: str, request: Request) -> JSONResponse:
+async def get_session(session_id: SessionId, request: Request) -> JSONResponse:
     """The session's video, phrases and tracked objects."""
     store = _store(request)
     return JSONResponse(await store.describe(await store.get(session_id)))
@@ -250,7 +250,7 @@ async def get_session(session_id: str, request: Request) -> JSONResponse:
 
 @router.delete("/sessions/{session_id}", status_code=204, responses=_errors(404, 503),
                summary="Close a video session")
-async def close_session(session_id: str, request: Request) -> Response:
+async def close_session(session_id: SessionId, request: Request) -> Response:
     """Close the session (even while it propagates: that stream then ends with an error) and delete its upload."""
     if not await _store(request).close(session_id):
         raise ApiError(404, f"unknown or expired video session {session_id!r}", "unknown_session")
@@ -259,7 +259,7 @@ async def close_session(session_id: str, request: Request) -> Response:
 
 @router.post("/sessions/{session_id}/prompts", response_model=VideoPromptResponse,
              responses=_errors(400, 404, 409, 503, 504), summary="Prompt a video session")
-async def prompt_session(session_id: str, body: VideoPrompt, request: Request) -> JSONResponse:
+async def prompt_session(session_id: SessionId, body: VideoPrompt, request: Request) -> JSONResponse:
     """Add phrases (tracked while propagating) and/or clicks or a box on ``frame_index``.
 
     Clicks / a box start a new object, or refine ``object_id``; the answer then has every object on that frame.
@@ -283,7 +283,7 @@ async def prompt_session(session_id: str, body: VideoPrompt, request: Request) -
 
 @router.delete("/sessions/{session_id}/objects/{object_id}", response_model=VideoSessionOut,
                responses=_errors(404, 409, 503), summary="Stop tracking one object")
-async def remove_object(session_id: str, object_id: int, request: Request) -> JSONResponse:
+async def remove_object(session_id: SessionId, object_id: ObjectId, request: Request) -> JSONResponse:
     """Drop the object from later results (a phrase may find the same thing again, as a new object)."""
     store = _store(request)
     async with store.use(session_id) as session:
@@ -315,7 +315,7 @@ _EVENTS = {200: {"description": "server-sent events (VideoEvent), or with stream
 
 @router.post("/sessions/{session_id}/propagate", response_model=VideoFramesResponse,
              responses={**_errors(400, 404, 409, 503, 504), **_EVENTS}, summary="Results frame by frame (streamed)")
-async def propagate(session_id: str, body: VideoPropagate, request: Request) -> Response:
+async def propagate(session_id: SessionId, body: VideoPropagate, request: Request) -> Response:
     """Track the session's phrases and objects from ``start_frame``; server-sent events unless ``stream`` is false.
 
     Events: one ``frame`` per frame as soon as it is ready, then ``done`` (or ``error``).
