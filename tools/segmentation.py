@@ -1,4 +1,4 @@
-"""The four tools of the segmentation agent.
+"""The four tools of the image agent (kinds: search, verify, answer, answer).
 
 * :data:`segment_phrase` runs SAM 3 on the thread's image. Within the phrase, overlapping instances are
   thinned by intersection over the smaller mask (``AgentSettings.iom_threshold``, best score kept) and
@@ -36,8 +36,9 @@ import numpy as np
 from pydantic import Field
 
 from agent import tool_protocol as tp
+from agent.context import Context
 from agent.settings import AgentSettings
-from agent.state import Context, MaskRecord, State, decode_masks
+from agent.state import MaskRecord, State, decode_masks
 from agent.trace import StepMeter
 from prompts import render_prompt
 from sam3_core.drawing import render_single_mask, zoomed_crop
@@ -284,7 +285,7 @@ async def verify_mask(ctx: Context, query: str, record: MaskRecord, meter: StepM
     return verdict
 
 
-@tool
+@tool(kind="verify")
 async def examine_each_mask(env: ToolEnv) -> ToolOutcome:
     """Check each candidate mask not examined yet on its own and accept or reject it against the query.
 
@@ -327,7 +328,7 @@ async def examine_each_mask(env: ToolEnv) -> ToolOutcome:
 # ----------------------------------------------------------------------------------- final answers
 
 
-@tool
+@tool(kind="answer")
 async def select_masks_and_return(
     env: ToolEnv,
     mask_ids: Annotated[
@@ -352,7 +353,7 @@ async def select_masks_and_return(
                        update={"answer_ids": chosen, "status": "answered"})
 
 
-@tool
+@tool(kind="answer")
 async def report_no_mask(env: ToolEnv) -> ToolOutcome:
     """Answer that nothing in the image matches the query.
 
@@ -363,10 +364,10 @@ async def report_no_mask(env: ToolEnv) -> ToolOutcome:
                        update={"answer_ids": [], "status": "no_mask"})
 
 
-#: Every tool, in the order they are offered to the model.
+#: Every image tool, in the order they are offered to the model.
 ALL_TOOLS: tuple[Tool, ...] = (segment_phrase, examine_each_mask, select_masks_and_return, report_no_mask)
 
 
 def tools_for(settings: AgentSettings) -> list[Tool]:
     """The tools offered under ``settings`` (``examine_each_mask`` only when verification is on)."""
-    return [t for t in ALL_TOOLS if settings.verification or t is not examine_each_mask]
+    return [t for t in ALL_TOOLS if settings.verification or t.kind != "verify"]
