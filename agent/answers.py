@@ -26,6 +26,7 @@ from PIL import Image
 from agent.llm import Usage
 from agent.plotting import image_answer_picture, video_answer_picture, write_json
 from agent.state import Status
+from sam3_core.drawing import render_final
 from sam3_core.errors import RunFailed, UsageError
 from sam3_core.images import ImageInput, LoadedImage, load_image
 from sam3_core.postprocess import masks_to_rle
@@ -145,18 +146,24 @@ class AgentAnswer(AnswerStatus):
         return {"image": self.source, "image_size": {"height": height, "width": width}, **self.to_json(),
                 "rles": masks_to_rle(self.masks)}
 
-    def save(self, folder: str | os.PathLike, image: ImageInput | LoadedImage | None = None) -> Path:
-        """Write ``mask.png`` (the union of the masks, 0/255), ``overlay.png`` (:meth:`plot`),
-        ``result.json`` (:meth:`result_json`) and ``trace.json`` (:meth:`trace_json`) into ``folder``
-        (created when missing); returns the folder."""
+    def save(self, folder: str | os.PathLike, image: ImageInput | LoadedImage | None = None, *,
+             legend: bool = True) -> Path:
+        """Write the answer's files into ``folder`` (created when missing); returns the folder.
+
+        ``mask.png``: the union of the masks (0/255, image size). ``overlay.png``: :meth:`plot` (the
+        overlay over a legend band); with ``legend=False`` the overlay alone, the size of the image, as
+        ``sam3-agent segment`` writes it. ``result.json``: :meth:`result_json`. ``trace.json``:
+        :meth:`trace_json`.
+        """
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
         write_json(self.result_json(image), out / "result.json")
         write_json(self.trace_json(), out / "trace.json")
-        height, width = self._pixels(image).shape[:2]
-        union = self.mask if len(self.masks) else np.zeros((height, width), dtype=bool)
+        pixels = self._pixels(image)
+        union = self.mask if len(self.masks) else np.zeros(pixels.shape[:2], dtype=bool)
         Image.fromarray(union.astype(np.uint8) * 255).save(out / "mask.png")
-        self.plot(image).save(out / "overlay.png")
+        overlay = self.plot(image) if legend else render_final(pixels, self.masks, self.mask_ids)
+        overlay.save(out / "overlay.png")
         return out
 
 

@@ -302,6 +302,9 @@ def test_answer_save_writes_what_the_cli_writes_and_plot_has_a_legend(engine, se
     for mask_id in (1, 2):  # one swatch per id in the id's palette colour
         assert (legend == np.array(color_for_id(mask_id))).all(axis=1).sum() >= 9
     assert np.array_equal(np.asarray(Image.open(folder / "overlay.png")), np.asarray(picture))
+    plain = answer.save(tmp_path / "plain", legend=False)  # the overlay alone, as the CLI writes it
+    assert Image.open(plain / "overlay.png").size == (120, 90)
+    assert np.array_equal(np.asarray(Image.open(plain / "overlay.png")), overlay)
 
 
 def test_plot_needs_an_image_when_the_answer_has_none(engine, server):
