@@ -1,6 +1,6 @@
 """The video agent's run context (its settings are in :mod:`agent.settings`).
 
-:class:`VideoContext` is the LangGraph run context of a video query: what :class:`~agent.state.Context`
+:class:`VideoContext` is the LangGraph run context of a video query: what :class:`~agent.context.Context`
 is to an image query. It carries the LLM client, the :class:`~sam3_core.video.VideoEngine`, the video
 (opened once for drawing keyframes), the query's :class:`~agent.masklets.MaskletStore` and the media
 hooks (:data:`agent.media.video.VIDEO_MEDIA`) through which the shared graph offers the video tools and

@@ -42,7 +42,7 @@ from agent.state import MaskRecord, State, decode_masks
 from agent.trace import StepMeter
 from prompts import render_prompt
 from sam3_core.drawing import render_single_mask, zoomed_crop
-from sam3_core.errors import InputError, ModelRetry
+from sam3_core.errors import InputError, ModelRetry, UsageError
 from sam3_core.postprocess import masks_to_rle, pairwise_mask_iou, remove_overlaps_iom, rle_to_mask
 from tools.registry import Tool, ToolEnv, ToolOutcome, tool
 
@@ -51,6 +51,13 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _VERDICT = re.compile(r"\b(accept|reject)(?:ed|s)?\b", re.IGNORECASE)
+
+
+def image_context(env: ToolEnv) -> Context:
+    """The tool's run context, which must be an image :class:`~agent.context.Context`."""
+    if not isinstance(env.context, Context):
+        raise UsageError(f"the image tools need an image Context, got {type(env.context).__name__}")
+    return env.context
 
 
 def format_ids(ids: list[int]) -> str:
@@ -180,7 +187,7 @@ async def segment_phrase(
     found earlier keep their ids. A mask that is practically identical to one found earlier is not
     added again: the result names the existing id instead. Never repeat a phrase you already tried.
     """
-    state, ctx = env.state, env.context
+    state, ctx = env.state, image_context(env)
     phrase = normalise_phrase(text_prompt)
     check_phrase(state, ctx.settings, phrase)
     masks, scores, boxes = await _run_sam(ctx, phrase, env.meter)
@@ -293,7 +300,7 @@ async def examine_each_mask(env: ToolEnv) -> ToolOutcome:
     and a close-up of it. Rejected masks are removed from the candidates. Use it when the overlay does
     not make clear which masks match (small, overlapping or many masks, or fine details).
     """
-    state, ctx = env.state, env.context
+    state, ctx = env.state, image_context(env)
     todo = [m for m in state.candidates() if not m["verified"]]
     if not todo:
         if not state.candidates():
