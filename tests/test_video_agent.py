@@ -17,6 +17,7 @@ import subprocess
 import sys
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 from video_fixtures import moving_shapes, write_mp4
@@ -202,6 +203,30 @@ def test_keyframes_show_every_masklet_then_spread_out():
     assert all(set(frames) & set(chosen) for frames in presence.values())
     assert choose_keyframes({1: [5, 6]}, 4) == [5, 6] and choose_keyframes({}, 4) == []
     assert spread(list(range(10)), 4) == [0, 3, 6, 9] and spread([3, 4], 5) == [3, 4]
+
+
+# ----------------------------------------------------------------------------------------- looking at answers
+
+
+def test_answer_plot_and_save(video_engine, frames, server, tmp_path):
+    from sam3_core.drawing import color_for_id
+
+    server.add(call("segment_phrase", text_prompt="disc"), call("select_masklets_and_return", masklet_ids=[1]))
+    answer = run(video_engine, frames, server)
+    folder = answer.save(tmp_path / "out")
+    assert sorted(p.name for p in folder.iterdir()) == ["result.json", "trace.json"]
+    assert json.loads((folder / "result.json").read_text()) == json.loads(json.dumps(answer.to_json()))
+    assert json.loads((folder / "trace.json").read_text())["steps"] == json.loads(json.dumps(answer.trace))
+    sheet = answer.plot()  # 4 keyframes in a 2 x 2 grid, over a legend band
+    assert sheet.width > 2 * WIDTH * 0.9 and sheet.height > 2 * HEIGHT
+    pixels = np.asarray(sheet).reshape(-1, 3)
+    assert (pixels == np.array(color_for_id(1))).all(axis=1).sum() >= 9  # the legend swatch of masklet 1
+    one = answer.plot(frames=[FRAMES - 1])
+    assert one.height < sheet.height  # one keyframe: one row of the grid
+    bare = dataclasses.replace(answer, video=None)
+    with pytest.raises(UsageError, match="no video"):
+        bare.plot()
+    assert bare.plot(frames=[0], video=frames).size == answer.plot(frames=[0]).size
 
 
 # ----------------------------------------------------------------------------------------- command line
