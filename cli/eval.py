@@ -150,6 +150,8 @@ async def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
     task = load_task(task_spec(args))
     task.items()  # read the dataset before loading any model: a bad path fails fast
+    if args.planner != "direct":
+        check_llm(args.llm_url, args.llm_api_key or "")  # nothing listening: say so once, before loading SAM 3
     check_model(args.model)  # and the checkpoint: a hub id that cannot be fetched fails in seconds
     if args.planner == "direct":
         direct = DirectSettings(score_threshold=args.threshold, max_words=args.max_words)
@@ -157,7 +159,6 @@ async def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     settings = AgentSettings(score_threshold=args.threshold, max_steps=args.max_steps,
                              verification=not args.no_verify)
     llm = llm_config(args)
-    check_llm(llm.base_url, llm.api_key)
     async with LLMClient(llm) as client:
         return await _run_with_engine(args, task, client, settings)
 

@@ -65,8 +65,8 @@ def run_segment(args: argparse.Namespace) -> int:
     llm = llm_config(args)
     settings = AgentSettings(max_steps=args.max_steps, score_threshold=args.threshold,
                              verification=not args.no_verify)
-    check_model(args.model)
     check_llm(llm.base_url, llm.api_key)
+    check_model(args.model)
 
     from sam3_core.engine import EngineOptions, Sam3Engine
 

@@ -115,8 +115,8 @@ def run_segment_video(args: argparse.Namespace) -> int:
     settings = VideoAgentSettings(
         agent=replace(VIDEO_AGENT_DEFAULTS, max_steps=args.max_steps),
         video=VideoSettings(max_frames=args.max_frames, keyframes=args.keyframes, refinement=not args.no_refine))
-    check_model(args.model)
     check_llm(llm.base_url, llm.api_key)
+    check_model(args.model)
 
     from agent.video_agent import run_video_agent_sync
     from sam3_core.video import VideoEngine, VideoOptions, open_video

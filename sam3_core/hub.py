@@ -58,7 +58,9 @@ def hub_access(model_id: str, token: str | None = None, *, timeout_s: float = HU
             f"and log in (`hf auth login` or HF_TOKEN) to download it once, {_LOCAL_INSTEAD}")
     endpoint = hub.constants.ENDPOINT
     try:
-        hub.get_hf_file_metadata(hub.hf_hub_url(model_id, "config.json"), token=token, timeout=timeout_s)
+        # The hub's file URL, built from ENDPOINT at call time (HF_ENDPOINT, a mirror, or a test's server).
+        url = f"{endpoint.rstrip('/')}/{model_id}/resolve/main/config.json"
+        hub.get_hf_file_metadata(url, token=token, timeout=timeout_s)
     except GatedRepoError as exc:
         raise CheckpointError(_gated_message(model_id, token, endpoint)) from exc
     except RepositoryNotFoundError as exc:
