@@ -1,15 +1,15 @@
-"""``segment-phrase``: raw SAM 3 on one image or a batch (files, folders, globs, URLs) for noun phrases.
+"""`segment-phrase`: raw SAM 3 on one image or a batch (files, folders, globs, URLs) for noun phrases.
 
-Grammar: images are positionals and phrases come with ``-p/--phrase`` (repeatable)::
+Grammar: images are positionals and phrases come with `-p/--phrase` (repeatable):
 
     sam3-agent segment-phrase imgs/ 'more/*.jpg' -p dog -p "red car" --out labels/
 
-The older ``segment-phrase IMAGE PHRASE...`` form is still accepted (exactly one image, then phrases);
+The older `segment-phrase IMAGE PHRASE...` form is still accepted (exactly one image, then phrases);
 a "phrase" that names an existing file or looks like an image is refused rather than searched for.
 
-One image writes one JSON (``--out FILE`` or stdout). A batch (several images, a folder or a glob)
-writes into the ``--out`` folder: ``<image>.json`` per image, ``<image>.overlay.png`` with
-``--overlay``, ``coco.json`` (COCO instances for the whole batch) and ``summary.json``. A bad image
+One image writes one JSON (`--out FILE` or stdout). A batch (several images, a folder or a glob)
+writes into the `--out` folder: `<image>.json` per image, `<image>.overlay.png` with
+`--overlay`, `coco.json` (COCO instances for the whole batch) and `summary.json`. A bad image
 fails only itself; the exit status is 1 when any image failed.
 """
 

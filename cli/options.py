@@ -66,8 +66,8 @@ def add_model_options(parser: argparse.ArgumentParser, *, max_pixels: bool = Tru
                        help="hub id (gated: `hf auth login` or HF_TOKEN) or a local checkpoint folder, e.g. one "
                             "written by `sam3-agent make-tiny-checkpoint DIR` (default: %(default)s)")
     group.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
-    group.add_argument("--dtype", choices=["bf16", "fp16", "fp32"],
-                       help="weights' precision (default: bf16 on GPU, fp32 on CPU)")
+    group.add_argument("--dtype", choices=["bf16", "fp16", "fp32", "bfloat16", "float16", "float32"],
+                       metavar="{bf16,fp16,fp32}", help="weights' precision (default: bf16 on GPU, fp32 on CPU)")
     if max_pixels:
         group.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
                            help="refuse larger images (default: %(default)s)")

@@ -1,14 +1,12 @@
-"""``segment``: the agent answers a reasoning-segmentation query on one image or a batch.
-
-::
+"""`segment`: the agent answers a reasoning-segmentation query on one image or a batch.
 
     sam3-agent segment photo.jpg "the cup the woman drinks from" --out run/
     sam3-agent segment imgs/ 'more/*.png' -q "every ripe tomato" --out runs/tomatoes
 
-Without ``-q`` the last positional is the query (the old ``segment IMAGE QUERY`` form); a query that
-names an existing file or looks like an image is refused. One image writes ``mask.png``,
-``overlay.png``, ``result.json`` and ``trace.json`` into ``--out``; a batch writes those into
-``OUT/<image>/`` plus ``coco.json`` (category: the query) and ``summary.json``.
+Without `-q` the last positional is the query (the old `segment IMAGE QUERY` form); a query that
+names an existing file or looks like an image is refused. One image writes `mask.png`,
+`overlay.png`, `result.json` and `trace.json` into `--out`; a batch writes those into
+`OUT/<image>/` plus `coco.json` (category: the query) and `summary.json`.
 """
 
 from __future__ import annotations
