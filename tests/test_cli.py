@@ -148,3 +148,22 @@ def test_an_unreachable_llm_is_reported_once_with_the_url_before_loading(tmp_pat
     errors = [r.getMessage() for r in caplog.records if r.levelname in ("ERROR", "WARNING")]
     assert len(errors) == 1 and "http://127.0.0.1:9/v1/models" in errors[0], errors
     assert "--llm-url" in errors[0]
+
+
+def test_default_logging_shows_the_summary_only_and_v_shows_more(tmp_path, tiny_checkpoint, caplog):
+    import logging
+
+    image = save_image(tmp_path / "img.png")
+    argv = ["segment-phrase", str(image), "-p", "cat", "--model", tiny_checkpoint, "--threshold", "0.0",
+            "--out", str(tmp_path / "o.json")]
+    before = logging.getLogger("sam3_core").level
+    with caplog.at_level(logging.DEBUG):
+        assert main(argv) == 0
+        quiet = [(r.name, r.levelno) for r in caplog.records]
+        caplog.clear()
+        assert main(["-v", *argv]) == 0
+        verbose = [(r.name, r.levelno) for r in caplog.records]
+    assert ("sam3_agent.cli", logging.INFO) in quiet  # "<image>: cat: N -> o.json"
+    assert not [n for n, level in quiet if not n.startswith("sam3_agent") and level < logging.WARNING]
+    assert [n for n, level in verbose if n.startswith("sam3_core") and level == logging.INFO]
+    assert logging.getLogger("sam3_core").level == before  # main() restores what it changed
