@@ -46,6 +46,7 @@ def add_segment_video(commands: argparse._SubParsersAction) -> None:
     ask.add_argument("query", help='e.g. "the dog that jumps over the bench"')
     ask.add_argument("--out", required=True, help="output folder: result.json, trace.json, overlay.mp4")
     ask.add_argument("--overlay", action="store_true", help="also write overlay.mp4 with the chosen masklets")
+    ask.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_video_threshold_options(ask)
     add_agent_options(ask, verification=False)
     add_video_agent_options(ask)
@@ -102,6 +103,21 @@ def run_track(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress_engine_class():
+    """A :class:`VideoEngine` whose every ``propagate`` shows progress (the video agent tracks each phrase it
+    explores, and the chosen masklets to the end, through it)."""
+    from sam3_core.video import VideoEngine
+
+    class ProgressVideoEngine(VideoEngine):
+        def propagate(self, session_id, start_frame=None, direction="forward", max_frames=None):
+            stream = super().propagate(session_id, start_frame, direction, max_frames)
+            source = self.session_source(session_id)
+            total = _frames_to_visit(source.num_frames, start_frame or 0, direction, max_frames)
+            return progress(stream, total=total, desc="tracking", unit="frame")
+
+    return ProgressVideoEngine
+
+
 def run_segment_video(args: argparse.Namespace) -> int:
     """The video agent on one video and query; writes result.json, trace.json and, asked, overlay.mp4."""
     from agent.settings import VIDEO_AGENT_DEFAULTS, VideoAgentSettings, VideoSettings
@@ -126,7 +142,8 @@ def run_segment_video(args: argparse.Namespace) -> int:
                            score_threshold=args.threshold, new_object_threshold=args.new_threshold)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with VideoEngine.from_pretrained(args.model, device=args.device, dtype=args.dtype, options=options) as engine:
+    engine_class = VideoEngine if args.no_progress else _progress_engine_class()
+    with engine_class.from_pretrained(args.model, device=args.device, dtype=args.dtype, options=options) as engine:
         logger.info("running the video agent on %s (each phrase is tracked over the video)", video)
         try:
             answer = run_video_agent_sync(engine, llm, video, query, settings=settings)

@@ -167,3 +167,21 @@ def test_default_logging_shows_the_summary_only_and_v_shows_more(tmp_path, tiny_
     assert not [n for n, level in quiet if not n.startswith("sam3_agent") and level < logging.WARNING]
     assert [n for n, level in verbose if n.startswith("sam3_core") and level == logging.INFO]
     assert logging.getLogger("sam3_core").level == before  # main() restores what it changed
+
+
+def test_segment_video_in_process_with_progress_lines(tmp_path, tiny_checkpoint, caplog):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for index in range(4):
+        save_image(frames / f"{index}.png", seed=index)
+    segment = json.dumps({"name": "segment_phrase", "arguments": {"text_prompt": "disc"}})
+    select = json.dumps({"name": "select_masklets_and_return", "arguments": {"masklet_ids": [1]}})
+    out = tmp_path / "run"
+    with ScriptedLLM([Reply.text(f"<tool_call>{segment}</tool_call>"),
+                      Reply.text(f"<tool_call>{select}</tool_call>")]) as server:
+        assert main(["segment-video", str(frames), "the disc", "--model", tiny_checkpoint, "--llm-url",
+                     server.base_url, "--llm-model", server.model, "--threshold", "0.0", "--new-threshold", "0.0",
+                     "--out", str(out)]) == 0
+    assert json.loads((out / "result.json").read_text())["masklet_ids"] == [1]
+    # stderr is not a terminal under pytest: progress comes as plain lines, one per tracking pass at least.
+    assert any(r.getMessage().startswith("tracking: ") and r.getMessage().endswith("done") for r in caplog.records)
