@@ -92,15 +92,32 @@ def run_track(args: argparse.Namespace) -> int:
         write_json(document, args.out)
         if args.overlay:
             write_overlay_video(source, document, args.overlay)
-        engine.close_session(session)
         detection = engine.model.score_threshold_detection
-    objects = len(document["annotations"])
-    where = "stdout" if args.out == "-" else args.out
-    logger.info("%d frames tracked, %d objects; JSON written to %s", frames, objects, where)
-    if objects == 0:
-        logger.warning("no object was tracked: no detection of %s scored above the detection threshold %.2f; "
-                       "lower --threshold (and --new-threshold) to see weaker ones", phrases, detection)
+        objects = len(document["annotations"])
+        where = "stdout" if args.out == "-" else args.out
+        logger.info("%d frames tracked, %d objects; JSON written to %s", frames, objects, where)
+        if objects == 0:
+            best = _best_on_frame(engine, args.model, source, args.start_frame, phrases)
+            logger.warning("no object was tracked: no detection scored above the detection threshold %.2f (%s); "
+                           "lower --threshold (and --new-threshold) to see weaker ones", detection, best)
+        engine.close_session(session)
     return 0
+
+
+def _best_on_frame(engine, model: str, source, index: int, phrases: list[str]) -> str:
+    """The best detection score of ``phrases`` on frame ``index``, found by the image engine built on the
+    video model's own modules (no weight copied), as a few words."""
+    from sam3_core.engine import Sam3Engine
+    from sam3_core.loading import image_models_from_video
+
+    models = image_models_from_video(engine.model, model)
+    with Sam3Engine(models.detector, models.processor, device=engine.device, dtype=engine.dtype) as images:
+        results = images.segment(source.frame(index), phrases, score_threshold=0.0)
+    scored = [(float(r.scores.max()), r.phrase) for r in results if len(r)]
+    if not scored:
+        return f"no candidate on frame {index}"
+    score, phrase = max(scored)
+    return f"best on frame {index}: {score:.2f} for {phrase!r}"
 
 
 def _progress_engine_class():

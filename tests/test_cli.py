@@ -118,7 +118,9 @@ def test_track_with_nothing_found_says_why(tmp_path, tiny_checkpoint, caplog):
         save_image(frames / f"{index}.png", seed=index)
     assert main(["track", str(frames), "dog", "--model", tiny_checkpoint, "--out", str(tmp_path / "t.json"),
                  "--threshold", "1.0", "--no-progress"]) == 0
-    assert "no object was tracked" in caplog.text and "lower --threshold" in caplog.text
+    message = next(r.getMessage() for r in caplog.records if "no object was tracked" in r.getMessage())
+    best = float(message.split("best on frame 0: ")[1].split(" ")[0])
+    assert 0.0 < best <= 1.0 and "for 'dog'" in message and "lower --threshold" in message
 
 
 def test_segment_runs_the_agent_against_an_llm_endpoint(tmp_path, tiny_checkpoint):
