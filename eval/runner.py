@@ -102,9 +102,14 @@ def run_config(task: Task, sam3_model: str, llm: LLMConfig | None, llm_model: st
 class Progress:
     """A tqdm bar on stderr (rate, ETA, running metric) when available and stderr is a terminal."""
 
+    #: Seconds between two plain progress lines when stderr is not a terminal (logs, CI).
+    LINE_EVERY_S = 30.0
+
     def __init__(self, total: int, done: int, enabled: bool, metric: str | None) -> None:
         self.metric = metric
         self._bar = None
+        # Not a terminal: a bar's carriage returns would garble the log, so plain lines instead.
+        self._plain = [done, total, time.monotonic()] if enabled and not sys.stderr.isatty() else None
         if enabled and sys.stderr.isatty():
             try:
                 from tqdm import tqdm
@@ -121,6 +126,11 @@ class Progress:
 
     def update(self, value: float | None) -> None:
         """One more sample done; ``value`` is the running metric (None: not shown)."""
+        if self._plain is not None:
+            self._plain[0] += 1
+            if time.monotonic() - self._plain[2] >= self.LINE_EVERY_S or self._plain[0] == self._plain[1]:
+                self._plain[2] = time.monotonic()
+                logging.getLogger("sam3_agent.eval").info("eval: %d/%d queries done", *self._plain[:2])
         if self._bar is None:
             return
         if self.metric and value is not None:
