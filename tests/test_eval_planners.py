@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from eval_fixtures import AgentScript, write_omnilabel, write_reasonseg
 
 from agent.llm import LLMConfig
 from agent.settings import AgentSettings
@@ -22,6 +21,7 @@ from eval.records import PREDICTIONS_FILE, ConfigMismatch
 from eval.report import decode_record_masks
 from eval.runner import RunOptions, run_config, run_eval
 from eval.tasks import TaskSpec, load_task
+from eval.testing import AgentScript, write_omnilabel, write_reasonseg
 from sam3_core.errors import InputError, UsageError
 
 DIRECT = DirectSettings(score_threshold=0.2)

@@ -1,7 +1,7 @@
 """The evaluation runner end to end: tiny synthetic benchmarks, the tiny SAM 3 and a scripted LLM over HTTP.
 
 The tiny checkpoint has random weights (scores around 0.25), so the agent runs with
-``score_threshold=0.2``; the scripted LLM (:class:`eval_fixtures.AgentScript`) segments the query's
+``score_threshold=0.2``; the scripted LLM (:class:`eval.testing.AgentScript`) segments the query's
 last word and selects every mask found.
 """
 
@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from eval_fixtures import AgentScript, omnilabel_gt, write_omnilabel, write_reasonseg, write_refcoco
 from PIL import Image
 from pycocotools import mask as mask_utils
 
@@ -31,6 +30,7 @@ from eval.records import PREDICTIONS_FILE, ConfigMismatch, PredictionLog, read_r
 from eval.report import decode_record_masks
 from eval.runner import Progress, RunOptions, run_eval
 from eval.tasks import TaskSpec, load_task
+from eval.testing import AgentScript, omnilabel_gt, write_omnilabel, write_reasonseg, write_refcoco
 from sam3_core.errors import InputError
 
 SETTINGS = AgentSettings(score_threshold=0.2)
