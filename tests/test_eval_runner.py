@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
+from tolerances import assert_nested_close
 
 from agent.llm import LLMConfig
 from agent.settings import AgentSettings
@@ -155,14 +156,16 @@ def test_killed_run_resumes_to_the_same_metrics(engine, data, reasonseg_run, tmp
         script.queries.clear()
         resumed = evaluate(engine, server, spec(data, "reasonseg"), out)
         assert len(script.queries) == 2  # only the two samples not yet done ran
-        assert resumed["metrics"] == reference["metrics"]
+        # the resumed samples ran in other batches than in the reference run: metrics within the tolerance
+        assert_nested_close(resumed["metrics"], reference["metrics"], what="metrics")
 
         # Cut the last record in half again: exactly that sample runs again, same metrics.
         text = (out / PREDICTIONS_FILE).read_text()
         (out / PREDICTIONS_FILE).write_text(text[: len(text) - 40])
         script.queries.clear()
         again = evaluate(engine, server, spec(data, "reasonseg"), out)
-        assert len(script.queries) == 1 and again["metrics"] == reference["metrics"]
+        assert len(script.queries) == 1
+        assert_nested_close(again["metrics"], reference["metrics"], what="metrics")
     assert not server.errors
     assert len(lines(out)) == 4
 
