@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -90,13 +90,16 @@ async def one_run(engine: Sam3Engine, data: Path, out: Path, planner: str, concu
     task = load_task(TaskSpec("reasonseg", str(data), "val"))
     options = RunOptions(concurrency=concurrency, limit=args.samples, progress=False, worst_k=0)
     engine.cache.clear()  # every run encodes its images itself
-    with llm_server(args.latency_ms / 1000) as (base_url, server):
-        llm = LLMConfig(base_url=base_url, model="scripted-model", api_key="bench", max_retries=0, timeout_s=60)
-        settings = (DirectSettings(score_threshold=args.score_threshold) if planner == "direct"
+    direct = planner == "direct"
+    # the direct planner is given no LLM at all, so it needs no server (and makes no requests)
+    serving = nullcontext((None, {"requests": 0, "max_in_flight": 0})) if direct else llm_server(args.latency_ms / 1000)
+    with serving as (base_url, server):
+        llm = None if direct else LLMConfig(base_url=base_url, model="scripted-model", api_key="bench", max_retries=0,
+                                            timeout_s=60)
+        settings = (DirectSettings(score_threshold=args.score_threshold) if direct
                     else AgentSettings(score_threshold=args.score_threshold))
         started = time.perf_counter()
-        report = await run_eval(task, out, engine, None if planner == "direct" else llm, sam3_model="tiny",
-                                settings=settings, options=options)
+        report = await run_eval(task, out, engine, llm, sam3_model="tiny", settings=settings, options=options)
         wall = time.perf_counter() - started
     if server.get("errors"):
         raise SystemExit(f"the scripted server met problems: {server['errors']}")
