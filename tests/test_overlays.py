@@ -374,4 +374,4 @@ def test_renders_30_masks_at_1024() -> None:
     assert out.size == (1024, 1024)
     changed = np.any(np.asarray(out.convert("RGB")) != image, axis=-1)
     assert changed[masks.any(axis=0)].mean() > 0.9  # the masks are tinted
-    assert changed[~masks.any(axis=0)].mean() < 0.2  # the background only where outlines and labels go
+    assert changed[~masks.any(axis=0)].mean() < 0.05  # outlines and labels stay (nearly) inside

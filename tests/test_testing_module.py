@@ -122,9 +122,9 @@ def test_responder_crash_and_bad_json_are_recorded():
     assert len(model.errors) == 2 and "not JSON" in model.errors[1]
 
 
-def test_raw_body_and_headers_are_sent_verbatim():
-    model = ScriptedModel([Reply(raw_body='{"weird": true}', status=429, headers={"retry-after": "0"})])
-    with httpx.Client(transport=model.transport(), base_url=IN_PROCESS_BASE_URL) as http:
+def test_raw_body_and_headers_are_sent_verbatim(scripted_model):
+    scripted_model.add(Reply(raw_body='{"weird": true}', status=429, headers={"retry-after": "0"}))
+    with httpx.Client(transport=scripted_model.transport(), base_url=IN_PROCESS_BASE_URL) as http:
         response = http.post("/chat/completions", json={"messages": []})
     assert response.status_code == 429 and response.headers["retry-after"] == "0"
     assert json.loads(response.text) == {"weird": True}
