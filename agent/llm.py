@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import httpx
 import openai
 
 from agent import tool_protocol as tp
@@ -247,13 +248,16 @@ class LLMClient:
     may be shared by any number of coroutines of one event loop.
     """
 
-    def __init__(self, config: LLMConfig | None = None, *, rng: random.Random | None = None) -> None:
+    def __init__(self, config: LLMConfig | None = None, *, rng: random.Random | None = None,
+                 http_client: httpx.AsyncClient | None = None) -> None:
+        """``http_client`` replaces the SDK's own (e.g. one over :class:`agent.testing.ScriptedTransport`)."""
         self.config = config or LLMConfig()
         self._openai = openai.AsyncOpenAI(
             base_url=self.config.base_url,
             api_key=self.config.api_key,
             timeout=self.config.timeout_s,
             max_retries=0,
+            http_client=http_client,
         )
         self._usage = Usage()
         self._usage_lock = threading.Lock()
