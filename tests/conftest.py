@@ -32,11 +32,17 @@ def tiny_checkpoint(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def video_checkpoint(tmp_path_factory) -> str:
-    """A tiny random SAM 3 checkpoint with the video processor files (for the video engine and agent tests)."""
+def video_checkpoint(tiny_checkpoint) -> str:
+    """The tiny checkpoint: it has the video processor files too (one checkpoint serves every command)."""
+    return tiny_checkpoint
+
+
+@pytest.fixture(scope="session")
+def image_only_checkpoint(tmp_path_factory) -> str:
+    """A tiny checkpoint without the video files (``make-tiny-checkpoint --image-only``)."""
     from sam3_core.tiny import write_tiny_checkpoint
 
-    return str(write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_sam3_video"), video=True, seed=0))
+    return str(write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_sam3_image"), video=False, seed=0))
 
 
 @pytest.fixture(scope="session")

@@ -341,8 +341,8 @@ def test_serving_images_and_video_loads_the_weights_once(engine, tmp_path, clip)
         assert len(client.post(f"{url}/propagate", json={"stream": False, "max_frames": 2}).json()["frames"]) == 2
 
 
-def test_image_engine_loads_alone_when_the_video_model_cannot(tiny_checkpoint):
-    app = create_app(ServeSettings(model=tiny_checkpoint, device="cpu", video=True, agent=AGENT))
+def test_image_engine_loads_alone_when_the_video_model_cannot(image_only_checkpoint):
+    app = create_app(ServeSettings(model=image_only_checkpoint, device="cpu", video=True, agent=AGENT))
     with client_of(BackgroundServer(app)) as client:
         ready = wait_ready(client)
         assert ready["ready"] is False and ready["detail"].startswith("video model loading failed")
