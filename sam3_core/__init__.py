@@ -14,6 +14,7 @@ import importlib
 from typing import Any
 
 from .errors import (
+    AdmissionError,
     CheckpointError,
     ImageError,
     InputError,
@@ -25,6 +26,7 @@ from .errors import (
 )
 
 _LAZY = {
+    "AdmissionLimits": "admission",
     "EngineOptions": "engine",
     "Sam3Engine": "engine",
     "LoadedImage": "images",
@@ -34,6 +36,8 @@ _LAZY = {
 }
 
 __all__ = [
+    "AdmissionError",
+    "AdmissionLimits",
     "CheckpointError",
     "EngineOptions",
     "ImageError",

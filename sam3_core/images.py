@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
 
@@ -123,7 +123,9 @@ def _decode(stream: io.IOBase, max_pixels: int, what: str) -> np.ndarray:
 def _pil_to_rgb(image: Image.Image, max_pixels: int, what: str) -> np.ndarray:
     _check_size(image.width, image.height, max_pixels, what)
     try:
-        image = ImageOps.exif_transpose(image)
+        # Transposing copies the whole image: only do it when the orientation tag asks for it.
+        if image.getexif().get(ExifTags.Base.Orientation, 1) not in (1, None):
+            image = ImageOps.exif_transpose(image)
     except Exception as exc:  # a broken EXIF block must not lose an otherwise good image
         raise ImageError(f"cannot apply the EXIF orientation of {what}: {exc}") from exc
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
@@ -132,7 +134,9 @@ def _pil_to_rgb(image: Image.Image, max_pixels: int, what: str) -> np.ndarray:
         # Transparent pixels keep their colour; alpha is dropped rather than composited, as SAM 3's
         # own preprocessing does, so that the masks line up with what the user sees in most viewers.
         image = image.convert("RGBA")
-    return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    if image.mode != "RGB":  # convert() copies even an RGB image; each copy is 4 bytes a pixel
+        image = image.convert("RGB")
+    return np.asarray(image, dtype=np.uint8).copy()
 
 
 def _array_to_rgb(array: np.ndarray, max_pixels: int) -> np.ndarray:
