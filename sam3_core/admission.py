@@ -29,11 +29,12 @@ MIB = 1 << 20
 GIB = 1 << 30
 
 #: Peak bytes per pixel of each stage, measured with ``python -m bench.engine_memory --megapixels 4 16``
-#: on a 2-core x86-64 CPU box (torch 2.14 CPU): ``image`` is decoding (PNG to RGB array, content key)
-#: plus the processor's resize of the full-size array; ``mask`` is one full-resolution boolean mask
-#: with its float32 upsampling chunk; each format is the extra peak of rendering one mask in it.
-#: Rounded up, so estimates err on the side of refusing.
-BYTES_PER_PIXEL: dict[str, float] = {"image": 24.0, "mask": 2.0, "rle": 2.0, "png": 0.5, "polygons": 1.0}
+#: on a 2-core x86-64 CPU box (torch 2.14 CPU, tiny checkpoint): ``image`` is decoding (PNG to RGB
+#: array and content key, 9.5-12.4 B/px) plus the processor's resize of the full-size array (6.8 B/px);
+#: ``mask`` is one full-resolution boolean mask with its share of the upsampling scratch (~2 B/px at
+#: 16 MP); each format is the extra peak of rendering one mask in it (rle 1.9, png 0.03-0.23, polygons
+#: 0.12-0.48 B/px). Rounded up, so estimates err on the side of refusing.
+BYTES_PER_PIXEL: dict[str, float] = {"image": 20.0, "mask": 2.0, "rle": 2.0, "png": 0.5, "polygons": 1.0}
 
 #: The output formats the budget knows; any other name is a usage error.
 FORMATS = ("rle", "png", "polygons")

@@ -20,8 +20,8 @@ from .errors import AdmissionError
 from .phrases import MAX_TEXT_TOKENS
 from .results import PhraseResult
 
-#: Pixels of float32 upsampled masks held at once (16 M pixels = 64 MB) while making full-size masks.
-UPSAMPLE_CHUNK_PIXELS = 16_000_000
+#: Pixels of float32 upsampled masks held at once (4 M pixels = 16 MB) while making full-size masks.
+UPSAMPLE_CHUNK_PIXELS = 4_000_000
 
 
 @dataclass

@@ -21,9 +21,13 @@ from .errors import ImageError
 
 ImageInput = str | os.PathLike | bytes | bytearray | Image.Image | np.ndarray
 
-#: Default upper bound on width * height. 64 MP is far above any benchmark image but stops a
-#: decompression bomb or a mistaken 30k x 30k scan from exhausting host memory.
-DEFAULT_MAX_PIXELS = 64_000_000
+#: Default upper bound on width * height: 25 MP (5000 x 5000). Decoding and preprocessing were measured
+#: at about 19 bytes of peak memory per pixel (``python -m bench.engine_memory``; see
+#: :data:`sam3_core.admission.BYTES_PER_PIXEL`), so the largest image admitted costs ~0.5 GB before any
+#: mask exists, and each full-size mask with every output format ~5.5 B/px more. The former 64 MP let a
+#: 62 KB PNG cost 1.2 GB just to decode and 3.9 GB with its masks. SAM 3 sees every image at 1008 px,
+#: so larger photos gain nothing but mask resolution: downscale them, or raise ``max_pixels``.
+DEFAULT_MAX_PIXELS = 25_000_000
 
 
 @dataclass(frozen=True)
