@@ -171,18 +171,26 @@ def test_too_many_masks_fails_only_that_request_in_a_shared_batch(tiny_checkpoin
 
 
 @pytest.mark.parametrize("height", [1, 2, 3])
-def test_thin_images_are_read_channels_last(engine, height):
-    from sam3_core.handler import preprocess
+def test_thin_images_are_read_channels_last(engine, monkeypatch, height):
+    seen = []
+    encoder = engine._handler.detector
+    real = encoder.get_vision_features
 
+    def spy(pixel_values):
+        seen.append(pixel_values.float().numpy().copy())
+        return real(pixel_values=pixel_values)
+
+    monkeypatch.setattr(encoder, "get_vision_features", spy)
     pixels = np.zeros((height, 120, 3), np.uint8)
     pixels[:, :60, 0] = 255  # left half red, right half blue
     pixels[:, 60:, 2] = 255
-    values = preprocess(engine.processor.image_processor, [load_image(pixels)])[0].numpy()
+    engine.cache.clear()
+    result = engine.segment(pixels, ["a"], score_threshold=0.0)[0]
+    assert result.masks.shape[1:] == (height, 120)
+    values = seen[-1][0]  # (3, S, S) as the vision encoder got it
     side = values.shape[-1]
     left, right = values[:, :, : side // 4].mean(axis=(1, 2)), values[:, :, -side // 4 :].mean(axis=(1, 2))
     assert left[0] > left[2] + 1 and right[2] > right[0] + 1, (left, right)
-    result = engine.segment(pixels, ["a"], score_threshold=0.0)[0]
-    assert result.masks.shape[1:] == (height, 120)
 
 
 def test_one_pixel_high_image_among_seven_does_not_fail_the_batch(engine):
