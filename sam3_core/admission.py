@@ -13,6 +13,10 @@ into estimated peak bytes with per-pixel costs measured on CPU by ``python -m be
   :func:`max_masks_per_phrase` caps the masks a phrase may produce; a phrase over it fails only its own
   request with :class:`~sam3_core.errors.AdmissionError`.
 
+Exemplar and refine boxes add no per-pixel term: they are clipped to the image first
+(:mod:`sam3_core.geometry`), and the model pools each one from its fixed-size feature map, so a box
+costs at most a constant; their number is capped by ``max_exemplar_boxes``.
+
 Every refusal is an :class:`~sam3_core.errors.AdmissionError` whose ``limit`` names the
 :class:`AdmissionLimits` field that was exceeded.
 """

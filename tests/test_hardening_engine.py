@@ -43,6 +43,15 @@ def test_exemplar_box_past_the_edges_is_clipped_to_the_image(engine):
     np.testing.assert_allclose(_cxcywh(past), _cxcywh(inside), atol=1e-6)
 
 
+def test_clipped_exemplar_box_segments_like_the_box_inside_the_image(engine):
+    image = _image(9)
+    past = engine.segment(image, ["a"], exemplar_boxes=[[-30, 10, 40, HEIGHT + 30]], score_threshold=0.0)[0]
+    inside = engine.segment(image, ["a"], exemplar_boxes=[[0, 10, 40, HEIGHT]], score_threshold=0.0)[0]
+    assert len(past) == len(inside) > 0
+    np.testing.assert_allclose(past.scores, inside.scores, atol=1e-4)
+    assert np.mean(past.masks != inside.masks) < 0.01  # differing-pixel fraction
+
+
 def test_exemplar_box_far_outside_the_image_is_refused_before_the_worker(engine):
     before = engine._worker.stats().requests
     with pytest.raises(PromptError, match="far outside the 80x60 image"):
