@@ -52,6 +52,11 @@ class AdmissionError(InputError):
         self.limit, self.value, self.maximum = limit, value, maximum
 
 
+class ImageTooLarge(ImageError, AdmissionError):
+    """An image over the pixel limit (``limit == "max_pixels"``): both an :class:`ImageError` and an
+    :class:`AdmissionError`, so front ends can answer every budget refusal alike (413)."""
+
+
 class VideoError(InputError):
     """A video cannot be read or has no frames, or a frame index, session or object id is unknown."""
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError
+from .errors import ImageError, ImageTooLarge
 
 ImageInput = str | os.PathLike | bytes | bytearray | Image.Image | np.ndarray
 
@@ -102,10 +102,9 @@ def _check_size(width: int, height: int, max_pixels: int, what: str) -> None:
     if width <= 0 or height <= 0:
         raise ImageError(f"{what} has zero size ({width}x{height})")
     if width * height > max_pixels:
-        raise ImageError(
+        raise ImageTooLarge(
             f"{what} is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}; "
-            "downscale it or raise max_pixels"
-        )
+            "downscale it or raise max_pixels", limit="max_pixels", value=width * height, maximum=max_pixels)
 
 
 def _decode(stream: io.IOBase, max_pixels: int, what: str) -> np.ndarray:

@@ -128,8 +128,9 @@ def _png_header_only(width: int, height: int) -> bytes:
 
 def test_default_pixel_limit_refuses_the_64_megapixel_png_from_its_header():
     assert DEFAULT_MAX_PIXELS == 25_000_000  # chosen from bench/engine_memory.py figures, see images.py
-    with pytest.raises(ImageError, match="over the limit of 25000000"):
+    with pytest.raises(ImageError, match="over the limit of 25000000") as caught:
         load_image(_png_header_only(8000, 7999))
+    assert isinstance(caught.value, AdmissionError) and caught.value.limit == "max_pixels"
 
 
 def test_admission_names_each_limit():
