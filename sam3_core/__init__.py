@@ -14,8 +14,10 @@ import importlib
 from typing import Any
 
 from .errors import (
+    AdmissionError,
     CheckpointError,
     ImageError,
+    ImageTooLarge,
     InputError,
     ModelRetry,
     PromptError,
@@ -25,6 +27,7 @@ from .errors import (
 )
 
 _LAZY = {
+    "AdmissionLimits": "admission",
     "EngineOptions": "engine",
     "Sam3Engine": "engine",
     "LoadedImage": "images",
@@ -34,9 +37,12 @@ _LAZY = {
 }
 
 __all__ = [
+    "AdmissionError",
+    "AdmissionLimits",
     "CheckpointError",
     "EngineOptions",
     "ImageError",
+    "ImageTooLarge",
     "InputError",
     "LoadedImage",
     "ModelRetry",
