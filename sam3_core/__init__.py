@@ -34,6 +34,8 @@ _LAZY = {
     "load_image": "images",
     "PhraseResult": "results",
     "RefineResult": "results",
+    "SegmentationResults": "results",
+    "plot_results": "plotting",
 }
 
 __all__ = [
@@ -52,8 +54,10 @@ __all__ = [
     "RunFailed",
     "Sam3AgentError",
     "Sam3Engine",
+    "SegmentationResults",
     "UsageError",
     "load_image",
+    "plot_results",
 ]
 
 

@@ -33,7 +33,7 @@ from .handler import BatchHandler, EncodeRequest, EngineCounters, RefineRequest,
 from .images import DEFAULT_MAX_PIXELS, ImageInput, LoadedImage, load_image
 from .loading import DEFAULT_MODEL_ID, load_models, resolve_device, resolve_dtype
 from .phrases import clean_phrases
-from .results import PhraseResult, RefineResult
+from .results import RefineResult, SegmentationResults
 from .tracker import clean_mask_input, validate_clicks
 
 logger = logging.getLogger(__name__)
@@ -134,8 +134,11 @@ class Sam3Engine:
                 exemplar_boxes: Sequence[Sequence[float]] | None = None,
                 exemplar_labels: Sequence[int | bool] | None = None,
                 score_threshold: float = 0.5, mask_threshold: float = 0.5,
-                output_formats: Sequence[str] = ()) -> list[PhraseResult]:
+                output_formats: Sequence[str] = ()) -> SegmentationResults:
         """Find every instance of each phrase; one :class:`PhraseResult` per phrase, in order.
+
+        The list returned is a :class:`~sam3_core.results.SegmentationResults`: it keeps the image, so
+        ``.plot()`` draws the numbered masks with a legend and ``.save(path)`` writes the picture or JSON.
 
         Args:
             image: path, bytes, PIL image or array (see :func:`sam3_core.images.load_image`).
@@ -151,9 +154,9 @@ class Sam3Engine:
             PromptError: a phrase, box or threshold is invalid (not finite, off the image, ...).
             AdmissionError: the request is over a limit of ``options.limits`` (named in ``limit``).
         """
-        return self._worker.submit(self._segment_request(image, phrases, exemplar_boxes, exemplar_labels,
-                                                         score_threshold, mask_threshold,
-                                                         output_formats)).result()
+        request = self._segment_request(image, phrases, exemplar_boxes, exemplar_labels, score_threshold,
+                                        mask_threshold, output_formats)
+        return SegmentationResults(request.image, self._worker.submit(request).result())
 
     def refine(self, image: ImageInput, points: Sequence[Sequence[float]] | None = None,
                point_labels: Sequence[int] | None = None, box: Sequence[float] | None = None,
@@ -171,7 +174,8 @@ class Sam3Engine:
 
     # -- public async API --------------------------------------------------------------------------
 
-    async def asegment(self, image: ImageInput, phrases: str | Sequence[str] | None, **kwargs) -> list[PhraseResult]:
+    async def asegment(self, image: ImageInput, phrases: str | Sequence[str] | None,
+                       **kwargs) -> SegmentationResults:
         """:meth:`segment` for asyncio; concurrent calls are batched together."""
         request = await asyncio.to_thread(self._segment_request, image, phrases,
                                           kwargs.pop("exemplar_boxes", None), kwargs.pop("exemplar_labels", None),
@@ -179,7 +183,7 @@ class Sam3Engine:
                                           kwargs.pop("output_formats", ()))
         if kwargs:
             raise UsageError(f"unexpected arguments to asegment: {sorted(kwargs)}")
-        return await asyncio.wrap_future(self._worker.submit(request))
+        return SegmentationResults(request.image, await asyncio.wrap_future(self._worker.submit(request)))
 
     async def arefine(self, image: ImageInput, points=None, point_labels=None, box=None, mask_input=None,
                       multimask: bool | None = None) -> RefineResult:

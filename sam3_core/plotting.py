@@ -65,7 +65,7 @@ def _legend_lines(results: Sequence[PhraseResult]) -> list[tuple[int | None, str
     return lines or [(None, "no phrases")]
 
 
-def _legend(lines: list[tuple[int | None, str]], size: int, min_height: int) -> Image.Image:
+def _legend(lines: Sequence[tuple[int | None, str]], size: int, min_height: int) -> Image.Image:
     """The legend panel: a coloured, numbered swatch and the text of each row, ``size`` px text."""
     face = font(size)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
@@ -111,12 +111,20 @@ def plot_results(image: ImageInput | np.ndarray | Image.Image, results: Sequence
     ids = [mask_id for mask_id, *_ in numbered(results)]
     size = font_size or int(np.clip(round(min(height, width) * 0.04), 12, 48))
     overlay = render_masks(pixels, stack, ids, alpha=alpha, font_size=size)
-    if not legend:
-        return overlay
-    panel = _legend(_legend_lines(results), size, height)
-    canvas = Image.new("RGB", (width + panel.width, max(height, panel.height)), _PANEL)
-    canvas.paste(overlay, (0, 0))
-    canvas.paste(panel, (width, 0))
+    return with_legend(overlay, _legend_lines(results), size) if legend else overlay
+
+
+def with_legend(picture: Image.Image, lines: Sequence[tuple[int | None, str]], size: int | None = None) -> Image.Image:
+    """``picture`` with a legend panel to its right: per ``(id, text)`` row a numbered swatch in the id's colour
+    (:func:`sam3_core.drawing.color_for_id`, as the overlays draw it) and the text; ``(None, text)`` rows are notes.
+
+    Returns an RGB image ``(W + legend width, max(H, legend height))`` with ``picture`` at the top left.
+    """
+    size = size or int(np.clip(round(min(picture.size) * 0.04), 12, 48))
+    panel = _legend(lines, size, picture.height)
+    canvas = Image.new("RGB", (picture.width + panel.width, max(picture.height, panel.height)), _PANEL)
+    canvas.paste(picture.convert("RGB"), (0, 0))
+    canvas.paste(panel, (picture.width, 0))
     return canvas
 
 

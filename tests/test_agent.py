@@ -295,10 +295,10 @@ def test_answer_save_writes_what_the_cli_writes_and_plot_has_a_legend(engine, se
     assert json.loads((folder / "trace.json").read_text()) == json.loads(json.dumps(answer.trace_json()))
     assert np.array_equal(np.asarray(Image.open(folder / "mask.png")) > 0, answer.mask)
     picture = answer.plot()
-    assert picture.width >= 120 and picture.height > 90  # the overlay over a legend band (at least 240 wide)
+    assert picture.width > 120 and picture.height >= 90  # the overlay with a legend panel to its right
     overlay = np.asarray(picture)[:90, :120]
     assert (overlay[answer.mask] != pixels[answer.mask]).any()  # the masks are tinted
-    legend = np.asarray(picture)[90:].reshape(-1, 3)
+    legend = np.asarray(picture)[:, 120:].reshape(-1, 3)
     for mask_id in (1, 2):  # one swatch per id in the id's palette colour
         assert (legend == np.array(color_for_id(mask_id))).all(axis=1).sum() >= 9
     assert np.array_equal(np.asarray(Image.open(folder / "overlay.png")), np.asarray(picture))
@@ -310,11 +310,11 @@ def test_answer_save_writes_what_the_cli_writes_and_plot_has_a_legend(engine, se
 def test_plot_needs_an_image_when_the_answer_has_none(engine, server):
     server.add(call("report_no_mask"))
     answer = run(engine, server)
-    assert answer.plot().height > 90  # a no_mask answer still plots: the image and a legend title
+    assert answer.plot().width > 120  # a no_mask answer still plots: the image and a legend title
     bare = dataclasses.replace(answer, image=None)
     with pytest.raises(UsageError, match="no image"):
         bare.plot()
-    assert bare.plot(image=random_image(np.random.default_rng(AGENT_SEED))).height > 90
+    assert bare.plot(image=random_image(np.random.default_rng(AGENT_SEED))).width > 120
 
 
 # ----------------------------------------------------------------------------------------- a third medium
