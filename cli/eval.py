@@ -119,6 +119,10 @@ def task_spec(args: argparse.Namespace) -> TaskSpec:
 
 def _headline(report: dict[str, Any]) -> str:
     metrics = report["metrics"]
+    if report["dataset"] in ("saco", "saco_video"):
+        from eval.saco.report import saco_headline
+
+        return saco_headline(report)
     if report["dataset"] == "omnilabel":
         return f"AP {metrics['AP']:.4f}" if "AP" in metrics else "AP not computed"
     if not metrics:
