@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent import tool_protocol as tp
+from cli.eval_ray import add_ray_arguments
 from eval.planners import DEFAULT_MAX_WORDS, DEFAULT_PLANNER, PLANNERS
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ def _add_common(parser: argparse.ArgumentParser, default_split: str) -> None:
     parser.add_argument("--worst", type=int, default=8, choices=range(9), metavar="K",
                         help="overlays of the K worst cases, 0..8 (default: 8)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_ray_arguments(parser)
 
 
 def add_eval_commands(subparsers: Any) -> argparse.ArgumentParser:
@@ -93,6 +95,10 @@ def add_eval_commands(subparsers: Any) -> argparse.ArgumentParser:
     _add_common(omnilabel, "val")
     omnilabel.add_argument("--image-dir", help="image root (default: the JSON's folder)")
     omnilabel.set_defaults(func=run_command, eval_dataset="omnilabel")
+
+    from cli.eval_saco import add_saco_command  # imports this module's helpers
+
+    add_saco_command(commands)
 
     score = commands.add_parser("score", help="recompute a run's metrics and report from its predictions")
     score.add_argument("run_dir", help="a run folder written by an eval command")
@@ -133,6 +139,10 @@ def _headline(report: dict[str, Any]) -> str:
 async def _run_with_engine(args: argparse.Namespace, task: Task, client: LLMClient | None,
                            settings: PlannerSettings) -> dict[str, Any]:
     """Check the run folder, load SAM 3, run the benchmark, close SAM 3 (``client`` None: direct planner)."""
+    if getattr(args, "ray", None):  # Ray actors load their own engines
+        from cli.eval_ray import run_on_ray
+
+        return await run_on_ray(args, task, client, settings)
     from eval.records import prepare_run_dir
     from eval.runner import RunOptions, run_config, run_eval
     from sam3_core.engine import Sam3Engine
