@@ -49,8 +49,8 @@ def ray_options(args: argparse.Namespace) -> Any:
 
 
 async def run_on_ray(args: argparse.Namespace, task: Task, client: LLMClient | None, settings: PlannerSettings,
-                     video: bool = False) -> dict[str, Any]:
-    """Run an eval command's task on Ray (the driver loads no model)."""
+                     video_options: Any = None) -> dict[str, Any]:
+    """Run an eval command's task on Ray (the driver loads no model); ``video_options``: a video engine's."""
     from eval.distributed import EngineSpec, run_eval_ray
     from eval.runner import RunOptions
 
@@ -63,6 +63,7 @@ async def run_on_ray(args: argparse.Namespace, task: Task, client: LLMClient | N
         from dataclasses import replace
 
         llm = replace(llm, model=await client.model_name())
-    return await run_eval_ray(task, args.out, EngineSpec(sam3_model, args.device, args.dtype, video=video), llm,
-                              sam3_model=sam3_model, settings=settings, options=options,
+    engine = EngineSpec(sam3_model, args.device, args.dtype, video=video_options is not None,
+                        video_options=video_options)
+    return await run_eval_ray(task, args.out, engine, llm, sam3_model=sam3_model, settings=settings, options=options,
                               ray_options=ray_options(args))

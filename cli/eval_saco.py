@@ -50,6 +50,14 @@ def add_saco_command(eval_subparsers: Any) -> None:
         parser.add_argument("--subset-image-dir", type=_subset_dir, action="append", default=[],
                             metavar="SUBSET=DIR", help="media root of one subset (repeatable)")
         parser.add_argument("--subsets", help="comma-separated subsets to run (default: all found)")
+        parser.add_argument("--cgf1-threshold", type=float, default=None,
+                            help="answers scoring at least this count for cgF1 (default: 0.5, the official value; "
+                                 "part of the run's identity)")
+        if dataset == "saco_video":
+            video = parser.add_argument_group("video engine (default: the checkpoint's values)")
+            video.add_argument("--detection-threshold", type=float, help="detector score threshold")
+            video.add_argument("--new-object-threshold", type=float, help="score that starts a new masklet")
+            video.add_argument("--hotstart-delay", type=int, help="frames results are held back")
         parser.set_defaults(func=saco_command, eval_dataset=dataset)
 
 
@@ -63,7 +71,18 @@ def saco_spec(args: argparse.Namespace) -> Any:
     media = {"": absolute(args.image_dir)} if args.image_dir else {}
     media.update({name: absolute(folder) for name, folder in args.subset_image_dir})
     subsets = sorted({s.strip() for s in (args.subsets or "").split(",") if s.strip()}) or None
-    return TaskSpec(args.eval_dataset, absolute(args.data), args.split, {"media_dirs": media, "subsets": subsets})
+    options = {"media_dirs": media, "subsets": subsets}
+    if args.cgf1_threshold is not None:
+        options["score_threshold"] = args.cgf1_threshold
+    return TaskSpec(args.eval_dataset, absolute(args.data), args.split, options)
+
+
+def video_options(args: argparse.Namespace) -> Any:
+    """The :class:`~sam3_core.video.options.VideoOptions` of parsed ``saco-video`` arguments."""
+    from sam3_core.video.options import VideoOptions
+
+    return VideoOptions(score_threshold=args.detection_threshold, new_object_threshold=args.new_object_threshold,
+                        hotstart_delay=args.hotstart_delay)
 
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
@@ -97,7 +116,7 @@ async def _execute(args: argparse.Namespace, task: Any, client: Any, settings: A
     if not video:
         return await _run_with_engine(args, task, client, settings)  # handles --ray
     if args.ray:
-        return await run_on_ray(args, task, client, settings, video=True)
+        return await run_on_ray(args, task, client, settings, video_options=video_options(args))
     return await _run_video(args, task, settings)
 
 
@@ -112,7 +131,8 @@ async def _run_video(args: argparse.Namespace, task: Any, settings: Any) -> dict
     model = Path(args.model).expanduser()
     sam3_model = str(model.resolve()) if model.exists() else args.model
     prepare_run_dir(args.out, run_config(task, sam3_model, None, "", settings))
-    engine = await asyncio.to_thread(VideoEngine.from_pretrained, args.model, args.device, args.dtype)
+    engine = await asyncio.to_thread(VideoEngine.from_pretrained, args.model, args.device, args.dtype,
+                                     options=video_options(args))
     try:
         return await run_eval(task, args.out, engine, None, sam3_model=sam3_model, settings=settings, options=options)
     finally:

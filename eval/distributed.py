@@ -49,19 +49,20 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EngineSpec:
-    """How each actor loads SAM 3: checkpoint, device, dtype; ``video`` for the video engine."""
+    """How each actor loads SAM 3: checkpoint, device, dtype; ``video`` for the video engine (with its options)."""
 
     model: str
     device: str | None = None
     dtype: str | None = None
     video: bool = False
+    video_options: Any = None
 
     def load(self) -> Any:
         """The engine (a :class:`~sam3_core.engine.Sam3Engine` or a video engine)."""
         if self.video:
             from sam3_core.video.engine import VideoEngine
 
-            return VideoEngine.from_pretrained(self.model, self.device, self.dtype)
+            return VideoEngine.from_pretrained(self.model, self.device, self.dtype, options=self.video_options)
         from sam3_core.engine import Sam3Engine
 
         return Sam3Engine.from_pretrained(self.model, self.device, self.dtype, with_tracker=False)

@@ -22,7 +22,7 @@ from PIL import Image
 
 from eval.saco.ap import pair_ap_stats, summarize_ap
 from eval.saco.dataset import ImagePair, load_saco_images
-from eval.saco.metrics import PairCounts, pair_counts, select_oracle, summarize_counts, to_rles
+from eval.saco.metrics import SCORE_THRESHOLD, PairCounts, pair_counts, select_oracle, summarize_counts, to_rles
 from eval.tasks import EvalItem, Task, TaskSpec
 from sam3_core.drawing import render_final
 from sam3_core.errors import InputError
@@ -51,6 +51,16 @@ def fit_masks(masks: np.ndarray, height: int, width: int, item_id: str) -> np.nd
                      for m in masks])
 
 
+def score_threshold(options: Mapping[str, Any]) -> float:
+    """The answer-score threshold of cgF1 (and pHOTA) in task options: ``score_threshold``, official 0.5."""
+    value = options.get("score_threshold")
+    if value is None:
+        return SCORE_THRESHOLD
+    if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise InputError(f"SA-Co score_threshold must be in [0, 1), got {value!r}")
+    return float(value)
+
+
 def oracle_counts(fields: Mapping[str, Any]) -> PairCounts:
     """The pair's most favourable counts over its annotations, from stored score fields."""
     return select_oracle([PairCounts.from_dict(c) for c in fields["counts"]])
@@ -67,7 +77,11 @@ def average_over_subsets(per_subset: Mapping[str, Mapping[str, Any]], names: Seq
 
 
 class SacoImageTask(Task):
-    """SA-Co/Gold, Silver or Bronze image-phrase pairs (options: ``media_dirs``, ``subsets``)."""
+    """SA-Co/Gold, Silver or Bronze image-phrase pairs.
+
+    Options: ``media_dirs`` (subset -> image root, ``""`` for all), ``subsets`` (names to run, None: all),
+    ``score_threshold`` (answers kept for cgF1; default and official value 0.5).
+    """
 
     progress_name = "cgF1"
     ranked_detections = True
@@ -88,7 +102,8 @@ class SacoImageTask(Task):
         if len(masks) != len(scores):
             raise InputError(f"sample {item.id}: {len(masks)} masks but {len(scores)} scores")
         preds = to_rles(fit_masks(np.asarray(masks, dtype=bool), pair.height, pair.width, item.id))
-        counts = [pair_counts(gt.masks, preds, scores, gt.crowd).to_dict() for gt in pair.annotations]
+        threshold = score_threshold(self.spec.options)
+        counts = [pair_counts(gt.masks, preds, scores, gt.crowd, threshold).to_dict() for gt in pair.annotations]
         main = pair.annotations[0]
         ap = pair_ap_stats(to_rles(main.masks), main.crowd, preds, [float(s) for s in scores])
         return {"counts": counts, "ap": ap}

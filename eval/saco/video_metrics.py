@@ -235,7 +235,8 @@ def _by_id(items: Sequence[Any], what: str) -> dict[str | int, Any]:
     return out
 
 
-def video_metrics(gt: Sequence[VideoPhraseGT], pred: Sequence[VideoPhrasePred]) -> dict[str, Any]:
+def video_metrics(gt: Sequence[VideoPhraseGT], pred: Sequence[VideoPhrasePred],
+                  score_threshold: float = SCORE_THRESHOLD) -> dict[str, Any]:
     """Video cgF1 (and the rest of :func:`eval.saco.metrics.summarize_counts`) and pHOTA of ``pred``.
 
     Every pair of ``gt`` is scored (a pair without predictions has an empty answer). Raises
@@ -248,6 +249,6 @@ def video_metrics(gt: Sequence[VideoPhraseGT], pred: Sequence[VideoPhrasePred]) 
     counts, hota = [], []
     for pair_id, pair in truth.items():
         masklets = answers[pair_id].masklets if pair_id in answers else ()
-        counts.append(video_pair_counts(pair.masklets, masklets))
-        hota.append(hota_sequence(pair.masklets, masklets))
+        counts.append(video_pair_counts(pair.masklets, masklets, score_threshold))
+        hota.append(hota_sequence(pair.masklets, masklets, score_threshold))
     return {**summarize_counts(counts), **summarize_hota(hota)}

@@ -22,7 +22,7 @@ from PIL import Image
 
 from eval.saco.dataset import ListedFrames, VideoPair, load_saco_videos
 from eval.saco.metrics import PairCounts, summarize_counts
-from eval.saco.task import average_over_subsets
+from eval.saco.task import average_over_subsets, score_threshold
 from eval.saco.video_metrics import HotaSums, Masklet, hota_sequence, summarize_hota, video_pair_counts
 from eval.tasks import EvalItem, Task
 from sam3_core.drawing import render_final
@@ -80,7 +80,7 @@ def masklets_of(record: Mapping[str, Any]) -> list[Masklet]:
 
 
 class SacoVideoTask(Task):
-    """SA-Co/VEval video-phrase pairs (options: ``media_dirs``, ``subsets``); direct planner only."""
+    """SA-Co/VEval video-phrase pairs (options as :class:`~eval.saco.task.SacoImageTask`); direct planner only."""
 
     progress_name = "cgF1"
     ranked_detections = True
@@ -112,8 +112,9 @@ class SacoVideoTask(Task):
     def score_record(self, item: EvalItem, record: Mapping[str, Any], masks: np.ndarray | None = None) -> dict:
         pair: VideoPair = item.sample
         predicted = masklets_of(record)
-        counts = video_pair_counts(pair.masklets, predicted)
-        return {"counts": [counts.to_dict()], "hota": hota_sequence(pair.masklets, predicted).to_dict()}
+        threshold = score_threshold(self.spec.options)
+        counts = video_pair_counts(pair.masklets, predicted, threshold)
+        return {"counts": [counts.to_dict()], "hota": hota_sequence(pair.masklets, predicted, threshold).to_dict()}
 
     def quality(self, item: EvalItem, fields: Mapping[str, Any]) -> float:
         counts = PairCounts.from_dict(fields["counts"][0])
