@@ -5,6 +5,8 @@ used (``useCats = 0``): predictions of a negative pair are false positives. Ever
 (no score threshold; the ranking is what AP measures), at most 100 per pair (COCO's ``maxDets``),
 crowd ground truth is COCO's ignore region, one area range (all sizes). Reported: ``AP`` (mean over
 IoU 0.50:0.95), ``AP50`` and ``AP75``, fractions in ``[0, 1]``; -1 when no pair has ground truth.
+With several annotations (SA-Co/Gold) AP is against the first one: the official evaluator has no
+oracle AP either. Only the scored (instance-exhaustive) pairs take part.
 
 :func:`pair_ap_stats` runs pycocotools' per-image matching for one pair and returns a small JSON-ready
 dict (scores, matches and ignore flags per IoU threshold), stored with each sample;
