@@ -1,11 +1,13 @@
 """Evaluation on a local 2-CPU Ray cluster: same metrics as one process, and a killed worker loses no sample.
 
-Skipped only when Ray is not installed (``pip install 'sam3-agent[ray]'``).
+The cluster tests are skipped only when Ray is not installed (``pip install 'sam3-agent[ray]'``).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -14,6 +16,8 @@ import numpy as np
 import pytest
 from saco_fixtures import write_saco_images
 
+from cli.eval_ray import add_ray_arguments, ray_options
+from cli.main import main
 from eval.distributed import EngineSpec, RayOptions, RayPool, run_eval_ray
 from eval.planners import DirectSettings
 from eval.records import PREDICTIONS_FILE
@@ -21,7 +25,7 @@ from eval.runner import RunOptions, run_eval
 from eval.tasks import TaskSpec, load_task
 from sam3_core.postprocess import rle_to_mask
 
-ray = pytest.importorskip("ray")
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed")
 
 SETTINGS = DirectSettings(score_threshold=0.05)
 OPTIONS = RunOptions(concurrency=1, progress=False, worst_k=0)
@@ -30,16 +34,23 @@ METRICS = ("cgF1", "IL_MCC", "positive_micro_F1", "AP", "IL_TP", "IL_FP")
 
 @pytest.fixture(scope="module")
 def cluster():
+    import ray
+
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     yield
     ray.shutdown()
 
 
 @pytest.fixture(scope="module")
-def task(tmp_path_factory):
-    data = write_saco_images(tmp_path_factory.mktemp("saco_ray"))
+def data(tmp_path_factory) -> Path:
+    return write_saco_images(tmp_path_factory.mktemp("saco_ray"))
+
+
+@pytest.fixture(scope="module")
+def task(data):
     media = {"": str(data / "images"), "bdd": str(data / "bdd_images")}
-    return load_task(TaskSpec("saco", str(data), "test", {"media_dirs": media, "score_threshold": 0.2}))
+    return load_task(TaskSpec("saco", str(data), "test", {"media_dirs": media, "subsets": None,
+                                                          "score_threshold": 0.2}))
 
 
 @pytest.fixture(scope="module")
@@ -74,22 +85,43 @@ def assert_same_run(run_dir: Path, reference: Path, task) -> None:
         assert got[name] == pytest.approx(want[name], abs=0.02), name
 
 
-def test_ray_resumes_a_single_process_run_with_the_same_metrics(cluster, task, engine, single, tiny_checkpoint,
-                                                               tmp_path) -> None:
+def test_ray_options_from_the_command_line() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device")
+    add_ray_arguments(parser)
+    local = ray_options(parser.parse_args(["--ray"]))
+    assert local == RayOptions(address=None, workers=2, gpus_per_worker=0.0)
+    cluster = ray_options(parser.parse_args(["--ray", "auto", "--device", "cuda", "--ray-workers", "8",
+                                             "--ray-llm-urls", "http://a/v1, http://b/v1"]))
+    assert (cluster.address, cluster.workers, cluster.gpus_per_worker) == ("auto", 8, 1.0)
+    assert cluster.llm_urls == ("http://a/v1", "http://b/v1")
+    assert parser.parse_args([]).ray is None
+
+
+def cli(data: Path, out: Path, checkpoint: str, *extra: str) -> list[str]:
+    return ["eval", "saco", "--data", str(data), "--out", str(out), "--model", checkpoint, "--device", "cpu",
+            "--image-dir", str(data / "images"), "--subset-image-dir", f"bdd={data / 'bdd_images'}",
+            "--planner", "direct", "--score-threshold", "0.05", "--cgf1-threshold", "0.2", "--concurrency", "1",
+            "--no-progress", "--worst", "0", *extra]
+
+
+@needs_ray
+def test_cli_ray_resumes_a_single_process_run_with_the_same_metrics(cluster, data, task, single, tiny_checkpoint,
+                                                                    tmp_path) -> None:
     out = tmp_path / "ray"
-    partial = RunOptions(concurrency=1, progress=False, worst_k=0, limit=2)
-    asyncio.run(run_eval(task, out, engine, None, sam3_model=tiny_checkpoint, settings=SETTINGS, options=partial))
+    assert main(cli(data, out, tiny_checkpoint, "--limit", "2")) == 0  # one process, first two samples
     first = records(out)
-    report = asyncio.run(run_eval_ray(task, out, EngineSpec(tiny_checkpoint, "cpu"), None, sam3_model=tiny_checkpoint,
-                                      settings=SETTINGS, options=OPTIONS, ray_options=RayOptions(workers=2)))
-    assert report["samples"]["scored"] == len(task.items())
+    assert main(cli(data, out, tiny_checkpoint, "--ray", "--ray-workers", "2")) == 0  # the rest on Ray
     assert json.loads((out / "run.json").read_text())["runtime"]["ray"]["workers"] == 2
     after = records(out)
     assert len(first) == 2 and all(after[key] == record for key, record in first.items())  # kept, not run again
     assert_same_run(out, single, task)
 
 
+@needs_ray
 def test_killed_worker_loses_no_sample(cluster, task, single, tiny_checkpoint, tmp_path, caplog) -> None:
+    import ray
+
     out = tmp_path / "ray-kill"
     killed: list[int] = []
 
