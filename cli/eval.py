@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cli.eval_ray import add_ray_arguments
 from cli.options import add_agent_options, add_llm_options, add_model_options, add_threshold_options
 from eval.planners import DEFAULT_MAX_WORDS, DEFAULT_PLANNER, PLANNERS
 
@@ -60,6 +61,7 @@ def _add_common(parser: argparse.ArgumentParser, default_split: str) -> None:
     add_agent_options(parser)
     add_llm_options(parser)
     add_model_options(parser, max_pixels=False)
+    add_ray_arguments(parser)
 
 
 def add_eval_commands(subparsers: Any) -> argparse.ArgumentParser:
@@ -86,6 +88,10 @@ def add_eval_commands(subparsers: Any) -> argparse.ArgumentParser:
     omnilabel.add_argument("--image-dir", help="image root (default: the JSON's folder)")
     omnilabel.set_defaults(func=run_command, eval_dataset="omnilabel")
 
+    from cli.eval_saco import add_saco_command  # imports this module's helpers
+
+    add_saco_command(commands)
+
     score = commands.add_parser("score", help="recompute a run's metrics and report from its predictions")
     score.add_argument("run_dir", help="a run folder written by an eval command")
     score.add_argument("--worst", type=int, default=8, choices=range(9), metavar="K", help="worst-case overlays")
@@ -111,6 +117,10 @@ def task_spec(args: argparse.Namespace) -> TaskSpec:
 
 def _headline(report: dict[str, Any]) -> str:
     metrics = report["metrics"]
+    if report["dataset"] in ("saco", "saco_video"):
+        from eval.saco.report import saco_headline
+
+        return saco_headline(report)
     if report["dataset"] == "omnilabel":
         return f"AP {metrics['AP']:.4f}" if "AP" in metrics else "AP not computed"
     if not metrics:
@@ -121,6 +131,10 @@ def _headline(report: dict[str, Any]) -> str:
 async def _run_with_engine(args: argparse.Namespace, task: Task, client: LLMClient | None,
                            settings: PlannerSettings) -> dict[str, Any]:
     """Check the run folder, load SAM 3, run the benchmark, close SAM 3 (``client`` None: direct planner)."""
+    if getattr(args, "ray", None):  # Ray actors load their own engines
+        from cli.eval_ray import run_on_ray
+
+        return await run_on_ray(args, task, client, settings)
     from eval.records import prepare_run_dir
     from eval.runner import RunOptions, run_config, run_eval
     from sam3_core.engine import Sam3Engine
