@@ -50,6 +50,9 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: Longest phrase sent to SAM 3 (its text encoder reads a few dozen tokens; longer is a model mistake).
+MAX_PHRASE_CHARS = 200
+
 _VERDICT = re.compile(r"\b(accept|reject)(?:ed|s)?\b", re.IGNORECASE)
 
 
@@ -80,7 +83,7 @@ def normalise_phrase(text: str) -> str:
 
 def check_phrase(state: State, settings: AgentSettings, phrase: str, *, select_tool: str = "select_masks_and_return",
                  noun: str = "masks") -> None:
-    """Refuse an empty or repeated phrase, or one past the phrase budget (ModelRetry).
+    """Refuse an empty, over-long or repeated phrase, or one past the phrase budget (ModelRetry).
 
     ``select_tool`` and ``noun`` name the answering tool and the candidates in the messages (the video
     agent's are ``select_masklets_and_return`` and ``masklets``).
@@ -88,6 +91,9 @@ def check_phrase(state: State, settings: AgentSettings, phrase: str, *, select_t
     tried = state.phrases_tried
     if not phrase:
         raise ModelRetry("text_prompt is empty. Give a short noun phrase such as \"cup\" or \"red car\".")
+    if len(phrase) > MAX_PHRASE_CHARS:
+        raise ModelRetry(f"text_prompt is {len(phrase)} characters long; give a short noun phrase (at most "
+                         f"{MAX_PHRASE_CHARS} characters) such as \"cup\" or \"red car\".")
     if phrase.lower() in {p.lower() for p in tried}:
         raise ModelRetry(
             f'You already tried "{phrase}". Phrases tried so far: {format_phrases(tried)}. Use a different '
@@ -349,12 +355,17 @@ async def select_masks_and_return(
     state = env.state
     valid = state.candidate_ids()
     chosen = list(dict.fromkeys(mask_ids))
-    unknown = [i for i in chosen if i not in valid]
+    shown = format_ids(valid) if valid else "none: call segment_phrase first"
+    if len(chosen) > len(valid):  # more ids than masks: refused before any per-id work
+        raise ModelRetry(f"You gave {len(chosen)} different mask ids but there are only {len(valid)} candidate "
+                         f"masks. Valid ids are {shown}.")
+    known = set(valid)
+    unknown = [i for i in chosen if i not in known]
     if unknown:
-        rejected = [i for i in unknown if (m := state.mask_by_id(i)) and m["status"] == "rejected"]
-        why = f" (ids {format_ids(rejected)} were rejected by examine_each_mask)" if rejected else ""
-        shown = format_ids(valid) if valid else "none: call segment_phrase first"
-        raise ModelRetry(f"Unknown mask id(s) {format_ids(unknown)}{why}. Valid ids are {shown}.")
+        rejected = {m["id"] for m in state.masks if m["status"] == "rejected"}
+        why = [i for i in unknown if i in rejected]
+        why_text = f" (ids {format_ids(why)} were rejected by examine_each_mask)" if why else ""
+        raise ModelRetry(f"Unknown mask id(s) {format_ids(unknown)}{why_text}. Valid ids are {shown}.")
     logger.info("answer: masks %s", chosen)
     return ToolOutcome(text=f"Answer recorded: masks {format_ids(chosen)}.", final=True,
                        update={"answer_ids": chosen, "status": "answered"})
