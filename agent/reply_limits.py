@@ -62,29 +62,30 @@ def body_limit(max_reply_bytes: int) -> int:
     return max(MIN_BODY_BYTES, BODY_FACTOR * max_reply_bytes)
 
 
-class ResponseUnreadable(Exception):
-    """A response body that was too large or compressed against the request (raised inside httpx)."""
-
-
 class UnreadableResponse(openai.APIError):
-    """An SDK error for a response that could not be read; the client classifies it ``llm_bad_response``."""
+    """A response that cannot be read (body over the limit, compressed against the request, not JSON).
+
+    An SDK error, raised inside the transport too, so the client classifies it ``llm_bad_response``
+    and does not retry it.
+    """
 
 
 # --------------------------------------------------------------------------- the HTTP body
 
 
 class _BoundedStream(httpx.AsyncByteStream):
-    """A response stream that raises :class:`ResponseUnreadable` once more than ``limit`` bytes arrived."""
+    """A response stream that raises :class:`UnreadableResponse` once more than ``limit`` bytes arrived."""
 
-    def __init__(self, inner: httpx.AsyncByteStream, limit: int) -> None:
-        self._inner, self._limit = inner, limit
+    def __init__(self, inner: httpx.AsyncByteStream, limit: int, request: httpx.Request) -> None:
+        self._inner, self._limit, self._request = inner, limit, request
 
     async def __aiter__(self):  # type: ignore[override]
         seen = 0
         async for chunk in self._inner:
             seen += len(chunk)
             if seen > self._limit:
-                raise ResponseUnreadable(f"the response body exceeds {self._limit} bytes; it was not read further")
+                raise UnreadableResponse(f"the response body exceeds {self._limit} bytes; it was not read further",
+                                         self._request, body=None)
             yield chunk
 
     async def aclose(self) -> None:
@@ -110,11 +111,11 @@ class BoundedTransport(httpx.AsyncBaseTransport):
             problem = f"the response is compressed ({encoding}) although an uncompressed one was asked for"
         if problem:
             await response.aclose()
-            raise ResponseUnreadable(problem)
+            raise UnreadableResponse(problem, request, body=None)
         stream = response.stream
         assert isinstance(stream, httpx.AsyncByteStream)
         return httpx.Response(response.status_code, headers=response.headers, extensions=response.extensions,
-                              stream=_BoundedStream(stream, self.limit), request=request)
+                              stream=_BoundedStream(stream, self.limit, request), request=request)
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -129,9 +130,9 @@ async def readable(work: Awaitable[T], url: str) -> T:
     """Await an SDK call; a body over the limit or not JSON becomes :class:`UnreadableResponse`."""
     try:
         return await work
-    except openai.APIConnectionError as exc:
-        if isinstance(exc.__cause__, ResponseUnreadable):
-            raise UnreadableResponse(str(exc.__cause__), exc.request, body=None) from exc.__cause__
+    except openai.APIConnectionError as exc:  # SDKs that wrap every transport error
+        if isinstance(exc.__cause__, UnreadableResponse):
+            raise exc.__cause__ from None
         raise
     except ValueError as exc:  # json.JSONDecodeError: a 200 whose body is not JSON
         request = httpx.Request("POST", url)
