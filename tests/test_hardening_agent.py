@@ -208,6 +208,7 @@ def test_row5_many_ids_are_refused_with_a_short_message(engine, server):
     assert answer.status == "answered"
     too_many, more_than_masks = last_user_text(server.requests[2]), last_user_text(server.requests[3])
     assert "5000 entries; at most 1000" in too_many and len(too_many) < 2000
+    assert "Unknown mask id(s) [2, 3]" in more_than_masks
     assert "3 different mask ids but there are only 1 candidate" in more_than_masks
 
 

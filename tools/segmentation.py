@@ -52,6 +52,8 @@ T = TypeVar("T")
 
 #: Longest phrase sent to SAM 3 (its text encoder reads a few dozen tokens; longer is a model mistake).
 MAX_PHRASE_CHARS = 200
+#: Most unknown ids named in a retry message.
+SHOWN_IDS = 20
 
 _VERDICT = re.compile(r"\b(accept|reject)(?:ed|s)?\b", re.IGNORECASE)
 
@@ -355,17 +357,18 @@ async def select_masks_and_return(
     state = env.state
     valid = state.candidate_ids()
     chosen = list(dict.fromkeys(mask_ids))
-    shown = format_ids(valid) if valid else "none: call segment_phrase first"
-    if len(chosen) > len(valid):  # more ids than masks: refused before any per-id work
-        raise ModelRetry(f"You gave {len(chosen)} different mask ids but there are only {len(valid)} candidate "
-                         f"masks. Valid ids are {shown}.")
     known = set(valid)
     unknown = [i for i in chosen if i not in known]
-    if unknown:
+    if unknown:  # the message names at most SHOWN_IDS of them: the model's list may be long
         rejected = {m["id"] for m in state.masks if m["status"] == "rejected"}
-        why = [i for i in unknown if i in rejected]
+        why = [i for i in unknown if i in rejected][:SHOWN_IDS]
         why_text = f" (ids {format_ids(why)} were rejected by examine_each_mask)" if why else ""
-        raise ModelRetry(f"Unknown mask id(s) {format_ids(unknown)}{why_text}. Valid ids are {shown}.")
+        more = f" and {len(unknown) - SHOWN_IDS} more" if len(unknown) > SHOWN_IDS else ""
+        shown = format_ids(valid) if valid else "none: call segment_phrase first"
+        count = (f" You gave {len(chosen)} different mask ids but there are only {len(valid)} candidate masks."
+                 if len(chosen) > len(valid) else "")
+        raise ModelRetry(f"Unknown mask id(s) {format_ids(unknown[:SHOWN_IDS])}{more}{why_text}. Valid ids are "
+                         f"{shown}.{count}")
     logger.info("answer: masks %s", chosen)
     return ToolOutcome(text=f"Answer recorded: masks {format_ids(chosen)}.", final=True,
                        update={"answer_ids": chosen, "status": "answered"})
