@@ -8,6 +8,9 @@ For each payload it prints the reply's size and the seconds of
 * ``parse``: :func:`agent.tool_protocol.parse_text_reply` on the whole reply (no size bound), and
 * ``bounded``: :func:`agent.reply_limits.read_choice` as the LLM client runs it (with the default
   ``LLMConfig.max_reply_bytes``: a reply over it is refused unparsed), when that module exists,
+* ``chat``: one :meth:`agent.llm.LLMClient.chat` over HTTP from a scripted server sending the reply,
+  and ``stall``: the longest time the event loop was blocked meanwhile (what every other client of a
+  server would wait),
 
 timed in the calling thread. Run it on an older checkout to compare (only ``parse``).
 Numbers are for the machine it runs on; compare payloads within one run.
@@ -16,6 +19,7 @@ Numbers are for the machine it runs on; compare payloads within one run.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import functools
 import logging
 import time
@@ -74,6 +78,39 @@ def _bounded(content: str) -> str:
     return "retry" if reply.tool_error is not None else "call" if reply.tool_call else "no call"
 
 
+def _loop_stall(content: str) -> tuple[float, float, str]:
+    """``(seconds, longest event-loop stall, outcome)`` of one :meth:`LLMClient.chat` over HTTP that gets
+    ``content`` from a scripted server, while a ticker coroutine measures how long the loop was blocked."""
+    from agent.llm import LLMClient
+    from agent.testing import Reply, ScriptedLLM
+
+    async def measure(base_url: str, model: str) -> tuple[float, float, str]:
+        stall, done = 0.0, False
+
+        async def ticker() -> None:
+            nonlocal stall
+            while not done:
+                before = time.perf_counter()
+                await asyncio.sleep(0.005)
+                stall = max(stall, time.perf_counter() - before - 0.005)
+
+        config = LLMConfig(base_url=base_url, model=model, api_key="bench", max_retries=0, timeout_s=300)
+        task = asyncio.create_task(ticker())
+        started = time.perf_counter()
+        async with LLMClient(config) as client:
+            try:
+                reply = await client.chat([{"role": "user", "content": "go"}], _specs())
+                outcome = "retry" if reply.tool_error is not None else "call" if reply.tool_call else "no call"
+            except Exception as exc:  # the bounded client refuses an oversized body
+                outcome = getattr(exc, "cause", type(exc).__name__)
+        seconds, done = time.perf_counter() - started, True
+        await task
+        return seconds, stall, outcome
+
+    with ScriptedLLM([Reply.text(content)]) as server:
+        return asyncio.run(measure(server.base_url, server.model))
+
+
 def _timed(func: Callable[[str], str], content: str) -> tuple[float, str]:
     started = time.perf_counter()
     outcome = func(content)
@@ -90,13 +127,16 @@ def main() -> None:
         parser.error(f"unknown payload(s) {unknown}; choose from {', '.join(payloads)}")
     logging.basicConfig(level=logging.ERROR)
     _specs(), _bounded("")  # imports outside the timings
-    print(f"{'payload':<18} {'bytes':>10} {'parse_s':>9} {'outcome':<16} {'bounded_s':>9} outcome")
+    print(f"{'payload':<18} {'bytes':>10} {'parse_s':>9} {'outcome':<12} {'bounded_s':>9} {'outcome':<8} "
+          f"{'chat_s':>8} {'stall_s':>8} outcome")
     for name in args.names or payloads:
         content = payloads[name]()
         parse_s, parsed = _timed(_parse, content)
         bounded_s, bounded = _timed(_bounded, content)
+        chat_s, stall_s, chatted = _loop_stall(content)
         size = len(content.encode())
-        print(f"{name:<18} {size:>10} {parse_s:>9.3f} {parsed:<16} {bounded_s:>9.4f} {bounded}", flush=True)
+        print(f"{name:<18} {size:>10} {parse_s:>9.3f} {parsed:<12} {bounded_s:>9.4f} {bounded:<8} {chat_s:>8.3f} "
+              f"{stall_s:>8.3f} {chatted}", flush=True)
 
 
 if __name__ == "__main__":
