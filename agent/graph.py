@@ -105,6 +105,8 @@ async def _ask_model(state: State, ctx: RunContext, meter: StepMeter) -> tuple[L
         return None, exhausted_update(state, limit), limit.message
     except RunFailed as exc:
         return None, _llm_failed(exc), str(exc)
+    except UsageError:
+        raise  # the caller's mistake (e.g. a closed client), not the reply's
     except Exception as exc:  # an LLM client that cannot read a reply must end the query, not the server
         logger.exception("the LLM client failed on a reply")
         failure = RunFailed(f"the LLM reply could not be read: {type(exc).__name__}: {exc}", cause="llm_bad_response")
@@ -128,7 +130,8 @@ async def call_model(state: State, runtime: Runtime[RunContext]) -> dict[str, An
         outcome: Outcome = "limit" if ended["status"] == "budget_exhausted" else "failed"
         return traced(ended, tool=None, arguments=None, outcome=outcome, detail=detail)
     call = reply.tool_call
-    logger.info("step %d: %s", state.step + 1, f"{call.name}({call.arguments})" if call else "no tool call")
+    logger.info("step %d: %s", state.step + 1,
+                f"{call.name[:100]}({compact_arguments(call.arguments)})" if call else "no tool call")
     name, arguments = (call.name, call.arguments) if call is not None else (None, None)
     tools = by_name(ctx.media.tools(ctx))
     out_of_bounds = argument_problem(call.arguments) if call is not None and reply.tool_error is None else None

@@ -126,6 +126,26 @@ def test_row4_cli_writes_result_and_trace_whatever_the_ending(tmp_path, tiny_che
     assert [s["node"] for s in trace["steps"]] == ["call_model", "run_tool", "call_model"]
 
 
+def test_row4_cli_video_writes_result_and_trace_whatever_the_ending(tmp_path, tiny_checkpoint, server):
+    from cli.main import main
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for index in range(3):
+        Image.fromarray(random_image(np.random.default_rng(index), 60, 80)).save(frames / f"{index}.png")
+    body = completion_body(Reply.text("x"), server.model)
+    body["choices"][0]["message"] = None
+    server.add(Reply(raw_body=json.dumps(body)))
+    out = tmp_path / "run"
+    code = main(["segment-video", str(frames), "the disc", "--model", tiny_checkpoint, "--llm-url", server.base_url,
+                 "--llm-model", server.model, "--llm-retries", "0", "--out", str(out), "--no-progress"])
+    assert code != 0
+    result = json.loads((out / "result.json").read_text())
+    trace = json.loads((out / "trace.json").read_text())
+    assert result["status"] == trace["status"] == "failed" and result["cause"] == "llm_bad_response"
+    assert result["masklet_ids"] == [] and trace["steps"][-1]["outcome"] == "failed"
+
+
 # ------------------------------------------------------------------------------ row 5: bounded model output
 
 
