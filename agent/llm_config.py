@@ -26,7 +26,9 @@ class LLMConfig:
     ``max_retries`` counts retries after the first attempt. ``image_max_pixels`` is the pixel budget
     of each image sent (None: no resizing). ``extra_body`` is merged into every request (e.g.
     ``{"chat_template_kwargs": {"enable_thinking": False}}`` or ``{"top_k": 20}`` for vLLM).
-    ``max_concurrency`` caps requests in flight from this client (None: no cap).
+    ``max_concurrency`` caps requests in flight from this client (None: no cap). ``max_reply_bytes``
+    bounds one reply's content, tool-call arguments and reasoning (UTF-8 bytes): a longer reply is not
+    parsed and the model is asked again; the HTTP body read is bounded too (see :mod:`agent.reply_limits`).
     """
 
     base_url: str = "http://localhost:8000/v1"
@@ -42,6 +44,7 @@ class LLMConfig:
     image_format: Literal["jpeg", "png"] = "jpeg"
     tool_protocol: tp.Protocol = tp.DEFAULT_PROTOCOL
     max_concurrency: int | None = None
+    max_reply_bytes: int = 64 * 1024
     extra_body: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -55,3 +58,5 @@ class LLMConfig:
             raise UsageError(f"image_max_pixels must be >= 1 or None, got {self.image_max_pixels}")
         if self.max_concurrency is not None and self.max_concurrency < 1:
             raise UsageError(f"max_concurrency must be >= 1 or None, got {self.max_concurrency}")
+        if self.max_reply_bytes < 1024:
+            raise UsageError(f"max_reply_bytes must be >= 1024, got {self.max_reply_bytes}")
