@@ -22,6 +22,7 @@ from conftest import random_image
 from http_helpers import b64, png_of, serve
 
 from agent.llm import LLMConfig
+from agent.settings import AgentSettings
 from agent.testing import Reply, ScriptedLLM
 from sam3_core.errors import CheckpointError, InputError
 from serving.chat.store import ChatStore
@@ -266,13 +267,14 @@ def in_flight(client: httpx.Client) -> float:
 
 
 def test_row9_disconnected_agent_client_cancels_the_run(engine, llm, image_png):
-    for _ in range(30):  # 30 slow replies: 9 s of work if nobody cancels it
-        llm.add(Reply.text('<tool_call>{"name": "segment_phrase", "arguments": {"text_prompt": "cup"}}</tool_call>',
-                           delay_s=0.3))
-    with serve(engine, llm=llm_config(llm)) as server, httpx.Client(base_url=server.base_url, timeout=30) as client:
+    for i in range(30):  # 30 slow replies with distinct phrases: 9 s of work if nobody cancels it
+        llm.add(Reply.text(f'<tool_call>{{"name": "segment_phrase", "arguments": {{"text_prompt": "cup {i}"}}}}'
+                           '</tool_call>', delay_s=0.3))
+    agent = AgentSettings(score_threshold=0.2, max_steps=40, max_phrases=40)
+    with serve(engine, llm=llm_config(llm), agent=agent) as server, \
+            httpx.Client(base_url=server.base_url, timeout=30) as client:
         with pytest.raises(httpx.TimeoutException):
-            httpx.post(f"{server.base_url}/v1/agent", json=agent_body(image_png),
-                       timeout=1.0)
+            httpx.post(f"{server.base_url}/v1/agent", json=agent_body(image_png), timeout=1.0)
         assert wait_for(lambda: in_flight(client) == 1.0, seconds=30)  # only the /metrics call itself
         calls = len(llm.requests)
         threading.Event().wait(1.0)
