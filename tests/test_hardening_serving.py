@@ -282,6 +282,36 @@ def test_row9_disconnected_agent_client_cancels_the_run(engine, llm, image_png):
     assert calls <= 8, calls
 
 
+def test_row9_disconnected_video_track_client_cancels_the_tracking(engine, tmp_path, monkeypatch):
+    from http_helpers import tiny_video_engine
+    from video_fixtures import moving_shapes, write_mp4
+
+    import serving.http.video_sessions as sessions
+
+    frames_done: list[int] = []
+    real = sessions.frame_document
+
+    def slow_frame_document(frame: Any, masks: bool) -> dict[str, Any]:
+        threading.Event().wait(0.05)  # 120 frames: at least 6 s of tracking if nobody cancels it
+        frames_done.append(1)
+        return real(frame, masks)
+
+    monkeypatch.setattr(sessions, "frame_document", slow_frame_document)
+    clip = write_mp4(moving_shapes(120), tmp_path / "long.mp4", gop=12)
+    with tiny_video_engine(tmp_path / "tiny") as video_engine, serve(engine, video_engine, video=True) as server, \
+            httpx.Client(base_url=server.base_url, timeout=30) as client:
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(f"{server.base_url}/v1/video/track", timeout=1.0,
+                       files={"video": ("long.mp4", clip.read_bytes(), "video/mp4")},
+                       data={"params": json.dumps({"phrases": ["disc"], "masks": False})})
+        store = server.app.state.video_sessions
+        assert wait_for(lambda: in_flight(client) == 1.0 and not store.session_ids(), seconds=60)
+        done = len(frames_done)
+        threading.Event().wait(0.5)
+        assert len(frames_done) == done  # nothing runs for the client that left
+    assert done < 120, done
+
+
 # ----------------------------------------------------------------------------------------------- row 11
 
 
