@@ -7,7 +7,8 @@ process), so its memory is measured alone. Three phases of ``--seconds`` each (t
 2. ``abuse``: the same callers while abusers run: random methods and paths (metric labels), slowloris
    sockets trickling headers, slow bodies, oversized bodies, image URLs at loopback / metadata
    addresses, cross-site posts, large chat uploads (retention), agent queries abandoned after 1 s;
-3. ``recovery``: normal callers alone again, after a pause long enough for the header and body deadlines.
+3. ``recovery``: normal callers alone again, after a pause long enough for the header and body deadlines
+   (``--rounds N`` repeats abuse and recovery, to tell memory that plateaus from memory that leaks).
 
 It reports normal-request p50/p99 and error counts per phase, what the abusers got back, and the
 server's RSS before the abuse, at its end and after recovery. Every loop stops at its phase's end and
@@ -188,8 +189,8 @@ def abusers(base_url: str, port: int, stop: threading.Event, tally: Tally, big_p
         return raw(port, b"POST /v1/segment HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                          b"Content-Length: 100000\r\n\r\n{\"phr", wait_s=BODY_TIMEOUT_S + 10)
 
-    jobs = [("random_method", random_method, 0.01), ("url_image", url_image, 0.05), ("cross_site", cross_site, 0.05),
-            ("chat_upload", chat_upload, 0.5), ("abandoned_agent", abandoned_agent, 0.5),
+    jobs = [("random_method", random_method, 0.02), ("url_image", url_image, 0.1), ("cross_site", cross_site, 0.1),
+            ("chat_upload", chat_upload, 1.0), ("abandoned_agent", abandoned_agent, 0.5),
             ("oversized_body", oversized, 0.1), ("slow_body", slow_body, 0.0)]
     threads = [threading.Thread(target=_loop, args=(stop, tally, kind, fn, pause), name=kind, daemon=True)
                for kind, fn, pause in jobs]
@@ -281,21 +282,25 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             run_phase("warmup", 3, base_url, bodies, args.callers)
             baseline = run_phase("baseline", args.seconds, base_url, bodies, args.callers)
             before = rss_mb(process.pid)
-            abuse = run_phase("abuse", args.seconds, base_url, bodies, args.callers,
-                              lambda stop, tally: abusers(base_url, port, stop, tally, big_png, small[0]))
-            at_end = rss_mb(process.pid)
-            time.sleep(max(HEADER_TIMEOUT_S, BODY_TIMEOUT_S) + 2)  # dropped connections and cancelled work settle
-            recovery = run_phase("recovery", max(5.0, args.seconds / 3), base_url, bodies, args.callers)
-            after = rss_mb(process.pid)
+            rounds = []
+            for _ in range(args.rounds):  # more than one round shows whether memory plateaus or keeps growing
+                abuse = run_phase("abuse", args.seconds, base_url, bodies, args.callers,
+                                  lambda stop, tally: abusers(base_url, port, stop, tally, big_png, small[0]))
+                at_end = rss_mb(process.pid)
+                time.sleep(max(HEADER_TIMEOUT_S, BODY_TIMEOUT_S) + 2)  # dropped connections, cancelled work settle
+                recovery = run_phase("recovery", max(5.0, args.seconds / 3), base_url, bodies, args.callers)
+                rounds.append((abuse, recovery, at_end, rss_mb(process.pid)))
             llm_calls = len(llm.requests)
         finally:
             process.terminate()
             process.wait(timeout=30)
-    ratio = abuse["p99_ms"] / baseline["p99_ms"] if abuse["p99_ms"] and baseline["p99_ms"] else None
+    abuse, recovery, at_end, after = rounds[-1]
+    ratio = max(r[0]["p99_ms"] or 0 for r in rounds) / baseline["p99_ms"] if baseline["p99_ms"] else None
     return {"machine": f"{os.cpu_count()} CPUs", "seconds_per_phase": args.seconds, "callers": args.callers,
-            "phases": [baseline, abuse, recovery], "p99_ratio_abuse_vs_baseline": round(ratio, 2) if ratio else None,
-            "rss_mb": {"before_abuse": round(before, 1), "end_of_abuse": round(at_end, 1),
-                       "after_recovery": round(after, 1)},
+            "phases": [baseline] + [phase for r in rounds for phase in r[:2]],
+            "p99_ratio_abuse_vs_baseline": round(ratio, 2) if ratio else None,
+            "rss_mb": {"before_abuse": round(before, 1),
+                       "per_round": [{"end_of_abuse": round(r[2], 1), "after_recovery": round(r[3], 1)} for r in rounds]},
             "rss_change_vs_before": round(after / before - 1, 3), "llm_calls": llm_calls}
 
 
@@ -303,11 +308,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the baseline and abuse phases")
     parser.add_argument("--callers", type=int, default=2, help="normal callers (threads)")
+    parser.add_argument("--rounds", type=int, default=1, help="abuse + recovery rounds after the baseline")
     parser.add_argument("--model", help="SAM 3 checkpoint (default: a tiny random one)")
     parser.add_argument("--out", help="also write the report here (JSON)")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.serve:
         serve(json.loads(args.serve))
         return 0
