@@ -294,13 +294,14 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         finally:
             process.terminate()
             process.wait(timeout=30)
-    abuse, recovery, at_end, after = rounds[-1]
+    after = rounds[-1][3]
     ratio = max(r[0]["p99_ms"] or 0 for r in rounds) / baseline["p99_ms"] if baseline["p99_ms"] else None
     return {"machine": f"{os.cpu_count()} CPUs", "seconds_per_phase": args.seconds, "callers": args.callers,
             "phases": [baseline] + [phase for r in rounds for phase in r[:2]],
             "p99_ratio_abuse_vs_baseline": round(ratio, 2) if ratio else None,
             "rss_mb": {"before_abuse": round(before, 1),
-                       "per_round": [{"end_of_abuse": round(r[2], 1), "after_recovery": round(r[3], 1)} for r in rounds]},
+                       "per_round": [{"end_of_abuse": round(r[2], 1), "after_recovery": round(r[3], 1)}
+                                     for r in rounds]},
             "rss_change_vs_before": round(after / before - 1, 3), "llm_calls": llm_calls}
 
 
