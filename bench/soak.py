@@ -151,9 +151,11 @@ def _loop(stop: threading.Event, tally: Tally, kind: str, once: Callable[[], str
         stop.wait(pause_s)
 
 
-def abusers(base_url: str, port: int, stop: threading.Event, tally: Tally, big_png: bytes,
-            small_png: bytes) -> list[threading.Thread]:
-    """The abuse threads (started by the caller); each returns soon after ``stop`` is set."""
+Job = tuple[str, Callable[[], str], float]
+
+
+def abuse_jobs(base_url: str, port: int, big_png: bytes, small_png: bytes) -> list[Job]:
+    """Each abuse as (kind, one attempt returning its outcome, pause between attempts)."""
     rng = random.Random(11)
     client = httpx.Client(base_url=base_url, timeout=30)
     urls = [f"http://127.0.0.1:{port}/openapi.json", f"http://0x7f000001:{port}/metrics",
@@ -189,11 +191,16 @@ def abusers(base_url: str, port: int, stop: threading.Event, tally: Tally, big_p
         return raw(port, b"POST /v1/segment HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                          b"Content-Length: 100000\r\n\r\n{\"phr", wait_s=BODY_TIMEOUT_S + 10)
 
-    jobs = [("random_method", random_method, 0.02), ("url_image", url_image, 0.1), ("cross_site", cross_site, 0.1),
+    return [("random_method", random_method, 0.02), ("url_image", url_image, 0.1), ("cross_site", cross_site, 0.1),
             ("chat_upload", chat_upload, 1.0), ("abandoned_agent", abandoned_agent, 0.5),
             ("oversized_body", oversized, 0.1), ("slow_body", slow_body, 0.0)]
+
+
+def abusers(base_url: str, port: int, stop: threading.Event, tally: Tally, big_png: bytes,
+            small_png: bytes) -> list[threading.Thread]:
+    """The abuse threads (started by the caller); each returns soon after ``stop`` is set."""
     threads = [threading.Thread(target=_loop, args=(stop, tally, kind, fn, pause), name=kind, daemon=True)
-               for kind, fn, pause in jobs]
+               for kind, fn, pause in abuse_jobs(base_url, port, big_png, small_png)]
     threads.append(threading.Thread(target=slowloris, args=(port, stop, tally), name="slowloris", daemon=True))
     return threads
 
@@ -235,6 +242,16 @@ def slowloris(port: int, stop: threading.Event, tally: Tally, sockets: int = 100
 
 
 # -------------------------------------------------------------------------------------------- phases
+
+
+def prime(base_url: str, port: int, big_png: bytes, small_png: bytes) -> None:
+    """One call of each abuser's route before the baseline, so first-use costs (lazy imports of the agent
+    and LLM client, SQLite's page cache) count in the memory before the abuse, not as its residue."""
+    tally = Tally()
+    for kind, once, _ in abuse_jobs(base_url, port, big_png, small_png):
+        if kind != "slow_body":
+            tally.add(kind, once())
+    logger.info("primed: %s", {kind: dict(counter) for kind, counter in tally.counts.items()})
 
 
 def run_phase(name: str, seconds: float, base_url: str, bodies: list[dict[str, Any]], callers: int,
@@ -279,6 +296,7 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         process = start_server(config, workdir / "server.log")
         try:
             wait_ready(base_url, process)
+            prime(base_url, port, big_png, small[0])
             run_phase("warmup", 3, base_url, bodies, args.callers)
             baseline = run_phase("baseline", args.seconds, base_url, bodies, args.callers)
             before = rss_mb(process.pid)

@@ -6,7 +6,10 @@ does not: the image itself (a thread keeps only its content key) and the transcr
 With a file path both live in the same SQLite file, so a restarted server continues every
 conversation; with ``":memory:"`` they last as long as the process.
 
-Calls are synchronous and short; the async wrappers run them in a worker thread.
+Calls are synchronous and short; the async wrappers run them in a worker thread. Turn numbers are
+taken inside a write transaction, so several server processes may share one file. ``state_threads``
+records when each conversation or agent thread was last used, for retention
+(:mod:`serving.chat.retention`); :meth:`ChatStore.probe` tells readiness whether the file still works.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ Endpoints (all JSON; errors as ``{"error": {"status", "code", "message"}}``, see
 ``POST /v1/refine``                         one object's mask from clicks and/or a box
 ``POST /v1/agent``                          the agent's answer to a query (JSON or server-sent events)
 ``DELETE /v1/agent/threads/{id}``           forget an agent thread (its checkpoints)
-``POST /v1/chat`` and ``/v1/chat/...``      multi-turn chat over one image (:mod:`serving.chat.routes`)
+``POST /v1/chat`` and ``/v1/chat/...``      multi-turn chat over one image (:mod:`serving.chat.routes`);
+                                            ``DELETE /v1/chat/{id}`` deletes one
 ``POST /v1/video/sessions`` and ``/...``     video sessions: open, prompt, propagate, close (with ``--video``;
                                             see :mod:`serving.http.video`)
 ``POST /v1/video/track``                    track objects through a video in one request (with ``--video``)
