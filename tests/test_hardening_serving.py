@@ -11,15 +11,15 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 from conftest import random_image
-from http_helpers import b64, png_of, serve
+from http_helpers import ImageSite, b64, closed_port, metric_samples, png_of, serve, wait_for
 
 from agent.llm import LLMConfig
 from agent.settings import AgentSettings
@@ -61,26 +61,6 @@ def segment_body(image_png: bytes) -> dict[str, Any]:
 
 def agent_body(image_png: bytes) -> dict[str, Any]:
     return {"image": {"base64": b64(image_png)}, "query": "the cup"}
-
-
-def wait_for(predicate, seconds: float = 30.0, step: float = 0.05) -> bool:
-    """Poll ``predicate`` until it is true or ``seconds`` pass (a bound, not a timing assertion)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        threading.Event().wait(step)
-    return predicate()
-
-
-def metric_samples(text: str, name: str) -> list[dict[str, str]]:
-    """The label sets of every sample of metric ``name`` in a Prometheus exposition."""
-    samples = []
-    for line in text.splitlines():
-        if line.startswith(name + "{"):
-            labels = line[len(name) + 1:line.index("}")]
-            samples.append(dict(part.split("=", 1) for part in labels.split(",")))
-    return samples
 
 
 # ----------------------------------------------------------------------------------------------- row 6
@@ -165,49 +145,9 @@ def test_row7_retention_expires_conversations_by_age(tmp_path):
 # ----------------------------------------------------------------------------------------------- row 8
 
 
-class _ImageSite(BaseHTTPRequestHandler):
-    """An image server on 127.0.0.2: ``/img.png``, ``/redirect`` (into the API), ``/slow`` (trickles)."""
-
-    png = b""
-    redirect_to = ""
-    slow: ClassVar[dict[str, Any]] = {}
-
-    def do_GET(self) -> None:
-        if self.path == "/img.png":
-            self._send(200, self.png)
-        elif self.path == "/redirect":
-            self.send_response(302)
-            self.send_header("Location", self.redirect_to)
-            self.end_headers()
-        elif self.path == "/slow":
-            self.send_response(200)
-            self.send_header("Content-Length", "60")
-            self.end_headers()
-            try:
-                for _ in range(60):  # 60 bytes, one every 0.2 s: 12 s in all
-                    self.wfile.write(b"x")
-                    self.wfile.flush()
-                    threading.Event().wait(0.2)
-                self.slow["finished"] = True
-            except OSError:
-                self.slow["finished"] = False
-            self.slow["done"].set()
-        else:
-            self._send(404, b"no")
-
-    def _send(self, status: int, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def image_site(image_png) -> Iterator[tuple[str, type[_ImageSite]]]:
-    handler = type("Site", (_ImageSite,), {"png": image_png, "slow": {"done": threading.Event()}})
+def image_site(image_png) -> Iterator[tuple[str, type[ImageSite]]]:
+    handler = type("Site", (ImageSite,), {"png": image_png, "slow": {"done": threading.Event()}})
     site = ThreadingHTTPServer(("127.0.0.2", 0), handler)
     thread = threading.Thread(target=site.serve_forever, daemon=True)
     thread.start()
@@ -216,12 +156,6 @@ def image_site(image_png) -> Iterator[tuple[str, type[_ImageSite]]]:
     finally:
         site.shutdown()
         site.server_close()
-
-
-def _closed_port(host: str) -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
 
 
 def test_row8_url_fetch_refuses_private_addresses(engine, image_site):
@@ -239,7 +173,7 @@ def test_row8_url_fetch_refuses_private_addresses(engine, image_site):
             f"http://127.0.0.1:{port}/openapi.json", f"http://0x7f000001:{port}/openapi.json",
             f"http://localhost:{port}/openapi.json", f"http://[::1]:{port}/openapi.json",
             f"http://[::ffff:127.0.0.1]:{port}/openapi.json", "http://169.254.169.254/latest/meta-data/",
-            "http://10.0.0.1/x.png", f"{site}/redirect", f"http://127.0.0.2:{_closed_port('127.0.0.2')}/x.png",
+            "http://10.0.0.1/x.png", f"{site}/redirect", f"http://127.0.0.2:{closed_port('127.0.0.2')}/x.png",
             f"{site}/missing.png")]
     assert [r.status_code for r in refused] == [400] * len(refused)
     messages = {r.json()["error"]["message"] for r in refused}
