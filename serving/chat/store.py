@@ -183,7 +183,7 @@ class ChatStore:
                 header = handle.read(16)
             if header and header != b"SQLite format 3\x00":
                 return "the file is not an SQLite database (its header is damaged)"
-            conn = sqlite3.connect(self._path, timeout=2.0, isolation_level=None)
+            conn = sqlite3.connect(self._path, timeout=0.5, isolation_level=None)
             try:
                 conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
                 conn.execute("BEGIN IMMEDIATE")
@@ -191,6 +191,10 @@ class ChatStore:
                 conn.execute("ROLLBACK")
             finally:
                 conn.close()
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                return ""  # another writer holds the lock: the file works, it is just busy
+            return f"{type(exc).__name__}: {exc}"
         except (sqlite3.Error, OSError) as exc:
             return f"{type(exc).__name__}: {exc.strerror if isinstance(exc, OSError) else exc}"
         return ""
