@@ -437,11 +437,16 @@ def test_row16_token_comes_from_a_file_or_the_environment(tmp_path, monkeypatch)
 
 
 def test_engine_admission_error_is_413_naming_the_limit():
-    class WorkAdmissionError(InputError):
-        limit = "max_work"
+    from sam3_core.errors import AdmissionError, ImageTooLarge
 
-    error = classify(WorkAdmissionError("the request needs 9e9 units of work, over the limit max_work=1e9"))
-    assert error.status == 413 and error.code == "over_budget" and "max_work" in error.message
+    budget = AdmissionError("the request needs ~3.1 GiB, over max_request_bytes=2 GiB", limit="max_request_bytes",
+                            value=3.1 * 2**30, maximum=2 * 2**30)
+    error = classify(budget)
+    assert error.status == 413 and error.code == "over_budget" and "max_request_bytes" in error.message
+    pixels = ImageTooLarge("the image has 64000000 pixels, over max_pixels=25000000", limit="max_pixels",
+                           value=64e6, maximum=25e6)
+    assert classify(pixels).status == 413 and "max_pixels" in classify(pixels).message
+    assert classify(InputError("bad phrase")).status == 400  # other input errors stay 400
 
 
 def test_redacted_messages_of_lower_layers():

@@ -24,7 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sam3_core.errors import InputError, RunFailed, UsageError
+from sam3_core.errors import AdmissionError, InputError, RunFailed, UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -97,12 +97,9 @@ def broken_database(exc: BaseException) -> bool:
 
 
 def _admission(exc: BaseException) -> ApiError | None:
-    """The engine's admission refusal (work over its budget) as HTTP 413, naming the limit.
-
-    Recognised by name (``...AdmissionError`` / ``...BudgetError``) or by a ``limit`` attribute, so the
-    serving layer does not depend on where in ``sam3_core`` the error class lives."""
-    name = type(exc).__name__
-    if name.endswith(("AdmissionError", "BudgetError")) or (isinstance(exc, InputError) and hasattr(exc, "limit")):
+    """The engine's admission refusal (work over its budget, an image over the pixel limit) as HTTP 413,
+    naming the limit (:class:`sam3_core.errors.AdmissionError`)."""
+    if isinstance(exc, AdmissionError):
         return ApiError(413, redact(str(exc)), "over_budget")
     return None
 
