@@ -59,6 +59,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
 from agent import tool_protocol as tp
+from agent.call_choices import call_choices
 from agent.limits import DeadlineReached, before_deadline, elapsed_s, exhausted_update, limit_reached, time_limit
 from agent.llm import LLMReply
 from agent.state import (
@@ -245,7 +246,8 @@ async def _ask_model(state: State, ctx: RunContext, meter: StepMeter) -> tuple[L
     messages = await asyncio.to_thread(build_messages, state, ctx)  # overlays and encoding off the event loop
     try:
         with meter.timing("model"):
-            reply = await before_deadline(ctx.llm.chat(messages, tool_specs), state, ctx.settings)
+            choices = call_choices(state, ctx.settings, tool_specs)  # narrows a constrained call only
+            reply = await before_deadline(ctx.llm.chat(messages, tool_specs, choices=choices), state, ctx.settings)
     except DeadlineReached:
         limit = time_limit(state, ctx.settings)
         return None, exhausted_update(state, limit), limit.message

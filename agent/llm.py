@@ -9,7 +9,10 @@
   ``llm_rate_limited``, ``llm_rejected``, ``llm_context_overflow``, ``llm_bad_response``) and a
   message naming the endpoint when a call cannot be completed;
 * both tool-call protocols of :mod:`agent.tool_protocol`, returning an :class:`LLMReply`;
-* cumulative :class:`Usage` (tokens, calls, retries), safe to share between many coroutines.
+* cumulative :class:`Usage` (tokens, calls, retries), safe to share between many coroutines;
+* other backends behind the same interface (:mod:`agent.backends`): ``base_url`` may also be
+  ``hf:<model>`` (in-process transformers) or ``vllm:<model>`` (in-process vLLM), and ``pool`` adds
+  endpoints; constrained tool calls (:mod:`agent.backends.grammar`) unless ``constrained="off"``.
 """
 
 from __future__ import annotations
@@ -51,7 +54,14 @@ class LLMConfig:
     ``max_retries`` counts retries after the first attempt. ``image_max_pixels`` is the pixel budget
     of each image sent (None: no resizing). ``extra_body`` is merged into every request (e.g.
     ``{"chat_template_kwargs": {"enable_thinking": False}}`` or ``{"top_k": 20}`` for vLLM).
-    ``max_concurrency`` caps requests in flight from this client (None: no cap).
+    ``max_concurrency`` caps requests in flight from this client (None: no cap); in a pool, per endpoint.
+
+    ``base_url`` is one ``--llm`` value (see :mod:`agent.backends.spec`): an endpoint URL,
+    ``hf:<model id or folder>`` or ``vllm:<model>``; ``pool`` holds further endpoint URLs (a pool with
+    failover). ``constrained``: ``"auto"`` constrains text-protocol calls in process always and on an
+    endpoint that says it is vLLM, ``"on"`` on every endpoint too, ``"off"`` never (lenient parser and
+    retries only). ``max_prose_chars`` bounds the free text before a constrained call. ``local_*`` and
+    ``vllm_gpu_memory_fraction`` apply to in-process models.
     """
 
     base_url: str = "http://localhost:8000/v1"
@@ -68,6 +78,13 @@ class LLMConfig:
     tool_protocol: tp.Protocol = tp.DEFAULT_PROTOCOL
     max_concurrency: int | None = None
     extra_body: dict[str, Any] = field(default_factory=dict)
+    pool: tuple[str, ...] = ()
+    constrained: Literal["auto", "on", "off"] = "auto"
+    max_prose_chars: int = 2000
+    grammar_library: Literal["xgrammar", "llguidance"] = "xgrammar"
+    local_device: str = "auto"
+    local_max_batch: int = 8
+    vllm_gpu_memory_fraction: float = 0.45
 
     def __post_init__(self) -> None:
         if self.tool_protocol not in tp.PROTOCOLS:
@@ -80,6 +97,10 @@ class LLMConfig:
             raise UsageError(f"image_max_pixels must be >= 1 or None, got {self.image_max_pixels}")
         if self.max_concurrency is not None and self.max_concurrency < 1:
             raise UsageError(f"max_concurrency must be >= 1 or None, got {self.max_concurrency}")
+        if self.constrained not in ("auto", "on", "off"):
+            raise UsageError(f"constrained must be 'auto', 'on' or 'off', got {self.constrained!r}")
+        if self.local_max_batch < 1 or not 0.0 < self.vllm_gpu_memory_fraction < 1.0 or self.max_prose_chars < 0:
+            raise UsageError("local_max_batch must be >= 1, vllm_gpu_memory_fraction in (0, 1), max_prose_chars >= 0")
 
 
 @dataclass
@@ -289,9 +310,19 @@ class LLMClient:
     """
 
     def __init__(self, config: LLMConfig | None = None, *, rng: random.Random | None = None) -> None:
-        self.config = config or LLMConfig()
+        from agent.backends import make_backend
+        from agent.backends.spec import parse_spec
+
+        config = config or LLMConfig()
+        spec = parse_spec(config.base_url) if not config.pool else None
+        if spec is not None and spec.kind == "http" and spec.max_in_flight:  # "URL#N": N requests in flight
+            config = dataclasses.replace(config, base_url=spec.target, max_concurrency=spec.max_in_flight)
+        self.config = config
+        self._backend = make_backend(self.config)  # None: this client is the HTTP backend itself
+        mode = self.config.constrained
+        self._server_grammar: bool | None = None if mode == "auto" else mode == "on"
         self._openai = openai.AsyncOpenAI(
-            base_url=self.config.base_url,
+            base_url=self.config.base_url if self._backend is None else "http://unused.invalid/v1",
             api_key=self.config.api_key,
             timeout=self.config.timeout_s,
             max_retries=0,
@@ -311,7 +342,9 @@ class LLMClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the underlying HTTP connections."""
+        """Close the underlying HTTP connections (and the backend's resources)."""
+        if self._backend is not None:
+            await self._backend.aclose()
         await self._openai.close()
 
     @property
@@ -334,6 +367,8 @@ class LLMClient:
 
     async def model_name(self) -> str:
         """The configured model, or the first one the endpoint lists (looked up once)."""
+        if self._backend is not None:
+            return await self._backend.model_name()
         if self._model:
             return self._model
         async with self._model_lock:
@@ -343,6 +378,7 @@ class LLMClient:
                     url = self.config.base_url
                     raise RunFailed(f"LLM endpoint {url} serves no models", cause="llm_bad_response")
                 self._model = page.data[0].id
+                self._note_server(page.data[0])
                 logger.info("using model %s served at %s", self._model, self.config.base_url)
         return self._model
 
@@ -388,24 +424,26 @@ class LLMClient:
         *,
         temperature: float | None = None,
         max_tokens: int | None = None,
+        choices: tp.CallChoices | None = None,
     ) -> LLMReply:
         """Send one chat request and parse the reply with the configured tool protocol.
 
         In text mode the tool description is appended to the system message of the *request*
         (``messages`` is not modified). Tool calls are validated against ``tools``; problems are
         reported in ``LLMReply.tool_error``, never raised. Raises :class:`RunFailed` when the
-        endpoint cannot answer.
+        endpoint cannot answer. ``choices`` narrows a constrained call to what is valid now (the tools
+        callable, the mask ids that exist); it never changes validation.
         """
         cfg = self.config
         specs = tp.as_specs(tools or [])
         request = self._request(messages, specs, temperature, max_tokens)
-        request["model"] = await self.model_name()
         usage = Usage(calls=1)
         started = time.perf_counter()
-        async with self._slots or contextlib.nullcontext():
-            completion = await self._with_retries(
-                lambda: self._openai.chat.completions.create(**request), usage, "answer a chat request"
-            )
+        grammar = call_grammar(cfg, specs, choices)
+        if self._backend is not None:
+            completion = await self._backend.complete({**request, "grammar": grammar}, usage)
+        else:
+            completion = await self.complete_http(request, grammar, usage)
         if not completion.choices:
             usage.failures += 1
             self._record(usage)
@@ -421,6 +459,37 @@ class LLMClient:
         if reply.finish_reason == "length":
             logger.warning("LLM reply was cut at max_tokens=%s", request["max_tokens"])
         return reply
+
+    def _note_server(self, model: Any) -> None:
+        """In ``constrained="auto"`` mode, send grammars only to a server that says it is vLLM."""
+        if self._server_grammar is None:
+            self._server_grammar = getattr(model, "owned_by", None) == "vllm"
+
+    async def complete_http(self, request: dict[str, Any], grammar: Any, usage: Usage) -> Any:
+        """One chat completion from this client's endpoint, with retries; the grammar (a
+        :class:`~agent.backends.grammar.CallGrammar` or None) goes in vLLM's structured-output field when
+        the endpoint takes it; a server rejecting that field is asked again without it, and not again."""
+        request = {**request, "model": await self.model_name()}
+        if grammar is not None and self._server_grammar is None:
+            with contextlib.suppress(RunFailed):
+                page = await self._with_retries(self._openai.models.list, Usage(), "list its models")
+                self._note_server(page.data[0] if page.data else None)
+        if grammar is not None and self._server_grammar:
+            request["extra_body"] = {**request.get("extra_body", {}), **server_grammar_fields(grammar)}
+        async with self._slots or contextlib.nullcontext():
+            try:
+                return await self._with_retries(
+                    lambda: self._openai.chat.completions.create(**request), usage, "answer a chat request"
+                )
+            except RunFailed as exc:
+                if "extra_body" not in request or exc.cause != "llm_rejected" or not _about_grammar(str(exc)):
+                    raise
+                logger.warning("endpoint %s refused the call grammar; not sending it again", self.config.base_url)
+                self._server_grammar = False
+                plain = {**request, "extra_body": dict(self.config.extra_body)}
+                return await self._with_retries(
+                    lambda: self._openai.chat.completions.create(**plain), usage, "answer a chat request"
+                )
 
     def _request(
         self, messages: Sequence[dict], specs: list[tp.ToolSpec], temperature: float | None, max_tokens: int | None
@@ -438,6 +507,31 @@ class LLMClient:
         if cfg.extra_body:
             request["extra_body"] = dict(cfg.extra_body)
         return request
+
+
+def call_grammar(config: LLMConfig, specs: Sequence[tp.ToolSpec], choices: tp.CallChoices | None) -> Any:
+    """The :class:`~agent.backends.grammar.CallGrammar` for a text-protocol request, or None (constraints
+    off, native protocol, no tools, or no tool callable under ``choices``)."""
+    if config.constrained == "off" or config.tool_protocol != "text" or not specs:
+        return None
+    from agent.backends.grammar import CallGrammar, call_schema
+
+    try:
+        return CallGrammar(call_schema(specs, choices), config.max_prose_chars)
+    except UsageError:
+        return None
+
+
+def server_grammar_fields(grammar: Any) -> dict[str, Any]:
+    """Request fields that make a vLLM server follow ``grammar`` (both the current and the pre-0.12 names;
+    vLLM ignores the one it does not know)."""
+    ebnf = grammar.ebnf()
+    return {"structured_outputs": {"grammar": ebnf}, "guided_grammar": ebnf}
+
+
+def _about_grammar(message: str) -> bool:
+    lowered = message.lower()
+    return any(word in lowered for word in ("structured_output", "guided", "grammar", "unrecognized", "extra"))
 
 
 class ScopedClient(LLMClient):
