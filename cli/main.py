@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cli.eval import add_eval_commands
+from cli.llm import add_llm_commands
 from cli.serve import add_serving_commands
 from sam3_core.errors import RunFailed, Sam3AgentError
 
@@ -275,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(func=_make_tiny_checkpoint)
 
+    add_llm_commands(commands)
     add_eval_commands(commands)
     add_serving_commands(commands)
     return parser
