@@ -12,7 +12,7 @@ from conftest import random_image
 
 from agent import tool_protocol as tp
 from agent.backends.constrain import GrammarCompiler
-from agent.backends.grammar import MAX_STRING_CHARS, CallGrammar, call_schema
+from agent.backends.grammar import LIBRARIES, MAX_STRING_CHARS, CallGrammar, call_schema
 from agent.backends.tiny_llm import build_tokenizer
 from agent.llm import LLMClient, LLMConfig
 from agent.runner import run_agent_sync
@@ -58,10 +58,10 @@ def test_tools_that_cannot_be_called_are_left_out():
         call_schema(SPECS, tp.CallChoices(tools=()))
 
 
-@pytest.fixture(scope="module")
-def compiler() -> GrammarCompiler:
+@pytest.fixture(scope="module", params=LIBRARIES)
+def compiler(request) -> GrammarCompiler:
     tokenizer = build_tokenizer("qwen2_5_vl")
-    return GrammarCompiler(tokenizer, len(tokenizer), "xgrammar")
+    return GrammarCompiler(tokenizer, len(tokenizer), request.param)
 
 
 def accepts(compiler: GrammarCompiler, grammar: CallGrammar, text: str) -> bool:

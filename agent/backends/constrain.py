@@ -9,7 +9,6 @@ rows whose grammar is complete may only end.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import threading
@@ -24,6 +23,7 @@ from sam3_core.errors import UsageError
 logger = logging.getLogger(__name__)
 
 _CACHE_SIZE = 64
+_BIT_SHIFTS = torch.arange(32, dtype=torch.int32)
 
 
 class Matcher(Protocol):
@@ -87,6 +87,8 @@ class GrammarCompiler:
             import llguidance.hf
 
             self._llg = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size)
+            added = set(tokenizer.get_added_vocab())
+            self._markup = frozenset(t for t in ("<tool_call>", "</tool_call>", "<think>", "</think>") if t in added)
 
     def _compiled(self, grammar: CallGrammar) -> Any:
         key = json.dumps([grammar.schema, grammar.max_prose_chars], sort_keys=True)
@@ -99,7 +101,7 @@ class GrammarCompiler:
         else:
             import llguidance
 
-            compiled = llguidance.LLMatcher.grammar_from_lark(grammar.lark())
+            compiled = llguidance.LLMatcher.grammar_from_lark(grammar.lark(self._markup))
             error = llguidance.LLMatcher.validate_grammar(compiled, self._llg)
             if isinstance(error, str) and error:
                 raise UsageError(f"llguidance rejected the call grammar: {error}")
@@ -116,23 +118,20 @@ class GrammarCompiler:
             return _XgrMatcher(compiled)
         return _LlgMatcher(self._llg, compiled)
 
-    @functools.cached_property
-    def _apply(self):  # the library's in-place masking function
-        if self.library == "xgrammar":
-            import xgrammar as xgr
-
-            return xgr.apply_token_bitmask_inplace
-        from llguidance.torch import apply_token_bitmask_inplace
-
-        return apply_token_bitmask_inplace
-
     def allocate(self, rows: int) -> torch.Tensor:
         """A bitmask tensor for ``rows`` sequences (int32, ``ceil(vocab / 32)`` words per row)."""
         return torch.full((rows, (self.vocab_size + 31) // 32), -1, dtype=torch.int32)
 
     def apply(self, logits: torch.Tensor, bitmask: torch.Tensor) -> None:
-        """Set the logits of forbidden tokens to -inf, in place (``logits``: (rows, vocab), float)."""
-        self._apply(logits, bitmask.to(logits.device))
+        """Set the logits of forbidden tokens to -inf, in place (``logits``: (rows, vocab), float).
+
+        Plain torch, the same for both libraries (their bitmask layouts agree), so that measurements
+        compare the grammar work only.
+        """
+        words = bitmask.to(logits.device)
+        bits = (words.unsqueeze(-1) >> _BIT_SHIFTS.to(logits.device)) & 1  # (rows, words, 32), bit t%32 of word t//32
+        allowed = bits.reshape(words.shape[0], -1)[:, : logits.shape[1]].bool()
+        logits.masked_fill_(~allowed, float("-inf"))
 
 
 def _only(bitmask: torch.Tensor, row: int, tokens: list[int]) -> None:

@@ -58,12 +58,19 @@ class CallGrammar:
         close = xgr.Grammar.from_ebnf('root ::= [ \\n]? "</tool_call>"')
         return xgr.Grammar.concat(xgr.Grammar.from_ebnf(prose), call, close)
 
-    def lark(self) -> str:
-        """The grammar as llguidance Lark text (with the JSON schema embedded)."""
+    def lark(self, markup_tokens: frozenset[str] = frozenset()) -> str:
+        """The grammar as llguidance Lark text (with the JSON schema embedded).
+
+        ``markup_tokens``: markup strings (``<tool_call>``, ``<think>`` ...) that are single added tokens
+        of the tokenizer; llguidance sees those as special tokens, so they are referenced as tokens.
+        """
+        def tag(text: str) -> str:
+            return text if text in markup_tokens else json.dumps(text)
+
         n = self.max_prose_chars
         lines = [
-            'start: think? prose "<tool_call>" NL? call NL? "</tool_call>"',
-            f'think: "<think>" /[^<]{{0,{n}}}/ "</think>"' if n else 'think: "<think></think>"',
+            f"start: think? prose {tag('<tool_call>')} NL? call NL? {tag('</tool_call>')}",
+            f"think: {tag('<think>')} /[^<]{{0,{n}}}/ {tag('</think>')}",
             f"prose: /[^<]{{0,{n}}}/" if n else 'prose: ""',
             "NL: /[ \\n]/",
             "call: %json " + json.dumps(self.schema),

@@ -1,0 +1,184 @@
+"""LLM side of the agent: valid tool calls with and without constraints, grammar libraries, in-process vs HTTP.
+
+With tiny random-weight Qwen2.5-VL and Qwen3-VL checkpoints (``sam3-agent make-tiny-llm``) on the CPU,
+each reply answers the agent's real first turn (system prompt with the text-protocol tool description,
+the query and an image; mask ids 1-3 exist), sampled at temperature 1 so the replies differ:
+
+* **valid-call rate**: replies that parse as one valid tool call (known tool, arguments fitting its
+  schema, ids among those that exist), with constraints on and off; **tokens per valid call**: all
+  generated tokens divided by the valid calls (off: usually no valid call at all);
+* **grammar libraries** (xgrammar, llguidance): grammar compile time, masking time per generated token,
+  valid-call rate;
+* **in-process overhead per step vs HTTP**: the same model answers the same request (a) in process
+  (``--llm hf:DIR``) and (b) behind an OpenAI-compatible HTTP server (the scripted server, whose handler
+  runs the same model). Overhead = the client's latency minus the model's own generate time.
+
+    python bench/llm.py                     # 50 replies per family and mode
+    python bench/llm.py --replies 100 --out /tmp/llm.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT)]  # the project, before bench/ (whose agent.py would shadow the package)
+
+from agent import tool_protocol as tp  # noqa: E402
+from agent.backends.grammar import LIBRARIES, CallGrammar, call_schema  # noqa: E402
+from agent.backends.hf_local import HFBackend  # noqa: E402
+from agent.backends.tiny_llm import FAMILIES, write_tiny_llm  # noqa: E402
+from agent.llm import LLMClient, LLMConfig  # noqa: E402
+from agent.testing import Reply, ScriptedLLM  # noqa: E402
+from prompts import render_prompt  # noqa: E402
+from tools.registry import specs  # noqa: E402
+from tools.segmentation import ALL_TOOLS  # noqa: E402
+
+logger = logging.getLogger("bench.llm")
+SPECS = specs(ALL_TOOLS)
+CHOICES = tp.CallChoices(values={"mask_ids": (1, 2, 3)})
+
+
+def first_turn(llm: LLMClient) -> list[dict[str, Any]]:
+    """The agent's first request: system prompt, query and a 640x480 image."""
+    image = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    system = render_prompt("system", tool_instructions="You have at most 12 replies and 8 different phrases.")
+    query = render_prompt("user_query", query="the cup on the left")
+    return [{"role": "system", "content": system},
+            {"role": "user", "content": [{"type": "text", "text": query}, llm.image_part(image)]}]
+
+
+async def replies(config: LLMConfig, n: int) -> dict[str, Any]:
+    """``n`` replies to the first turn: valid calls, tokens, seconds, grammar time per token."""
+    async with LLMClient(config) as llm:
+        messages = first_turn(llm)
+        await llm.chat(messages, SPECS, choices=CHOICES, max_tokens=4)  # load the model and compile, unmeasured
+        valid = tokens = 0
+        started = time.perf_counter()
+        for _ in range(n):
+            reply = await llm.chat(messages, SPECS, choices=CHOICES)
+            tokens += reply.usage.completion_tokens
+            valid += reply.tool_call is not None and reply.tool_error is None
+        seconds = time.perf_counter() - started
+    return {"replies": n, "valid": valid, "valid_rate": valid / n, "tokens": tokens,
+            "tokens_per_valid_call": tokens / valid if valid else None, "s_per_reply": seconds / n}
+
+
+def library_costs(folder: str, library: str) -> dict[str, float]:
+    """Compile time of the first grammar and masking time per generated token, for one library."""
+    config = LLMConfig(base_url=f"hf:{folder}", grammar_library=library, max_prose_chars=120, max_tokens=300,
+                       temperature=1.0)
+    backend = HFBackend(folder, config)
+    backend.load()
+    grammar = CallGrammar(call_schema(SPECS, CHOICES), config.max_prose_chars)
+    started = time.perf_counter()
+    backend.compiler.matcher(grammar)
+    compile_s = time.perf_counter() - started
+    request = {"messages": [{"role": "user", "content": "find the cup"}], "max_tokens": 300, "temperature": 1.0,
+               "grammar": grammar}
+    grammar_s = tokens = 0.0
+    for _ in range(10):
+        completion = backend.generate([request])[0]
+        grammar_s += completion.grammar_s
+        tokens += completion.usage.completion_tokens
+    return {"compile_ms": compile_s * 1e3, "mask_us_per_token": grammar_s / tokens * 1e6}
+
+
+async def overhead(folder: str, n: int) -> dict[str, float]:
+    """Client latency minus the model's generate time, in process and over HTTP (same model, request)."""
+    config = LLMConfig(base_url=f"hf:{folder}", max_tokens=16, constrained="off")
+    backend = HFBackend(folder, config)
+    backend.load()
+    generate_s: list[float] = []
+
+    def respond(body: dict[str, Any]) -> Reply:
+        started = time.perf_counter()
+        completion = backend.generate([{"messages": body["messages"], "max_tokens": body["max_tokens"]}])[0]
+        generate_s.append(time.perf_counter() - started)
+        usage = completion.usage
+        return Reply.text(completion.choices[0].message.content, prompt_tokens=usage.prompt_tokens,
+                          completion_tokens=usage.completion_tokens)
+
+    result = {}
+    with ScriptedLLM(responder=respond) as server:
+        for name, cfg in (("http", LLMConfig(base_url=server.base_url, model=server.model, max_tokens=16,
+                                             constrained="off")), ("in_process", config)):
+            async with LLMClient(cfg) as llm:
+                if name == "in_process":
+                    llm._backend = backend  # the very same loaded model
+                messages = first_turn(llm)
+                original = backend.generate
+                timed: list[float] = []
+
+                def timed_generate(requests, original=original, timed=timed):
+                    started = time.perf_counter()
+                    out = original(requests)
+                    timed.append(time.perf_counter() - started)
+                    return out
+
+                backend.generate = timed_generate if name == "in_process" else original
+                latencies = []
+                for _ in range(n + 1):
+                    reply = await llm.chat(messages, SPECS)
+                    latencies.append(reply.latency_s)
+                backend.generate = original
+            model = (generate_s if name == "http" else timed)[1:]
+            result[f"{name}_overhead_ms"] = statistics.median(np.subtract(latencies[1:], model)) * 1e3
+            result[f"{name}_latency_ms"] = statistics.median(latencies[1:]) * 1e3
+    await backend.aclose()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--replies", type=int, default=50, help="replies per family and mode (>= 50 for the issue)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (tiny models: 1 is fastest)")
+    parser.add_argument("--out", default="bench/results/llm.json")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout)
+    logger.setLevel(logging.INFO)
+    logging.getLogger("agent.llm").setLevel(logging.ERROR)  # random replies are often cut at max_tokens
+    torch.set_num_threads(args.threads)
+    report: dict[str, Any] = {"machine": platform.platform(), "replies": args.replies}
+    with tempfile.TemporaryDirectory() as tmp:
+        for family in FAMILIES:
+            folder = str(write_tiny_llm(Path(tmp) / family, family))
+            for mode in ("on", "off"):
+                config = LLMConfig(base_url=f"hf:{folder}", temperature=1.0, max_tokens=300, max_prose_chars=120,
+                                   constrained="auto" if mode == "on" else "off")
+                stats = asyncio.run(replies(config, args.replies))
+                report[f"{family}_constrained_{mode}"] = stats
+                logger.info("%s constraints %-3s: %d/%d valid calls (%.0f%%), %s tokens per valid call, %.2f s/reply",
+                            family, mode, stats["valid"], stats["replies"], 100 * stats["valid_rate"],
+                            f"{stats['tokens_per_valid_call']:.1f}" if stats["valid"] else "-", stats["s_per_reply"])
+        folder = str(Path(tmp) / "qwen2_5_vl")
+        for library in LIBRARIES:
+            costs = library_costs(folder, library)
+            report[f"library_{library}"] = costs
+            logger.info("%s: compile %.1f ms, masking %.1f us per generated token", library, costs["compile_ms"],
+                        costs["mask_us_per_token"])
+        report["overhead"] = asyncio.run(overhead(folder, max(10, args.replies // 5)))
+        o = report["overhead"]
+        logger.info("overhead per step (latency minus generate): in process %.1f ms, HTTP %.1f ms "
+                    "(latency %.1f vs %.1f ms)", o["in_process_overhead_ms"], o["http_overhead_ms"],
+                    o["in_process_latency_ms"], o["http_latency_ms"])
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=1))
+    logger.info("written %s", args.out)
+
+
+if __name__ == "__main__":
+    main()
