@@ -14,9 +14,11 @@ from agent import tool_protocol as tp
 from agent.backends.constrain import GrammarCompiler
 from agent.backends.grammar import LIBRARIES, MAX_STRING_CHARS, CallGrammar, call_schema
 from agent.backends.tiny_llm import build_tokenizer
+from agent.call_choices import call_choices
 from agent.llm import LLMClient, LLMConfig
 from agent.runner import run_agent_sync
 from agent.settings import AgentSettings
+from agent.state import State
 from agent.testing import Reply, ScriptedLLM
 from sam3_core.errors import UsageError
 from tools.registry import specs
@@ -93,6 +95,17 @@ def test_prose_before_the_call_is_bounded(compiler):
     grammar = CallGrammar(call_schema(SPECS, IDS), 10)
     call = '<tool_call>{"name": "report_no_mask", "arguments": {}}</tool_call>'
     assert accepts(compiler, grammar, "x" * 10 + call) and not accepts(compiler, grammar, "x" * 11 + call)
+
+
+def test_call_choices_follow_the_state():
+    fresh = call_choices(State(), AgentSettings(), SPECS)
+    assert fresh.tools == ("segment_phrase", "report_no_mask") and fresh.values["mask_ids"] == ()
+    masks = [{"id": 1, "status": "candidate"}, {"id": 2, "status": "rejected"}, {"id": 3, "status": "candidate"}]
+    state = State(masks=masks, phrases_tried=["cup", "mug"])
+    later = call_choices(state, AgentSettings(), SPECS)
+    assert set(later.tools) == {s.name for s in SPECS} and later.values["mask_ids"] == (1, 3)
+    spent = call_choices(state, AgentSettings(max_phrases=2), SPECS)
+    assert "segment_phrase" not in spent.tools and "select_masks_and_return" in spent.tools
 
 
 # ------------------------------------------------------------------ random weights, in process
