@@ -1,6 +1,7 @@
 """Grammars for constrained tool calls, built from the tools' own argument schemas.
 
-A constrained reply is: free text (reasoning; optionally one ``<think>...</think>`` block first), then
+A constrained reply is: free text (reasoning; optionally in one ``<think>...</think>`` block first, whose
+opening tag may already be in the prompt), then
 exactly one ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``, then the end of the message.
 The call object is described by one JSON schema (:func:`call_schema`): ``anyOf`` over the tools offered,
 each with ``name`` fixed and ``arguments`` from the tool's pydantic model, narrowed by
@@ -52,7 +53,8 @@ class CallGrammar:
         import xgrammar as xgr
 
         n = self.max_prose_chars
-        prose = (f'root ::= ("<think>" [^<]{{0,{n}}} "</think>")? [^<]{{0,{n}}} "<tool_call>" [ \\n]?'
+        # "<think>" may also be in the prompt already (thinking templates): then only "</think>" is written
+        prose = (f'root ::= "<think>"? [^<]{{0,{n}}} ("</think>" [^<]{{0,{n}}})? "<tool_call>" [ \\n]?'
                  if n else 'root ::= "<tool_call>" [ \\n]?')
         call = xgr.Grammar.from_json_schema(json.dumps(self.schema), any_whitespace=False, strict_mode=True)
         close = xgr.Grammar.from_ebnf('root ::= [ \\n]? "</tool_call>"')
@@ -69,8 +71,8 @@ class CallGrammar:
 
         n = self.max_prose_chars
         lines = [
-            f"start: think? prose {tag('<tool_call>')} NL? call NL? {tag('</tool_call>')}",
-            f"think: {tag('<think>')} /[^<]{{0,{n}}}/ {tag('</think>')}",
+            f"start: {tag('<think>')}? prose ({tag('</think>')} prose)? {tag('<tool_call>')} NL? call NL? "
+            f"{tag('</tool_call>')}",
             f"prose: /[^<]{{0,{n}}}/" if n else 'prose: ""',
             "NL: /[ \\n]/",
             "call: %json " + json.dumps(self.schema),
