@@ -13,6 +13,7 @@ real (prompt tokens without padding, generated tokens up to the end token).
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -50,7 +51,10 @@ class HFBackend(QueuedBackend):
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         try:
             self.processor = AutoProcessor.from_pretrained(self.target)
-            model = AutoModelForImageTextToText.from_pretrained(self.target, dtype=dtype)
+            # straight onto the GPU when accelerate can place it (no full copy in CPU memory first)
+            placed = device.startswith("cuda") and importlib.util.find_spec("accelerate") is not None
+            model = AutoModelForImageTextToText.from_pretrained(self.target, dtype=dtype,
+                                                                **({"device_map": device} if placed else {}))
         except (OSError, ValueError) as exc:
             raise RunFailed(f"could not load the in-process model {self.target!r}: {exc}",
                             cause="llm_unavailable") from exc
@@ -66,8 +70,10 @@ class HFBackend(QueuedBackend):
     def _prompt(self, request: dict[str, Any]) -> tuple[str, list[Any]]:
         """The rendered prompt text and its images, by the model's own chat template."""
         messages = to_hf_messages(request["messages"])
+        # the same template switches a server takes (e.g. {"enable_thinking": False} for Qwen3)
+        switches = dict((request.get("extra_body") or {}).get("chat_template_kwargs") or {})
         text = self.processor.apply_chat_template(messages, tools=request.get("tools"), tokenize=False,
-                                                  add_generation_prompt=True)
+                                                  add_generation_prompt=True, **switches)
         return text, images_of(messages)
 
     def generate(self, requests: list[dict[str, Any]]) -> list[Completion]:
