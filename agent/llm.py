@@ -60,7 +60,7 @@ class LLMConfig:
     ``hf:<model id or folder>`` or ``vllm:<model>``; ``pool`` holds further endpoint URLs (a pool with
     failover). ``constrained``: ``"auto"`` constrains text-protocol calls in process always and on an
     endpoint that says it is vLLM, ``"on"`` on every endpoint too, ``"off"`` never (lenient parser and
-    retries only). ``max_prose_chars`` bounds the free text before a constrained call. ``local_*`` and
+    retries only). ``max_prose_tokens`` bounds the free text before a constrained call (in process). ``local_*`` and
     ``vllm_gpu_memory_fraction`` apply to in-process models.
     """
 
@@ -80,7 +80,7 @@ class LLMConfig:
     extra_body: dict[str, Any] = field(default_factory=dict)
     pool: tuple[str, ...] = ()
     constrained: Literal["auto", "on", "off"] = "auto"
-    max_prose_chars: int = 2000
+    max_prose_tokens: int = 1024
     grammar_library: Literal["xgrammar", "llguidance"] = "xgrammar"
     local_device: str = "auto"
     local_max_batch: int = 8
@@ -99,8 +99,8 @@ class LLMConfig:
             raise UsageError(f"max_concurrency must be >= 1 or None, got {self.max_concurrency}")
         if self.constrained not in ("auto", "on", "off"):
             raise UsageError(f"constrained must be 'auto', 'on' or 'off', got {self.constrained!r}")
-        if self.local_max_batch < 1 or not 0.0 < self.vllm_gpu_memory_fraction < 1.0 or self.max_prose_chars < 0:
-            raise UsageError("local_max_batch must be >= 1, vllm_gpu_memory_fraction in (0, 1), max_prose_chars >= 0")
+        if self.local_max_batch < 1 or not 0.0 < self.vllm_gpu_memory_fraction < 1.0 or self.max_prose_tokens < 0:
+            raise UsageError("local_max_batch must be >= 1, vllm_gpu_memory_fraction in (0, 1), max_prose_tokens >= 0")
 
 
 @dataclass
@@ -517,7 +517,7 @@ def call_grammar(config: LLMConfig, specs: Sequence[tp.ToolSpec], choices: tp.Ca
     from agent.backends.grammar import CallGrammar, call_schema
 
     try:
-        return CallGrammar(call_schema(specs, choices), config.max_prose_chars)
+        return CallGrammar(call_schema(specs, choices), config.max_prose_tokens)
     except UsageError:
         return None
 

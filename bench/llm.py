@@ -7,8 +7,9 @@ the query and an image; mask ids 1-3 exist), sampled at temperature 1 so the rep
 * **valid-call rate**: replies that parse as one valid tool call (known tool, arguments fitting its
   schema, ids among those that exist), with constraints on and off; **tokens per valid call**: all
   generated tokens divided by the valid calls (off: usually no valid call at all);
-* **grammar libraries** (xgrammar, llguidance): grammar compile time, masking time per generated token,
-  valid-call rate;
+* **grammar libraries** (xgrammar, llguidance): tokenizer set-up, grammar compile time (every step with a
+  new set of mask ids compiles a new grammar) and masking time per token (fill the allowed-token mask
+  and advance), replaying valid replies through both with the tiny vocabulary and with a ~64k one;
 * **in-process overhead per step vs HTTP**: the same model answers the same request (a) in process
   (``--llm hf:DIR``) and (b) behind an OpenAI-compatible HTTP server (the scripted server, whose handler
   runs the same model). Overhead = the client's latency minus the model's own generate time.
@@ -38,9 +39,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]  # the project, before bench/ (whose agent.py would shadow the package)
 
 from agent import tool_protocol as tp  # noqa: E402
+from agent.backends.constrain import GrammarCompiler  # noqa: E402
 from agent.backends.grammar import LIBRARIES, CallGrammar, call_schema  # noqa: E402
 from agent.backends.hf_local import HFBackend  # noqa: E402
-from agent.backends.tiny_llm import FAMILIES, write_tiny_llm  # noqa: E402
+from agent.backends.tiny_llm import FAMILIES, build_tokenizer, write_tiny_llm  # noqa: E402
 from agent.llm import LLMClient, LLMConfig  # noqa: E402
 from agent.testing import Reply, ScriptedLLM  # noqa: E402
 from prompts import render_prompt  # noqa: E402
@@ -77,24 +79,53 @@ async def replies(config: LLMConfig, n: int) -> dict[str, Any]:
             "tokens_per_valid_call": tokens / valid if valid else None, "s_per_reply": seconds / n}
 
 
-def library_costs(folder: str, library: str) -> dict[str, float]:
-    """Compile time of the first grammar and masking time per generated token, for one library."""
-    config = LLMConfig(base_url=f"hf:{folder}", grammar_library=library, max_prose_chars=120, max_tokens=300,
-                       temperature=1.0)
-    backend = HFBackend(folder, config)
-    backend.load()
-    grammar = CallGrammar(call_schema(SPECS, CHOICES), config.max_prose_chars)
+def _replay_texts() -> list[str]:
+    """Three valid constrained replies (prose, then a call), replayed token by token through matchers."""
+    call = '<tool_call>{{"name": "{}", "arguments": {}}}</tool_call>'
+    return [
+        "The cup is on the left of the table, so I will segment it first. " + call.format(
+            "segment_phrase", '{"text_prompt": "white cup"}'),
+        "Masks 1 and 3 cover the cup; mask 2 is the saucer. " + call.format(
+            "select_masks_and_return", '{"mask_ids": [1, 3]}'),
+        "Nothing in this image matches the query. " + call.format("report_no_mask", "{}"),
+    ]
+
+
+def grammar_costs(tokenizer: Any, library: str) -> dict[str, float]:
+    """Tokenizer set-up, grammar compile and per-token masking cost of one library (warm, steady state)."""
     started = time.perf_counter()
-    backend.compiler.matcher(grammar)
-    compile_s = time.perf_counter() - started
-    request = {"messages": [{"role": "user", "content": "find the cup"}], "max_tokens": 300, "temperature": 1.0,
-               "grammar": grammar}
-    grammar_s = tokens = 0.0
-    for _ in range(10):
-        completion = backend.generate([request])[0]
-        grammar_s += completion.grammar_s
-        tokens += completion.usage.completion_tokens
-    return {"compile_ms": compile_s * 1e3, "mask_us_per_token": grammar_s / tokens * 1e6}
+    compiler = GrammarCompiler(tokenizer, len(tokenizer), library)
+    setup_s = time.perf_counter() - started
+    sequences = [[*tokenizer.encode(t), tokenizer.convert_tokens_to_ids("<|im_end|>")] for t in _replay_texts()]
+    compile_s, fill_s, tokens = [], 0.0, 0
+    for ids in range(6):  # a new set of mask ids each step means a new grammar to compile
+        grammar = CallGrammar(call_schema(SPECS, tp.CallChoices(values={"mask_ids": tuple(range(1, ids + 4))})), 600)
+        started = time.perf_counter()
+        compiler.matcher(grammar)
+        compile_s.append(time.perf_counter() - started)
+    bitmask = compiler.allocate(1)
+    for repeat in range(3):  # the first pass warms lazy caches (and imports); the other two are measured
+        for sequence in sequences:
+            matcher = compiler.matcher(grammar)
+            started = time.perf_counter()
+            for token in sequence:
+                matcher.fill(bitmask, 0)
+                if not matcher.accept(token):
+                    raise RuntimeError(f"{library} rejected a valid reply")
+            if repeat:
+                fill_s += time.perf_counter() - started
+                tokens += len(sequence)
+    return {"vocab": len(tokenizer), "setup_ms": setup_s * 1e3, "compile_ms_first": compile_s[0] * 1e3,
+            "compile_ms_median": statistics.median(compile_s[1:]) * 1e3, "mask_us_per_token": fill_s / tokens * 1e6}
+
+
+def large_tokenizer() -> Any:
+    """A byte-level BPE of about 64k tokens (a real model's order of size) learned from installed sources."""
+    import transformers
+
+    files = sorted(Path(transformers.__file__).parent.rglob("*.py"))[:1500]
+    corpus = [f.read_text(encoding="utf-8", errors="ignore") for f in files]
+    return build_tokenizer("qwen3_vl", 65536, corpus)
 
 
 async def overhead(folder: str, n: int) -> dict[str, float]:
@@ -142,9 +173,36 @@ async def overhead(folder: str, n: int) -> dict[str, float]:
     return result
 
 
+def valid_calls(folders: dict[str, str], n: int) -> dict[str, Any]:
+    """Valid-call rate and tokens per valid call, per family, constraints on and off."""
+    out = {}
+    for family, folder in folders.items():
+        for mode in ("on", "off"):
+            config = LLMConfig(base_url=f"hf:{folder}", temperature=1.0, max_tokens=300, max_prose_tokens=120,
+                               constrained="auto" if mode == "on" else "off")
+            out[f"{family}_constrained_{mode}"] = stats = asyncio.run(replies(config, n))
+            logger.info("%s constraints %-3s: %d/%d valid calls (%.0f%%), %s tokens per valid call, %.2f s/reply",
+                        family, mode, stats["valid"], stats["replies"], 100 * stats["valid_rate"],
+                        f"{stats['tokens_per_valid_call']:.1f}" if stats["valid"] else "-", stats["s_per_reply"])
+    return out
+
+
+def library_comparison() -> dict[str, Any]:
+    """:func:`grammar_costs` of both libraries with the tiny vocabulary and a ~64k one."""
+    out = {}
+    for name, tokenizer in (("tiny", build_tokenizer("qwen3_vl")), ("large", large_tokenizer())):
+        for library in LIBRARIES:
+            out[f"grammar_{library}_{name}_vocab"] = costs = grammar_costs(tokenizer, library)
+            logger.info("%s, %d-token vocabulary: set-up %.0f ms, compile %.1f ms (first %.1f), masking %.1f us "
+                        "per token", library, costs["vocab"], costs["setup_ms"], costs["compile_ms_median"],
+                        costs["compile_ms_first"], costs["mask_us_per_token"])
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--replies", type=int, default=50, help="replies per family and mode (>= 50 for the issue)")
+    parser.add_argument("--only", choices=["replies", "grammar", "overhead"], help="run one part only")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (tiny models: 1 is fastest)")
     parser.add_argument("--out", default="bench/results/llm.json")
     args = parser.parse_args()
@@ -154,27 +212,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     report: dict[str, Any] = {"machine": platform.platform(), "replies": args.replies}
     with tempfile.TemporaryDirectory() as tmp:
-        for family in FAMILIES:
-            folder = str(write_tiny_llm(Path(tmp) / family, family))
-            for mode in ("on", "off"):
-                config = LLMConfig(base_url=f"hf:{folder}", temperature=1.0, max_tokens=300, max_prose_chars=120,
-                                   constrained="auto" if mode == "on" else "off")
-                stats = asyncio.run(replies(config, args.replies))
-                report[f"{family}_constrained_{mode}"] = stats
-                logger.info("%s constraints %-3s: %d/%d valid calls (%.0f%%), %s tokens per valid call, %.2f s/reply",
-                            family, mode, stats["valid"], stats["replies"], 100 * stats["valid_rate"],
-                            f"{stats['tokens_per_valid_call']:.1f}" if stats["valid"] else "-", stats["s_per_reply"])
-        folder = str(Path(tmp) / "qwen2_5_vl")
-        for library in LIBRARIES:
-            costs = library_costs(folder, library)
-            report[f"library_{library}"] = costs
-            logger.info("%s: compile %.1f ms, masking %.1f us per generated token", library, costs["compile_ms"],
-                        costs["mask_us_per_token"])
-        report["overhead"] = asyncio.run(overhead(folder, max(10, args.replies // 5)))
-        o = report["overhead"]
-        logger.info("overhead per step (latency minus generate): in process %.1f ms, HTTP %.1f ms "
-                    "(latency %.1f vs %.1f ms)", o["in_process_overhead_ms"], o["http_overhead_ms"],
-                    o["in_process_latency_ms"], o["http_latency_ms"])
+        folders = {family: str(write_tiny_llm(Path(tmp) / family, family)) for family in FAMILIES}
+        if args.only in (None, "replies"):
+            report.update(valid_calls(folders, args.replies))
+        if args.only in (None, "grammar"):
+            report.update(library_comparison())
+        if args.only in (None, "overhead"):
+            report["overhead"] = o = asyncio.run(overhead(folders["qwen2_5_vl"], max(10, args.replies // 5)))
+            logger.info("overhead per step (latency minus generate): in process %.1f ms, HTTP %.1f ms "
+                        "(latency %.1f vs %.1f ms)", o["in_process_overhead_ms"], o["http_overhead_ms"],
+                        o["in_process_latency_ms"], o["http_latency_ms"])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
     logger.info("written %s", args.out)

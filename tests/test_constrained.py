@@ -8,11 +8,13 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from conftest import random_image
 
 from agent import tool_protocol as tp
 from agent.backends.constrain import GrammarCompiler
 from agent.backends.grammar import LIBRARIES, MAX_STRING_CHARS, CallGrammar, call_schema
+from agent.backends.logits import ConstrainedLogits
 from agent.backends.tiny_llm import build_tokenizer
 from agent.call_choices import call_choices
 from agent.llm import LLMClient, LLMConfig
@@ -33,7 +35,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def local(folder: str, **kw) -> LLMConfig:
     """A small, fast configuration of the in-process backend for random-weight models."""
-    return LLMConfig(base_url=f"hf:{folder}", **{"max_tokens": 200, "max_prose_chars": 60, **kw})
+    return LLMConfig(base_url=f"hf:{folder}", **{"max_tokens": 200, "max_prose_tokens": 60, **kw})
 
 
 # ------------------------------------------------------------------ the grammar
@@ -91,13 +93,29 @@ def accepts(compiler: GrammarCompiler, grammar: CallGrammar, text: str) -> bool:
     ("no call at all", False),
 ])
 def test_grammar_accepts_exactly_valid_replies(compiler, text, ok):
-    assert accepts(compiler, CallGrammar(call_schema(SPECS, IDS), 200), text) is ok
+    assert accepts(compiler, CallGrammar(call_schema(SPECS, IDS)), text) is ok
 
 
-def test_prose_before_the_call_is_bounded(compiler):
-    grammar = CallGrammar(call_schema(SPECS, IDS), 10)
-    call = '<tool_call>{"name": "report_no_mask", "arguments": {}}</tool_call>'
-    assert accepts(compiler, grammar, "x" * 10 + call) and not accepts(compiler, grammar, "x" * 11 + call)
+def test_prose_budget_forces_the_call_to_start(compiler):
+    """Past the budget only tokens that can start a tag stay allowed; within it, prose goes on."""
+    tokenizer = build_tokenizer("qwen2_5_vl")
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    processor = ConstrainedLogits(compiler, [compiler.matcher(CallGrammar(call_schema(SPECS, IDS)))], 1, [end], [3])
+    prose = tokenizer.encode("the cup is here")
+    assert len(prose) > 3
+    allowed_counts = []
+    for k in range(len(prose) + 1):
+        ids = torch.tensor([[0, *prose[:k]]])
+        scores = processor(ids, torch.zeros(1, compiler.vocab_size))
+        allowed = torch.isfinite(scores[0]).nonzero().flatten().tolist()
+        allowed_counts.append(len(allowed))
+        if k >= 3:
+            assert allowed and all("<" in compiler.token_texts[t] for t in allowed)
+    assert allowed_counts[0] > allowed_counts[3]
+    call = tokenizer.encode('<tool_call>{"name": "report_no_mask", "arguments": {}}</tool_call>')
+    for k in range(len(call)):  # the tag and the call that follows stay possible
+        ids = torch.tensor([[0, *prose[:3], *call[:k]]])
+        assert torch.isfinite(processor(ids, torch.zeros(1, compiler.vocab_size))[0, call[k]])
 
 
 def test_call_choices_follow_the_state():

@@ -1,10 +1,8 @@
-"""Token masking for in-process generation: a :class:`CallGrammar` applied to transformers' ``generate``.
+"""Grammar matchers for in-process generation.
 
 :class:`GrammarCompiler` wraps one grammar library (xgrammar or llguidance) for one tokenizer: it
-compiles grammars (cached by schema) and makes one matcher per generated sequence.
-:class:`ConstrainedLogits` is a ``LogitsProcessor`` holding one matcher per row of the batch: before
-each step it feeds the row's last token to its matcher and masks every token the grammar forbids;
-rows whose grammar is complete may only end.
+compiles grammars (cached by schema), makes one matcher per generated sequence, and applies bitmasks
+to logits. :class:`agent.backends.logits.ConstrainedLogits` drives them during ``generate``.
 """
 
 from __future__ import annotations
@@ -68,6 +66,14 @@ class _LlgMatcher:
         return self._m.is_stopped()
 
 
+def pack(allowed: list[bool], vocab_size: int) -> torch.Tensor:
+    """Bitmask words (int32, bit ``t % 32`` of word ``t // 32``) of the tokens marked in ``allowed``."""
+    bits = torch.zeros(((vocab_size + 31) // 32) * 32, dtype=torch.int64)
+    bits[: len(allowed)] = torch.tensor(allowed, dtype=torch.int64)[:vocab_size]
+    words = (bits.view(-1, 32) << torch.arange(32, dtype=torch.int64)).sum(dim=1)
+    return torch.where(words >= 1 << 31, words - (1 << 32), words).to(torch.int32)
+
+
 class GrammarCompiler:
     """One grammar library bound to one tokenizer; thread-safe, compiled grammars cached by schema."""
 
@@ -78,6 +84,10 @@ class GrammarCompiler:
         self.vocab_size = vocab_size
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, Any] = OrderedDict()
+        #: Each token's text (byte-level BPE keeps ASCII as is), for the prose budget.
+        self.token_texts: list[str] = [t or "" for t in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))]
+        #: Bitmask words allowing only the tokens that contain "<" (where a tag can start).
+        self.tag_words = pack([("<" in t) for t in self.token_texts], vocab_size)
         if library == "xgrammar":
             import xgrammar as xgr
 
@@ -91,7 +101,7 @@ class GrammarCompiler:
             self._markup = frozenset(t for t in ("<tool_call>", "</tool_call>", "<think>", "</think>") if t in added)
 
     def _compiled(self, grammar: CallGrammar) -> Any:
-        key = json.dumps([grammar.schema, grammar.max_prose_chars], sort_keys=True)
+        key = json.dumps(grammar.schema, sort_keys=True)
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
@@ -132,55 +142,3 @@ class GrammarCompiler:
         bits = (words.unsqueeze(-1) >> _BIT_SHIFTS.to(logits.device)) & 1  # (rows, words, 32), bit t%32 of word t//32
         allowed = bits.reshape(words.shape[0], -1)[:, : logits.shape[1]].bool()
         logits.masked_fill_(~allowed, float("-inf"))
-
-
-def _only(bitmask: torch.Tensor, row: int, tokens: list[int]) -> None:
-    """Allow exactly ``tokens`` in ``bitmask[row]`` (bit ``t % 32`` of word ``t // 32``, int32 words)."""
-    bitmask[row].zero_()
-    for token in tokens:
-        bit = 1 << (token % 32)
-        word = int(bitmask[row, token // 32]) | (bit - (1 << 32) if bit >= 1 << 31 else bit)
-        bitmask[row, token // 32] = word
-
-
-class ConstrainedLogits:
-    """A transformers ``LogitsProcessor``: row ``i`` follows ``matchers[i]`` (None: unconstrained).
-
-    ``prompt_len`` is the (padded) prompt length: the first call sees no generated token yet. A row
-    whose matcher rejects a token (it cannot happen when every step was masked) stops being constrained
-    and is logged.
-    """
-
-    def __init__(self, compiler: GrammarCompiler, matchers: list[Matcher | None], prompt_len: int,
-                 eos_ids: list[int]) -> None:
-        self.compiler, self.matchers, self.prompt_len = compiler, list(matchers), prompt_len
-        self.eos_ids = eos_ids
-        self.mask_seconds = 0.0  # time spent in grammar work, for bench/llm.py
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        import time
-
-        started = time.perf_counter()
-        bitmask = self.compiler.allocate(scores.shape[0])
-        used = False
-        for row, matcher in enumerate(self.matchers):
-            if matcher is None:
-                continue
-            if input_ids.shape[1] > self.prompt_len:
-                token = int(input_ids[row, -1])
-                if matcher.done() or not matcher.accept(token):
-                    if token not in self.eos_ids and not matcher.done():
-                        logger.warning("grammar rejected token %d in row %d; row left unconstrained", token, row)
-                    self.matchers[row] = None
-                    continue
-            if matcher.done():
-                _only(bitmask, row, self.eos_ids)
-            else:
-                matcher.fill(bitmask, row)
-            used = True
-        if used:
-            vocab = scores.shape[1]
-            self.compiler.apply(scores[:, : self.compiler.vocab_size] if vocab > self.compiler.vocab_size
-                                else scores, bitmask)
-        self.mask_seconds += time.perf_counter() - started
-        return scores

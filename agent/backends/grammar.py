@@ -35,14 +35,20 @@ _STRING_PATTERN = r"^[^\s.,;:\"'`\\<>{}][^\"\\<>{}\n]{0,N}$".replace("N", str(MA
 
 @dataclass(frozen=True)
 class CallGrammar:
-    """What a constrained reply may be: the call's JSON schema and the longest free text before it."""
+    """What a constrained reply may be: the call's JSON schema, and how much free text may precede it.
+
+    The grammar itself leaves the free text unbounded: a bounded repetition (``[^<]{0,N}``) makes
+    grammar masks orders of magnitude slower to compute (bench/llm.py). ``max_prose_tokens`` is
+    enforced by the in-process token masking instead (past it, only the start of a tag may follow);
+    a server bounds the reply by ``max_tokens`` only.
+    """
 
     schema: dict[str, Any]
-    max_prose_chars: int = 2000
+    max_prose_tokens: int | None = 1024
 
     def __post_init__(self) -> None:
-        if self.max_prose_chars < 0:
-            raise UsageError(f"max_prose_chars must be >= 0, got {self.max_prose_chars}")
+        if self.max_prose_tokens is not None and self.max_prose_tokens < 0:
+            raise UsageError(f"max_prose_tokens must be >= 0 or None, got {self.max_prose_tokens}")
 
     def ebnf(self) -> str:
         """The grammar as xgrammar EBNF text (what a vLLM server's ``structured_outputs.grammar`` takes)."""
@@ -52,10 +58,8 @@ class CallGrammar:
         """The grammar as an ``xgrammar.Grammar``."""
         import xgrammar as xgr
 
-        n = self.max_prose_chars
         # "<think>" may also be in the prompt already (thinking templates): then only "</think>" is written
-        prose = (f'root ::= "<think>"? [^<]{{0,{n}}} ("</think>" [^<]{{0,{n}}})? "<tool_call>" [ \\n]?'
-                 if n else 'root ::= "<tool_call>" [ \\n]?')
+        prose = 'root ::= "<think>"? [^<]* ("</think>" [^<]*)? "<tool_call>" [ \\n]?'
         call = xgr.Grammar.from_json_schema(json.dumps(self.schema), any_whitespace=False, strict_mode=True)
         close = xgr.Grammar.from_ebnf('root ::= [ \\n]? "</tool_call>"')
         return xgr.Grammar.concat(xgr.Grammar.from_ebnf(prose), call, close)
@@ -69,11 +73,10 @@ class CallGrammar:
         def tag(text: str) -> str:
             return text if text in markup_tokens else json.dumps(text)
 
-        n = self.max_prose_chars
         lines = [
             f"start: {tag('<think>')}? prose ({tag('</think>')} prose)? {tag('<tool_call>')} NL? call NL? "
             f"{tag('</tool_call>')}",
-            f"prose: /[^<]{{0,{n}}}/" if n else 'prose: ""',
+            "prose: /[^<]*/",
             "NL: /[ \\n]/",
             "call: %json " + json.dumps(self.schema),
         ]

@@ -91,10 +91,11 @@ class HFBackend(QueuedBackend):
         processors, constrained = LogitsProcessorList(), None
         grammars = [r.get("grammar") for r in requests]
         if self.compiler is not None and any(g is not None for g in grammars):
-            from agent.backends.constrain import ConstrainedLogits
+            from agent.backends.logits import ConstrainedLogits
 
             matchers = [self.compiler.matcher(g) if g is not None else None for g in grammars]
-            constrained = ConstrainedLogits(self.compiler, matchers, prompt_len, eos_ids)
+            budgets = [g.max_prose_tokens if g is not None else None for g in grammars]
+            constrained = ConstrainedLogits(self.compiler, matchers, prompt_len, eos_ids, budgets)
             processors.append(constrained)
         temperature = float(requests[0].get("temperature") or 0.0)
         sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}

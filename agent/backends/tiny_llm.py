@@ -85,8 +85,12 @@ def _corpus() -> list[str]:
     return texts
 
 
-def build_tokenizer(family: Family, vocab_size: int = 800):  # -> transformers.PreTrainedTokenizerBase
-    """A small byte-level BPE tokenizer with the family's special and markup tokens (no download)."""
+def build_tokenizer(family: Family, vocab_size: int = 800, corpus: list[str] | None = None):
+    """A small byte-level BPE tokenizer with the family's special and markup tokens (no download).
+
+    ``corpus`` (default: the project's prompts) is the text the merges are learned from; a larger one
+    gives a larger vocabulary, up to ``vocab_size`` (benchmarks use that for realistic grammar costs).
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -95,7 +99,7 @@ def build_tokenizer(family: Family, vocab_size: int = 800):  # -> transformers.P
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(_SPECIAL),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    core.train_from_iterator(_corpus(), trainer=trainer)
+    core.train_from_iterator(corpus or _corpus(), trainer=trainer)
     tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                   unk_token=None, model_max_length=32768)
     tok.add_tokens(list(_MARKUP[family]), special_tokens=False)
