@@ -22,85 +22,27 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
 import random
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
+import httpx
 import openai
 
 from agent import tool_protocol as tp
 from agent.image_urls import ImageLike, image_part
+from agent.llm_config import LLMConfig
 from sam3_core.errors import ModelRetry, RunFailed, UsageError
+
+__all__ = ["LLMClient", "LLMConfig", "LLMReply", "Usage"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _RETRYABLE_STATUS = frozenset({408, 429})
-
-
-def _default_api_key() -> str:
-    return os.environ.get("OPENAI_API_KEY") or "EMPTY"
-
-
-@dataclass(frozen=True)
-class LLMConfig:
-    """Where the LLM is and how to call it.
-
-    ``model`` empty means: ask the endpoint (``GET /v1/models``) and use the first model it serves.
-    ``max_retries`` counts retries after the first attempt. ``image_max_pixels`` is the pixel budget
-    of each image sent (None: no resizing). ``extra_body`` is merged into every request (e.g.
-    ``{"chat_template_kwargs": {"enable_thinking": False}}`` or ``{"top_k": 20}`` for vLLM).
-    ``max_concurrency`` caps requests in flight from this client (None: no cap); in a pool, per endpoint.
-
-    ``base_url`` is one ``--llm`` value (see :mod:`agent.backends.spec`): an endpoint URL,
-    ``hf:<model id or folder>`` or ``vllm:<model>``; ``pool`` holds further endpoint URLs (a pool with
-    failover). ``constrained``: ``"auto"`` constrains text-protocol calls in process always and on an
-    endpoint that says it is vLLM, ``"on"`` on every endpoint too, ``"off"`` never (lenient parser and
-    retries only). ``max_prose_tokens`` bounds the free text before a constrained call (in process). ``local_*`` and
-    ``vllm_gpu_memory_fraction`` apply to in-process models.
-    """
-
-    base_url: str = "http://localhost:8000/v1"
-    model: str = ""
-    api_key: str = field(default_factory=_default_api_key, repr=False)
-    timeout_s: float = 120.0
-    max_retries: int = 4
-    backoff_initial_s: float = 1.0
-    backoff_max_s: float = 30.0
-    temperature: float = 0.0
-    max_tokens: int = 4096
-    image_max_pixels: int | None = 1024 * 1024
-    image_format: Literal["jpeg", "png"] = "jpeg"
-    tool_protocol: tp.Protocol = tp.DEFAULT_PROTOCOL
-    max_concurrency: int | None = None
-    extra_body: dict[str, Any] = field(default_factory=dict)
-    pool: tuple[str, ...] = ()
-    constrained: Literal["auto", "on", "off"] = "auto"
-    max_prose_tokens: int = 1024
-    grammar_library: Literal["xgrammar", "llguidance"] = "xgrammar"
-    local_device: str = "auto"
-    local_max_batch: int = 8
-    vllm_gpu_memory_fraction: float = 0.45
-
-    def __post_init__(self) -> None:
-        if self.tool_protocol not in tp.PROTOCOLS:
-            raise UsageError(f"tool_protocol must be one of {tp.PROTOCOLS}, got {self.tool_protocol!r}")
-        if self.image_format not in ("jpeg", "png"):
-            raise UsageError(f"image_format must be 'jpeg' or 'png', got {self.image_format!r}")
-        if self.timeout_s <= 0 or self.max_retries < 0 or min(self.backoff_initial_s, self.backoff_max_s) < 0:
-            raise UsageError("timeout_s must be > 0; max_retries and backoff times must be >= 0")
-        if self.image_max_pixels is not None and self.image_max_pixels < 1:
-            raise UsageError(f"image_max_pixels must be >= 1 or None, got {self.image_max_pixels}")
-        if self.max_concurrency is not None and self.max_concurrency < 1:
-            raise UsageError(f"max_concurrency must be >= 1 or None, got {self.max_concurrency}")
-        if self.constrained not in ("auto", "on", "off"):
-            raise UsageError(f"constrained must be 'auto', 'on' or 'off', got {self.constrained!r}")
-        if self.local_max_batch < 1 or not 0.0 < self.vllm_gpu_memory_fraction < 1.0 or self.max_prose_tokens < 0:
-            raise UsageError("local_max_batch must be >= 1, vllm_gpu_memory_fraction in (0, 1), max_prose_tokens >= 0")
 
 
 @dataclass
@@ -309,7 +251,9 @@ class LLMClient:
     may be shared by any number of coroutines of one event loop.
     """
 
-    def __init__(self, config: LLMConfig | None = None, *, rng: random.Random | None = None) -> None:
+    def __init__(self, config: LLMConfig | None = None, *, rng: random.Random | None = None,
+                 http_client: httpx.AsyncClient | None = None) -> None:
+        """``http_client`` replaces the SDK's own (e.g. one over :class:`agent.testing.ScriptedTransport`)."""
         from agent.backends import make_backend
         from agent.backends.spec import parse_spec
 
@@ -318,7 +262,7 @@ class LLMClient:
         if spec is not None and spec.kind == "http" and spec.max_in_flight:  # "URL#N": N requests in flight
             config = dataclasses.replace(config, base_url=spec.target, max_concurrency=spec.max_in_flight)
         self.config = config
-        self._backend = make_backend(self.config)  # None: this client is the HTTP backend itself
+        self._backend = make_backend(self.config, http_client)  # None: this client is the HTTP backend itself
         mode = self.config.constrained
         self._server_grammar: bool | None = None if mode == "auto" else mode == "on"
         self._openai = openai.AsyncOpenAI(
@@ -326,6 +270,7 @@ class LLMClient:
             api_key=self.config.api_key,
             timeout=self.config.timeout_s,
             max_retries=0,
+            http_client=http_client,
         )
         self._usage = Usage()
         self._usage_lock = threading.Lock()
@@ -410,7 +355,9 @@ class LLMClient:
                     ) from exc
                 delay = self._backoff(attempt, failure.retry_after)
                 usage.retries += 1
-                logger.warning(
+                # INFO, not WARNING: a retry that succeeds is routine, and a final failure is raised with the
+                # URL and the attempts made, so the caller reports an unreachable endpoint once.
+                logger.info(
                     "LLM %s at %s failed (%s); retry %d/%d in %.2fs",
                     what, cfg.base_url, failure.detail, attempt, cfg.max_retries, delay,
                 )

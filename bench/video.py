@@ -9,9 +9,9 @@ Two modes per object count, each on a fresh session whose objects are added with
 Figures are the best of ``--repeats`` interleaved runs of ``--frames`` frames (the first frame, the prompted one, is
 not timed) and are reported with ratios to the 1-object run, which compare like with like on one machine.
 
-    python bench/video.py                                  # tiny random SAM 3 on CPU
-    python bench/video.py --spec mid                       # the mid-size CPU model of bench/engine.py
-    python bench/video.py --full-size --device cuda        # the released architecture, bf16 on GPU
+    python -m bench.video                                  # tiny random SAM 3 on CPU
+    python -m bench.video --spec mid                       # the mid-size CPU model of bench/engine.py
+    python -m bench.video --full-size --device cuda        # the released architecture, bf16 on GPU
 
 Random weights time like the real checkpoint: latency depends on shapes, not values.
 """
@@ -117,7 +117,8 @@ def build_engine(args: argparse.Namespace, folder: Path) -> VideoEngine:
     return VideoEngine.from_pretrained(str(folder), device=args.device, dtype=args.dtype, options=options)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark with command-line ``argv``; writes and returns the report."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spec", choices=["tiny", "mid"], default="tiny", help="CPU model size")
     parser.add_argument("--full-size", action="store_true", help="the released architecture (use with a GPU)")
@@ -128,11 +129,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--size", type=int, nargs=2, default=[240, 320], metavar=("H", "W"), help="video frame size")
     parser.add_argument("--out", default="bench/results/video.json")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as tmp:
-        engine = build_engine(args, Path(tmp))
+    args = parser.parse_args(argv)
+    with torch.random.fork_rng():  # seeded without touching the caller's RNG (main() also runs in the tests)
+        torch.manual_seed(0)
+        with tempfile.TemporaryDirectory() as tmp:
+            engine = build_engine(args, Path(tmp))
     frames = make_frames(args.frames + 1, *args.size)
     rows = bench(engine, frames, args.objects, args.repeats)
     report = {
@@ -145,7 +146,9 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
     logger.info("report written to %s", args.out)
+    return report
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     main()

@@ -46,7 +46,7 @@ from agent.graph import build_graph
 from agent.llm import LLMClient, LLMConfig, Usage
 from agent.runner import AgentAnswer, run_agent
 from agent.settings import AgentSettings
-from eval.planners import DirectSettings, direct_answer, planner_name
+from eval.planners import DirectSettings, planner_name
 from eval.records import FORMAT_VERSION, PredictionLog, prepare_run_dir
 from eval.report import score_run
 from eval.tasks import EvalItem, Task
@@ -102,9 +102,14 @@ def run_config(task: Task, sam3_model: str, llm: LLMConfig | None, llm_model: st
 class Progress:
     """A tqdm bar on stderr (rate, ETA, running metric) when available and stderr is a terminal."""
 
+    #: Seconds between two plain progress lines when stderr is not a terminal (logs, CI).
+    LINE_EVERY_S = 30.0
+
     def __init__(self, total: int, done: int, enabled: bool, metric: str | None) -> None:
         self.metric = metric
         self._bar = None
+        # Not a terminal: a bar's carriage returns would garble the log, so plain lines instead.
+        self._plain = [done, total, time.monotonic()] if enabled and not sys.stderr.isatty() else None
         if enabled and sys.stderr.isatty():
             try:
                 from tqdm import tqdm
@@ -121,6 +126,11 @@ class Progress:
 
     def update(self, value: float | None) -> None:
         """One more sample done; ``value`` is the running metric (None: not shown)."""
+        if self._plain is not None:
+            self._plain[0] += 1
+            if time.monotonic() - self._plain[2] >= self.LINE_EVERY_S or self._plain[0] == self._plain[1]:
+                self._plain[2] = time.monotonic()
+                logging.getLogger("sam3_agent.eval").info("eval: %d/%d queries done", *self._plain[:2])
         if self._bar is None:
             return
         if self.metric and value is not None:
@@ -152,6 +162,7 @@ def _record(item: EvalItem, answer: AgentAnswer | None, failure: BaseException |
         "llm_calls": usage.calls, "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens, "total_tokens": usage.total_tokens,
         "seconds": round(seconds, 4),
+        **(getattr(answer, "extra_fields", None) or {}),  # e.g. a video answer's masklets
     }
 
 
@@ -177,7 +188,7 @@ class _Run:
 async def _answer(run: _Run, item: EvalItem) -> AgentAnswer:
     """The planner's answer to one query."""
     if isinstance(run.settings, DirectSettings):
-        return await direct_answer(run.engine, item.image_path, item.query, run.settings)
+        return await run.task.direct(run.engine, item, run.settings)
     if run.client is None:
         raise UsageError("the agent planner needs an LLM client")
     thread_id = f"eval-{uuid.uuid4().hex}"
@@ -205,8 +216,8 @@ async def _run_sample(run: _Run, item: EvalItem) -> dict[str, Any]:
     counted = answer if answer is not None else getattr(failure, "answer", None)
     usage = counted.usage if counted is not None else Usage()
     record = _record(item, answer, failure, usage, time.perf_counter() - started)
-    masks, scores = (answer.masks, answer.scores) if answer is not None else (NO_MASKS, [])
-    fields = await asyncio.to_thread(run.task.score, item, masks, scores)
+    masks = answer.masks if answer is not None else NO_MASKS
+    fields = await asyncio.to_thread(run.task.score_record, item, record, masks)
     return {**record, **fields}
 
 
@@ -258,6 +269,8 @@ async def run_eval(task: Task, run_dir: str | Path, engine: Sam3Engine, llm: LLM
         settings, llm = settings.for_task(task.ranked_detections), None
     elif llm is None:
         raise UsageError("the agent planner needs an LLM (an LLMConfig or LLMClient); or use DirectSettings")
+    if planner_name(settings) not in task.planners:
+        raise UsageError(f"{task.spec.dataset} is answered by the {' or '.join(task.planners)} planner only")
     items = task.items()
     items = items[: options.limit] if options.limit is not None else items
     async with _shared_client(llm) as client:

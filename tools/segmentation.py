@@ -1,4 +1,4 @@
-"""The four tools of the segmentation agent.
+"""The four tools of the image agent (kinds: search, verify, answer, answer).
 
 * :data:`segment_phrase` runs SAM 3 on the thread's image. Within the phrase, overlapping instances are
   thinned by intersection over the smaller mask (``AgentSettings.iom_threshold``, best score kept) and
@@ -36,12 +36,13 @@ import numpy as np
 from pydantic import Field
 
 from agent import tool_protocol as tp
+from agent.context import Context
 from agent.settings import AgentSettings
-from agent.state import Context, MaskRecord, State, decode_masks
+from agent.state import MaskRecord, State, decode_masks
 from agent.trace import StepMeter
 from prompts import render_prompt
 from sam3_core.drawing import render_single_mask, zoomed_crop
-from sam3_core.errors import InputError, ModelRetry
+from sam3_core.errors import InputError, ModelRetry, UsageError
 from sam3_core.postprocess import masks_to_rle, pairwise_mask_iou, remove_overlaps_iom, rle_to_mask
 from tools.registry import Tool, ToolEnv, ToolOutcome, tool
 
@@ -50,6 +51,13 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _VERDICT = re.compile(r"\b(accept|reject)(?:ed|s)?\b", re.IGNORECASE)
+
+
+def image_context(env: ToolEnv) -> Context:
+    """The tool's run context, which must be an image :class:`~agent.context.Context`."""
+    if not isinstance(env.context, Context):
+        raise UsageError(f"the image tools need an image Context, got {type(env.context).__name__}")
+    return env.context
 
 
 def format_ids(ids: list[int]) -> str:
@@ -179,7 +187,7 @@ async def segment_phrase(
     found earlier keep their ids. A mask that is practically identical to one found earlier is not
     added again: the result names the existing id instead. Never repeat a phrase you already tried.
     """
-    state, ctx = env.state, env.context
+    state, ctx = env.state, image_context(env)
     phrase = normalise_phrase(text_prompt)
     check_phrase(state, ctx.settings, phrase)
     masks, scores, boxes = await _run_sam(ctx, phrase, env.meter)
@@ -284,7 +292,7 @@ async def verify_mask(ctx: Context, query: str, record: MaskRecord, meter: StepM
     return verdict
 
 
-@tool
+@tool(kind="verify")
 async def examine_each_mask(env: ToolEnv) -> ToolOutcome:
     """Check each candidate mask not examined yet on its own and accept or reject it against the query.
 
@@ -292,7 +300,7 @@ async def examine_each_mask(env: ToolEnv) -> ToolOutcome:
     and a close-up of it. Rejected masks are removed from the candidates. Use it when the overlay does
     not make clear which masks match (small, overlapping or many masks, or fine details).
     """
-    state, ctx = env.state, env.context
+    state, ctx = env.state, image_context(env)
     todo = [m for m in state.candidates() if not m["verified"]]
     if not todo:
         if not state.candidates():
@@ -327,7 +335,7 @@ async def examine_each_mask(env: ToolEnv) -> ToolOutcome:
 # ----------------------------------------------------------------------------------- final answers
 
 
-@tool
+@tool(kind="answer")
 async def select_masks_and_return(
     env: ToolEnv,
     mask_ids: Annotated[
@@ -352,7 +360,7 @@ async def select_masks_and_return(
                        update={"answer_ids": chosen, "status": "answered"})
 
 
-@tool
+@tool(kind="answer")
 async def report_no_mask(env: ToolEnv) -> ToolOutcome:
     """Answer that nothing in the image matches the query.
 
@@ -363,10 +371,10 @@ async def report_no_mask(env: ToolEnv) -> ToolOutcome:
                        update={"answer_ids": [], "status": "no_mask"})
 
 
-#: Every tool, in the order they are offered to the model.
+#: Every image tool, in the order they are offered to the model.
 ALL_TOOLS: tuple[Tool, ...] = (segment_phrase, examine_each_mask, select_masks_and_return, report_no_mask)
 
 
 def tools_for(settings: AgentSettings) -> list[Tool]:
     """The tools offered under ``settings`` (``examine_each_mask`` only when verification is on)."""
-    return [t for t in ALL_TOOLS if settings.verification or t is not examine_each_mask]
+    return [t for t in ALL_TOOLS if settings.verification or t.kind != "verify"]

@@ -12,7 +12,7 @@ only by the backends that need them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agent.backends.spec import LLMSpec, parse_spec, parse_specs
 
@@ -23,13 +23,16 @@ if TYPE_CHECKING:
 __all__ = ["LLMSpec", "make_backend", "parse_spec", "parse_specs"]
 
 
-def make_backend(config: LLMConfig) -> Backend | None:
-    """The backend for ``config``; None when the client should talk to ``config.base_url`` over HTTP itself."""
+def make_backend(config: LLMConfig, http_client: Any = None) -> Backend | None:
+    """The backend for ``config``; None when the client should talk to ``config.base_url`` over HTTP itself.
+
+    ``http_client`` (an ``httpx.AsyncClient``) is handed to the pooled endpoints' clients.
+    """
     specs = parse_specs([config.base_url, *config.pool])
     if len(specs) > 1:
         from agent.backends.pool import PoolBackend
 
-        return PoolBackend(specs, config)
+        return PoolBackend(specs, config, http_client)
     spec = specs[0]
     if spec.kind == "hf":
         from agent.backends.hf_local import HFBackend

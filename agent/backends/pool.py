@@ -56,7 +56,7 @@ class Endpoint:
 class PoolBackend:
     """Several endpoints behind the :class:`~agent.backends.base.Backend` interface."""
 
-    def __init__(self, specs: list[LLMSpec], config: LLMConfig) -> None:
+    def __init__(self, specs: list[LLMSpec], config: LLMConfig, http_client: Any = None) -> None:
         from agent.llm import LLMClient
 
         self.config = config
@@ -66,7 +66,7 @@ class PoolBackend:
             limit = spec.max_in_flight or config.max_concurrency
             member = dataclasses.replace(config, base_url=spec.target, pool=(), max_retries=0,
                                          max_concurrency=limit)
-            self.endpoints.append(Endpoint(spec, LLMClient(member), limit))
+            self.endpoints.append(Endpoint(spec, LLMClient(member, http_client=http_client), limit))
         self._changed = asyncio.Condition()
 
     async def model_name(self) -> str:
