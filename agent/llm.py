@@ -42,6 +42,8 @@ __all__ = ["LLMClient", "LLMConfig", "LLMReply", "Usage"]
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+#: Tokens a constrained reply keeps for the call after its free text (a call is rarely over 100 tokens).
+CALL_TOKENS = 200
 _RETRYABLE_STATUS = frozenset({408, 429})
 
 
@@ -386,7 +388,7 @@ class LLMClient:
         request = self._request(messages, specs, temperature, max_tokens)
         usage = Usage(calls=1)
         started = time.perf_counter()
-        grammar = call_grammar(cfg, specs, choices)
+        grammar = call_grammar(cfg, specs, choices, request["max_tokens"])
         if self._backend is not None:
             completion = await self._backend.complete({**request, "grammar": grammar}, usage)
         else:
@@ -456,15 +458,18 @@ class LLMClient:
         return request
 
 
-def call_grammar(config: LLMConfig, specs: Sequence[tp.ToolSpec], choices: tp.CallChoices | None) -> Any:
+def call_grammar(config: LLMConfig, specs: Sequence[tp.ToolSpec], choices: tp.CallChoices | None,
+                 max_tokens: int) -> Any:
     """The :class:`~agent.backends.grammar.CallGrammar` for a text-protocol request, or None (constraints
-    off, native protocol, no tools, or no tool callable under ``choices``)."""
+    off, native protocol, no tools, or no tool callable under ``choices``). The prose budget leaves
+    :data:`CALL_TOKENS` of the reply's ``max_tokens`` for the call itself."""
     if config.constrained == "off" or config.tool_protocol != "text" or not specs:
         return None
     from agent.backends.grammar import CallGrammar, call_schema
 
     try:
-        return CallGrammar(call_schema(specs, choices), config.max_prose_tokens)
+        budget = min(config.max_prose_tokens, max(0, max_tokens - CALL_TOKENS))
+        return CallGrammar(call_schema(specs, choices), budget)
     except UsageError:
         return None
 

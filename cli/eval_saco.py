@@ -86,8 +86,9 @@ def video_options(args: argparse.Namespace) -> Any:
 
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
-    from agent.llm import LLMClient, LLMConfig
+    from agent.llm import LLMClient
     from agent.settings import AgentSettings
+    from cli.options import llm_config
     from eval.planners import DirectSettings
     from eval.tasks import load_task
 
@@ -98,8 +99,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         return await _execute(args, task, None, settings)
     settings = AgentSettings(score_threshold=args.score_threshold, max_steps=args.max_steps,
                              verification=not args.no_verification)
-    llm = LLMConfig(base_url=args.llm_url, model=args.llm_model, tool_protocol=args.tool_protocol,
-                    timeout_s=args.llm_timeout, max_retries=args.llm_retries)
+    llm = llm_config(args)
     async with LLMClient(llm) as client:
         return await _execute(args, task, client, settings)
 

@@ -35,7 +35,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def local(folder: str, **kw) -> LLMConfig:
     """A small, fast configuration of the in-process backend for random-weight models."""
-    return LLMConfig(base_url=f"hf:{folder}", **{"max_tokens": 200, "max_prose_tokens": 60, **kw})
+    return LLMConfig(base_url=f"hf:{folder}", **{"max_tokens": 260, "max_prose_tokens": 60, **kw})
 
 
 # ------------------------------------------------------------------ the grammar

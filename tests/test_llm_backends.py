@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 from agent.backends import vllm_local
 from agent.backends.hf_local import HFBackend
 from agent.backends.messages import decode_data_url, to_hf_messages
+from agent.backends.spec import DEFAULT_LOCAL_SPEC
 from agent.backends.tiny_llm import write_tiny_llm
 from agent.image_urls import image_part
 from agent.llm import LLMClient, LLMConfig
 from cli.main import main as cli_main
+from cli.options import add_llm_options, llm_config
 from sam3_core.errors import UsageError
 
 IMAGE = np.random.default_rng(7).integers(0, 255, (90, 120, 3), dtype=np.uint8)
@@ -111,3 +115,45 @@ def test_make_tiny_llm_command(tmp_path):
         cli_main(["make-tiny-llm", str(tmp_path / "x"), "--family", "llama"])
     with pytest.raises(UsageError, match="family"):
         write_tiny_llm(tmp_path / "bad", "llama4")
+
+
+# ------------------------------------------------------------------ the --llm option group
+
+
+def _llm_args(*argv: str, required: bool = True):
+    parser = argparse.ArgumentParser()
+    add_llm_options(parser, required_url=required)
+    return parser.parse_args(list(argv))
+
+
+def test_llm_option_group():
+    pooled = llm_config(_llm_args("--llm", "http://a:8000/v1", "--llm", "http://b:8000/v1#2", "--no-constrain"))
+    assert pooled.base_url == "http://a:8000/v1" and pooled.pool == ("http://b:8000/v1#2",)
+    assert pooled.constrained == "off"
+    assert llm_config(_llm_args("--llm-url", "http://old:1/v1")).base_url == "http://old:1/v1"  # the old spelling
+    local = llm_config(_llm_args("--llm-batch", "2", "--llm-max-tokens", "300"))
+    assert local.base_url == DEFAULT_LOCAL_SPEC and local.local_max_batch == 2 and local.max_tokens == 300
+    assert llm_config(_llm_args(required=False)) is None  # servers: no --llm, no agent
+    with pytest.raises(UsageError, match="pooled"):
+        llm_config(_llm_args("--llm", "http://a/v1", "--llm", "hf:/m"))
+
+
+def test_segment_command_runs_on_an_in_process_tiny_model(tiny_llm, tiny_checkpoint, tmp_path):
+    image = tmp_path / "photo.png"
+    Image.fromarray(IMAGE).save(image)
+    out = tmp_path / "run"
+    code = cli_main(["segment", str(image), "the striped block", "--model", tiny_checkpoint, "--llm", f"hf:{tiny_llm}",
+                     "--llm-max-tokens", "240", "--max-steps", "2", "--threshold", "0", "--no-verify",
+                     "--out", str(out)])
+    answer = json.loads((out / "result.json").read_text())
+    assert answer["status"] in ("answered", "no_mask", "budget_exhausted") and code in (0, 3)
+    trace = json.loads((out / "trace.json").read_text())
+    assert trace["timings"]["completion_tokens"] > 0 and trace["timings"]["model_calls"] >= 1
+    assert all(s["outcome"] in ("call", "limit") for s in trace["steps"] if s["node"] == "call_model")
+
+
+def test_missing_model_folder_is_reported_before_loading(tiny_checkpoint, tmp_path):
+    image = tmp_path / "photo.png"
+    Image.fromarray(IMAGE).save(image)
+    assert cli_main(["segment", str(image), "a cup", "--model", tiny_checkpoint, "--llm", f"hf:{tmp_path}/none",
+                     "--out", str(tmp_path / "run")]) == 2

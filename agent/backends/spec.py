@@ -21,6 +21,10 @@ from sam3_core.errors import UsageError
 
 Kind = Literal["http", "hf", "vllm"]
 
+#: The LLM the command line uses when no --llm is given: transformers in this process, next to SAM 3
+#: (about 17 GB of GPU memory in bf16; downloaded from the hub on first use).
+DEFAULT_LOCAL_SPEC = "hf:Qwen/Qwen3-VL-8B-Instruct"
+
 
 @dataclass(frozen=True)
 class LLMSpec:

@@ -43,6 +43,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 
 from agent.graph import build_graph
+from agent.llm import LLMClient
 from sam3_core.engine import EngineOptions, Sam3Engine
 from sam3_core.loading import image_models_from_video
 from sam3_core.video import VideoEngine, VideoOptions
@@ -162,6 +163,8 @@ def _lifespan(factories: dict[str, Callable[[], Any]]) -> Lifespan:
         rt: Runtime = app.state.runtime
         async with contextlib.AsyncExitStack() as stack:
             rt.graph = build_graph(await _open_checkpointer(stack, rt.settings.state_db))
+            if rt.settings.llm is not None:  # shared by all queries: pooled connections, or a model loaded once
+                rt.llm = await stack.enter_async_context(LLMClient(rt.settings.llm))
             rt.chat = ChatStore(rt.settings.state_db or ":memory:")
             stack.callback(rt.chat.close)
             rt.video_slots = asyncio.Semaphore(rt.settings.video_max_sessions)
