@@ -31,18 +31,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-from eval_fixtures import _image  # noqa: E402
-from saco_fixtures import write_saco_images  # noqa: E402
-
-from eval.distributed import EngineSpec, RayOptions, run_eval_ray  # noqa: E402
-from eval.planners import DirectSettings  # noqa: E402
-from eval.runner import RunOptions, run_eval  # noqa: E402
-from eval.tasks import TaskSpec, load_task  # noqa: E402
-from sam3_core import Sam3Engine  # noqa: E402
-from sam3_core.tiny import write_tiny_checkpoint  # noqa: E402
+from eval.distributed import EngineSpec, RayOptions, run_eval_ray
+from eval.planners import DirectSettings
+from eval.runner import RunOptions, run_eval
+from eval.saco.testing import write_saco_images
+from eval.tasks import TaskSpec, load_task
+from eval.testing import _image
+from sam3_core import Sam3Engine
+from sam3_core.tiny import write_tiny_checkpoint
 
 logger = logging.getLogger("bench.eval_ray")
 

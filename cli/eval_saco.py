@@ -88,19 +88,25 @@ def video_options(args: argparse.Namespace) -> Any:
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
     from agent.llm import LLMClient
     from agent.settings import AgentSettings
+    from cli.common import check_llm_config, check_model
     from cli.options import llm_config
     from eval.planners import DirectSettings
     from eval.tasks import load_task
+    from sam3_core.errors import UsageError
 
     task = load_task(saco_spec(args))
     task.items()  # read the ground truth before loading a model: a bad path fails fast
+    if args.planner not in task.planners:
+        raise UsageError(f"eval {args.eval_command} runs with --planner {' or '.join(task.planners)} only")
+    if args.planner != "direct":
+        check_llm_config(llm_config(args))  # nothing listening: say so once, before loading SAM 3
+    check_model(args.model)
     if args.planner == "direct":
-        settings = DirectSettings(score_threshold=args.score_threshold, max_words=args.max_words).for_task(True)
+        settings = DirectSettings(score_threshold=args.threshold, max_words=args.max_words).for_task(True)
         return await _execute(args, task, None, settings)
-    settings = AgentSettings(score_threshold=args.score_threshold, max_steps=args.max_steps,
-                             verification=not args.no_verification)
-    llm = llm_config(args)
-    async with LLMClient(llm) as client:
+    settings = AgentSettings(score_threshold=args.threshold, max_steps=args.max_steps,
+                             verification=not args.no_verify)
+    async with LLMClient(llm_config(args)) as client:
         return await _execute(args, task, client, settings)
 
 

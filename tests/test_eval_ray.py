@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from saco_fixtures import write_saco_images
 
 from cli.eval_ray import add_ray_arguments, ray_options
 from cli.main import main
@@ -22,6 +21,7 @@ from eval.distributed import EngineSpec, RayOptions, RayPool, run_eval_ray
 from eval.planners import DirectSettings
 from eval.records import PREDICTIONS_FILE
 from eval.runner import RunOptions, run_eval
+from eval.saco.testing import write_saco_images
 from eval.tasks import TaskSpec, load_task
 from sam3_core.postprocess import rle_to_mask
 

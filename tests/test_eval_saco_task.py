@@ -8,15 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from eval_fixtures import AgentScript
-from saco_fixtures import GOLD_PAIRS, SILVER_PAIRS, box_rle, write_saco_images
 
 from agent.testing import ScriptedLLM
 from cli.main import main
 from eval.records import PREDICTIONS_FILE
 from eval.saco.dataset import load_saco_images, subset_name
 from eval.saco.metrics import ImagePhrasePred, cgf1_from_masks
+from eval.saco.testing import GOLD_PAIRS, SILVER_PAIRS, box_rle, write_saco_images
 from eval.tasks import TaskSpec, load_task
+from eval.testing import AgentScript
 from sam3_core.errors import InputError
 from sam3_core.postprocess import rle_to_mask
 

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from saco_fixtures import VIDEO_FRAMES, VIDEO_PAIRS, box_rle, write_saco_videos
 
 from cli.main import main
 from eval.saco.dataset import load_saco_videos
+from eval.saco.testing import VIDEO_FRAMES, VIDEO_PAIRS, box_rle, write_saco_videos
 from eval.saco.video_metrics import Masklet, VideoPhraseGT, VideoPhrasePred, video_metrics
 from eval.tasks import TaskSpec, load_task
 from sam3_core.errors import InputError

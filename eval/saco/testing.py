@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from eval_fixtures import HEIGHT, WIDTH, _image
 
+from eval.testing import HEIGHT, WIDTH, _image
 from sam3_core.postprocess import masks_to_rle
 
 
