@@ -14,8 +14,8 @@ the query and an image; mask ids 1-3 exist), sampled at temperature 1 so the rep
   (``--llm hf:DIR``) and (b) behind an OpenAI-compatible HTTP server (the scripted server, whose handler
   runs the same model). Overhead = the client's latency minus the model's own generate time.
 
-    python bench/llm.py                     # 50 replies per family and mode
-    python bench/llm.py --replies 100 --out /tmp/llm.json
+    python -m bench.llm                     # 50 replies per family and mode
+    python -m bench.llm --replies 100 --only replies --out /tmp/llm.json
 """
 
 from __future__ import annotations
@@ -35,19 +35,16 @@ from typing import Any
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT)]  # the project, before bench/ (whose agent.py would shadow the package)
-
-from agent import tool_protocol as tp  # noqa: E402
-from agent.backends.constrain import GrammarCompiler  # noqa: E402
-from agent.backends.grammar import LIBRARIES, CallGrammar, call_schema  # noqa: E402
-from agent.backends.hf_local import HFBackend  # noqa: E402
-from agent.backends.tiny_llm import FAMILIES, build_tokenizer, write_tiny_llm  # noqa: E402
-from agent.llm import LLMClient, LLMConfig  # noqa: E402
-from agent.testing import Reply, ScriptedLLM  # noqa: E402
-from prompts import render_prompt  # noqa: E402
-from tools.registry import specs  # noqa: E402
-from tools.segmentation import ALL_TOOLS  # noqa: E402
+from agent import tool_protocol as tp
+from agent.backends.constrain import GrammarCompiler
+from agent.backends.grammar import LIBRARIES, CallGrammar, call_schema
+from agent.backends.hf_local import HFBackend
+from agent.backends.tiny_llm import FAMILIES, build_tokenizer, write_tiny_llm
+from agent.llm import LLMClient, LLMConfig
+from agent.testing import Reply, ScriptedLLM
+from prompts import render_prompt
+from tools.registry import specs
+from tools.segmentation import ALL_TOOLS
 
 logger = logging.getLogger("bench.llm")
 SPECS = specs(ALL_TOOLS)
@@ -199,33 +196,39 @@ def library_comparison() -> dict[str, Any]:
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark with command-line ``argv``; writes and returns the report."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--replies", type=int, default=50, help="replies per family and mode (>= 50 for the issue)")
     parser.add_argument("--only", choices=["replies", "grammar", "overhead"], help="run one part only")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (tiny models: 1 is fastest)")
     parser.add_argument("--out", default="bench/results/llm.json")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout)
-    logger.setLevel(logging.INFO)
-    logging.getLogger("agent.llm").setLevel(logging.ERROR)  # random replies are often cut at max_tokens
+    args = parser.parse_args(argv)
+    threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
-    report: dict[str, Any] = {"machine": platform.platform(), "replies": args.replies}
-    with tempfile.TemporaryDirectory() as tmp:
-        folders = {family: str(write_tiny_llm(Path(tmp) / family, family)) for family in FAMILIES}
-        if args.only in (None, "replies"):
-            report.update(valid_calls(folders, args.replies))
-        if args.only in (None, "grammar"):
-            report.update(library_comparison())
-        if args.only in (None, "overhead"):
-            report["overhead"] = o = asyncio.run(overhead(folders["qwen2_5_vl"], max(10, args.replies // 5)))
-            logger.info("overhead per step (latency minus generate): in process %.1f ms, HTTP %.1f ms "
-                        "(latency %.1f vs %.1f ms)", o["in_process_overhead_ms"], o["http_overhead_ms"],
-                        o["in_process_latency_ms"], o["http_latency_ms"])
+    report: dict[str, Any] = {"machine": platform.platform(), "replies": args.replies, "threads": args.threads}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            folders = {family: str(write_tiny_llm(Path(tmp) / family, family)) for family in FAMILIES}
+            if args.only in (None, "replies"):
+                report.update(valid_calls(folders, args.replies))
+            if args.only in (None, "grammar"):
+                report.update(library_comparison())
+            if args.only in (None, "overhead"):
+                report["overhead"] = o = asyncio.run(overhead(folders["qwen2_5_vl"], max(10, args.replies // 5)))
+                logger.info("overhead per step (latency minus generate): in process %.1f ms, HTTP %.1f ms "
+                            "(latency %.1f vs %.1f ms)", o["in_process_overhead_ms"], o["http_overhead_ms"],
+                            o["in_process_latency_ms"], o["http_latency_ms"])
+    finally:
+        torch.set_num_threads(threads)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
     logger.info("written %s", args.out)
+    return report
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout)
+    logger.setLevel(logging.INFO)
+    logging.getLogger("agent.llm").setLevel(logging.ERROR)  # random replies are often cut at max_tokens
     main()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_bench
 from PIL import Image
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
@@ -157,3 +158,12 @@ def test_missing_model_folder_is_reported_before_loading(tiny_checkpoint, tmp_pa
     Image.fromarray(IMAGE).save(image)
     assert cli_main(["segment", str(image), "a cup", "--model", tiny_checkpoint, "--llm", f"hf:{tmp_path}/none",
                      "--out", str(tmp_path / "run")]) == 2
+
+
+def test_llm_benchmark_runs(tmp_path):
+    out = tmp_path / "llm.json"
+    report = load_bench("llm").main(["--replies", "2", "--only", "replies", "--out", str(out)])
+    assert report == json.loads(out.read_text())
+    for family in ("qwen2_5_vl", "qwen3_vl"):
+        assert report[f"{family}_constrained_on"]["valid"] == 2
+        assert report[f"{family}_constrained_off"]["replies"] == 2
