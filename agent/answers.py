@@ -284,3 +284,18 @@ class VideoAgentAnswer(AnswerStatus):
 
 class VideoAgentRunFailed(AgentRunFailed):
     """The LLM endpoint failed during a video query; ``answer`` is the :class:`VideoAgentAnswer` so far."""
+
+
+def failure_documents(query: str, exc: BaseException) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(result, trace)`` JSON documents for a query that ended in ``exc``, so a command line can write
+    result.json and trace.json whatever the ending.
+
+    An :class:`AgentRunFailed` (or :class:`VideoAgentRunFailed`) gives its answer's documents (status
+    ``failed``, the cause, the trace so far); any other error a ``failed`` summary naming it, with an empty trace.
+    """
+    answer = getattr(exc, "answer", None)
+    if isinstance(answer, (AgentAnswer, VideoAgentAnswer)):
+        return answer.to_json(), answer.trace_json()
+    cause = getattr(exc, "cause", "") or type(exc).__name__
+    summary = {"query": query, "status": "failed", "cause": cause, "error": str(exc)}
+    return {**summary, "mask_ids": []}, {**summary, "steps": []}

@@ -28,7 +28,13 @@ status ``failed`` (cause ``invalid_replies``).
 Limits (:mod:`agent.limits`): before every model call the step, time and token budgets are checked,
 and model calls and tools are abandoned at the ``max_seconds`` deadline; a limit ends the query with
 status ``budget_exhausted`` and the best answer so far in ``answer_ids``. An LLM endpoint failure
-(:class:`~sam3_core.errors.RunFailed`) ends the query with status ``failed`` and the failure's cause.
+(:class:`~sam3_core.errors.RunFailed`) ends the query with status ``failed`` and the failure's cause; so
+does a reply the client cannot read (cause ``llm_bad_response``) and a tool that raises an unexpected
+error (cause ``tool_error``): every end of a query is a status, never a traceback.
+
+Model output is bounded before it reaches the state (:mod:`agent.reply_limits` bounds a reply's bytes,
+:mod:`agent.argument_bounds` its call's arguments: an out-of-range integer or a huge list is answered
+with a retry message and never checkpointed); the trace keeps a compact copy of every call's arguments.
 
 Every node run appends a record to ``State.trace`` (:mod:`agent.trace`); ``finish`` sums it into
 ``State.timings``. The graph is compiled with a checkpointer (an ``InMemorySaver`` unless one is given),
@@ -50,6 +56,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
 from agent import tool_protocol as tp
+from agent.argument_bounds import argument_problem, compact_arguments
 from agent.call_choices import call_choices
 from agent.context import RunContext
 from agent.conversation import build_messages, model_error, no_call_message, tool_applied
@@ -63,6 +70,8 @@ from tools.registry import ToolEnv, by_name, specs
 
 logger = logging.getLogger(__name__)
 
+#: ``State.cause`` of a query whose tool raised an unexpected error (logged with its traceback).
+TOOL_ERROR = "tool_error"
 #: The graph's nodes (what :func:`route` returns).
 NodeName = Literal["call_model", "run_tool", "verify_masks", "finish"]
 
@@ -70,8 +79,9 @@ NodeName = Literal["call_model", "run_tool", "verify_masks", "finish"]
 def _traced(state: State, update: dict[str, Any], meter: StepMeter, *, node: str, step: int, tool: str | None,
             arguments: dict[str, Any] | None, outcome: Outcome, detail: str = "") -> dict[str, Any]:
     """``update`` with this node run's record appended to the trace (see :mod:`agent.trace`)."""
-    record = meter.record(index=len(state.trace), step=step, node=node, tool=tool, arguments=arguments,
-                          outcome=outcome, detail=detail, query_started=state.started_at)
+    record = meter.record(index=len(state.trace), step=step, node=node, tool=None if tool is None else tool[:100],
+                          arguments=compact_arguments(arguments or {}), outcome=outcome, detail=detail,
+                          query_started=state.started_at)
     return {**update, "trace": [*state.trace, record]}
 
 
@@ -97,6 +107,12 @@ async def _ask_model(state: State, ctx: RunContext, meter: StepMeter) -> tuple[L
         return None, exhausted_update(state, limit), limit.message
     except RunFailed as exc:
         return None, _llm_failed(exc), str(exc)
+    except UsageError:
+        raise  # the caller's mistake (e.g. a closed client), not the reply's
+    except Exception as exc:  # an LLM client that cannot read a reply must end the query, not the server
+        logger.exception("the LLM client failed on a reply")
+        failure = RunFailed(f"the LLM reply could not be read: {type(exc).__name__}: {exc}", cause="llm_bad_response")
+        return None, _llm_failed(failure), str(failure)
     meter.count(reply.usage)
     return reply, None, ""
 
@@ -116,15 +132,19 @@ async def call_model(state: State, runtime: Runtime[RunContext]) -> dict[str, An
         outcome: Outcome = "limit" if ended["status"] == "budget_exhausted" else "failed"
         return traced(ended, tool=None, arguments=None, outcome=outcome, detail=detail)
     call = reply.tool_call
-    logger.info("step %d: %s", state.step + 1, f"{call.name}({call.arguments})" if call else "no tool call")
+    logger.info("step %d: %s", state.step + 1,
+                f"{call.name[:100]}({compact_arguments(call.arguments)})" if call else "no tool call")
     name, arguments = (call.name, call.arguments) if call is not None else (None, None)
     tools = by_name(ctx.media.tools(ctx))
-    if reply.tool_error is None and call is not None and call.name in tools:
+    out_of_bounds = argument_problem(call.arguments) if call is not None and reply.tool_error is None else None
+    if reply.tool_error is None and out_of_bounds is None and call is not None and call.name in tools:
         pending = PendingCall(name=call.name, kind=tools[call.name].kind, arguments=call.arguments, id=call.id,
                               message=reply.message)
         return traced({"step": state.step + 1, "pending_call": pending}, tool=name, arguments=arguments,
                       outcome="call")
-    problem = str(reply.tool_error) if reply.tool_error is not None else no_call_message(ctx, specs(tools.values()))
+    problem = (str(reply.tool_error) if reply.tool_error is not None
+               else f"Invalid arguments for tool {call.name!r}: {out_of_bounds}." if call and out_of_bounds
+               else no_call_message(ctx, specs(tools.values())))
     update = {"step": state.step + 1, **model_error(state, ctx, problem, reply.message, call)}
     return traced(update, tool=name, arguments=arguments,
                   outcome="failed" if update.get("status") == "failed" else "retry", detail=problem)
@@ -154,6 +174,13 @@ async def _execute_pending(state: State, ctx: RunContext, node: str) -> dict[str
         return traced(exhausted_update(state, limit), outcome="limit", detail=limit.message)
     except RunFailed as exc:
         return traced(_llm_failed(exc), outcome="failed", detail=str(exc))
+    except UsageError:
+        raise  # the caller's mistake (a wrong context), not the query's
+    except Exception as exc:  # a crashing tool ends the query with a status, not the server's request
+        logger.exception("tool %s failed", call.name)
+        failure = {"status": "failed", "cause": TOOL_ERROR, "pending_call": None,
+                   "error": f"tool {call.name} failed: {type(exc).__name__}: {exc}"}
+        return traced(failure, outcome="failed", detail=failure["error"])
     return traced(tool_applied(state, ctx, outcome, call), outcome="final" if outcome.final else "ok")
 
 

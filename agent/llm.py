@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 import httpx
 import openai
 
+from agent import reply_limits
 from agent import tool_protocol as tp
 from agent.image_urls import ImageLike, image_part
 from agent.llm_config import LLMConfig
@@ -272,7 +273,9 @@ class LLMClient:
             api_key=self.config.api_key,
             timeout=self.config.timeout_s,
             max_retries=0,
-            http_client=http_client,
+            # A caller's client (tests: agent.testing.ScriptedModel) is used as given; the default one
+            # bounds every response body (agent.reply_limits).
+            http_client=http_client or reply_limits.bounded_http_client(self.config),
         )
         self._usage = Usage()
         self._usage_lock = threading.Lock()
@@ -320,7 +323,9 @@ class LLMClient:
             return self._model
         async with self._model_lock:
             if not self._model:
-                page = await self._with_retries(self._openai.models.list, Usage(), "list its models")
+                page = await self._with_retries(
+                    lambda: reply_limits.readable(self._openai.models.list(), self.config.base_url), Usage(),
+                    "list its models")
                 if not page.data:
                     url = self.config.base_url
                     raise RunFailed(f"LLM endpoint {url} serves no models", cause="llm_bad_response")
@@ -393,17 +398,15 @@ class LLMClient:
             completion = await self._backend.complete({**request, "grammar": grammar}, usage)
         else:
             completion = await self.complete_http(request, grammar, usage)
-        if not completion.choices:
+        where = self._backend.description if self._backend is not None else cfg.base_url
+        try:  # bounded, checked and parsed off the event loop (see agent.reply_limits)
+            reply_limits.count_usage(completion, usage, where)
+            reply = await asyncio.to_thread(reply_limits.read_choice, completion, cfg, specs, _build_reply)
+        except RunFailed:
             usage.failures += 1
+            raise
+        finally:
             self._record(usage)
-            raise RunFailed(f"LLM endpoint {cfg.base_url} returned no choices", cause="llm_bad_response")
-        if completion.usage is not None:
-            usage.prompt_tokens = completion.usage.prompt_tokens or 0
-            usage.completion_tokens = completion.usage.completion_tokens or 0
-            total = completion.usage.total_tokens
-            usage.total_tokens = total or usage.prompt_tokens + usage.completion_tokens
-        self._record(usage)
-        reply = _build_reply(completion.choices[0], cfg.tool_protocol, specs)
         reply.usage, reply.latency_s = usage, time.perf_counter() - started
         if reply.finish_reason == "length":
             logger.warning("LLM reply was cut at max_tokens=%s", request["max_tokens"])
@@ -419,6 +422,7 @@ class LLMClient:
         :class:`~agent.backends.grammar.CallGrammar` or None) goes in vLLM's structured-output field when
         the endpoint takes it; a server rejecting that field is asked again without it, and not again."""
         request = {**request, "model": await self.model_name()}
+        url = self.config.base_url
         if grammar is not None and self._server_grammar is None:
             with contextlib.suppress(RunFailed):
                 page = await self._with_retries(self._openai.models.list, Usage(), "list its models")
@@ -428,7 +432,8 @@ class LLMClient:
         async with self._slots or contextlib.nullcontext():
             try:
                 return await self._with_retries(
-                    lambda: self._openai.chat.completions.create(**request), usage, "answer a chat request"
+                    lambda: reply_limits.readable(self._openai.chat.completions.create(**request), url),
+                    usage, "answer a chat request",
                 )
             except RunFailed as exc:
                 if "extra_body" not in request or exc.cause != "llm_rejected" or not _about_grammar(str(exc)):
@@ -437,7 +442,8 @@ class LLMClient:
                 self._server_grammar = False
                 plain = {**request, "extra_body": dict(self.config.extra_body)}
                 return await self._with_retries(
-                    lambda: self._openai.chat.completions.create(**plain), usage, "answer a chat request"
+                    lambda: reply_limits.readable(self._openai.chat.completions.create(**plain), url),
+                    usage, "answer a chat request",
                 )
 
     def _request(

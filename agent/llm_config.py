@@ -27,6 +27,9 @@ class LLMConfig:
     of each image sent (None: no resizing). ``extra_body`` is merged into every request (e.g.
     ``{"chat_template_kwargs": {"enable_thinking": False}}`` or ``{"top_k": 20}`` for vLLM).
     ``max_concurrency`` caps requests in flight from this client (None: no cap); in a pool, per endpoint.
+    ``max_reply_bytes`` bounds one reply's content, tool-call arguments and reasoning (UTF-8 bytes): a
+    longer reply is not parsed and the model is asked again; the HTTP body read is bounded too (see
+    :mod:`agent.reply_limits`).
 
     ``base_url`` is one ``--llm`` value (see :mod:`agent.backends.spec`): an endpoint URL,
     ``hf:<model id or folder>`` or ``vllm:<model>``; ``pool`` holds further endpoint URLs (a pool with
@@ -51,6 +54,7 @@ class LLMConfig:
     image_format: Literal["jpeg", "png"] = "jpeg"
     tool_protocol: tp.Protocol = tp.DEFAULT_PROTOCOL
     max_concurrency: int | None = None
+    max_reply_bytes: int = 64 * 1024
     extra_body: dict[str, Any] = field(default_factory=dict)
     pool: tuple[str, ...] = ()
     constrained: Literal["auto", "on", "off"] = "auto"
@@ -75,3 +79,5 @@ class LLMConfig:
             raise UsageError(f"constrained must be 'auto', 'on' or 'off', got {self.constrained!r}")
         if self.local_max_batch < 1 or not 0.0 < self.vllm_gpu_memory_fraction < 1.0 or self.max_prose_tokens < 0:
             raise UsageError("local_max_batch must be >= 1, vllm_gpu_memory_fraction in (0, 1), max_prose_tokens >= 0")
+        if self.max_reply_bytes < 1024:
+            raise UsageError(f"max_reply_bytes must be >= 1024, got {self.max_reply_bytes}")

@@ -102,6 +102,7 @@ def _one_image(engine, llm, settings, item: inputs.ImageInput, query: str, out: 
     import numpy as np
     from PIL import Image
 
+    from agent.answers import failure_documents
     from agent.runner import run_agent_sync
     from sam3_core.drawing import render_final
     from sam3_core.postprocess import masks_to_rle
@@ -110,10 +111,11 @@ def _one_image(engine, llm, settings, item: inputs.ImageInput, query: str, out: 
     out.mkdir(parents=True, exist_ok=True)
     try:
         answer = run_agent_sync(engine, llm, image, query, settings=settings)
-    except RunFailed as exc:
-        failed = getattr(exc, "answer", None)
-        if failed is not None:  # keep the trace of what happened before the LLM gave up
-            write_json(failed.trace_json(), out / "trace.json")
+    except Exception as exc:  # result.json and trace.json whatever the ending (the trace so far, if any)
+        result, trace = failure_documents(query, exc)
+        write_json({"image": item.source, "image_size": {"height": image.height, "width": image.width}, **result,
+                    "rles": []}, out / "result.json")
+        write_json(trace, out / "trace.json")
         raise
     rles = masks_to_rle(answer.masks)
     write_json({"image": item.source, "image_size": {"height": image.height, "width": image.width},

@@ -18,7 +18,7 @@ from cli.options import (
     positive_int,
 )
 from cli.progress import progress
-from sam3_core.errors import InputError, RunFailed
+from sam3_core.errors import InputError
 
 logger = logging.getLogger("sam3_agent.cli")
 
@@ -151,6 +151,7 @@ def run_segment_video(args: argparse.Namespace) -> int:
     check_llm_config(llm)
     check_model(args.model)
 
+    from agent.answers import failure_documents
     from agent.video_agent import run_video_agent_sync
     from sam3_core.video import VideoEngine, VideoOptions, open_video
     from sam3_core.video.outputs import write_overlay_video
@@ -164,10 +165,10 @@ def run_segment_video(args: argparse.Namespace) -> int:
         logger.info("running the video agent on %s (each phrase is tracked over the video)", video)
         try:
             answer = run_video_agent_sync(engine, llm, video, query, settings=settings)
-        except RunFailed as exc:
-            failed = getattr(exc, "answer", None)
-            if failed is not None:  # keep the trace of what happened before the LLM gave up
-                write_json(failed.trace_json(), out / "trace.json")
+        except Exception as exc:  # result.json and trace.json whatever the ending (the trace so far, if any)
+            result, trace = failure_documents(query, exc)
+            write_json(result, out / "result.json")
+            write_json(trace, out / "trace.json")
             raise
     write_json(answer.to_json(), out / "result.json")
     write_json(answer.trace_json(), out / "trace.json")

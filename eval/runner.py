@@ -18,7 +18,8 @@ Up to ``concurrency`` agents run at once (an :class:`asyncio.Semaphore`), all sh
 :class:`~agent.llm.LLMClient` and one compiled agent graph (each query on its own thread, deleted from
 the graph's in-memory checkpointer when the query ends, so a long run does not grow). Each finished
 sample is scored and appended to ``predictions.jsonl`` (see :mod:`eval.records`); samples already
-there are skipped, so a killed run resumes where it stopped. A sample whose agent run raises (the LLM
+there are skipped, so a killed run resumes where it stopped; a second run on a folder in use is refused
+(:mod:`eval.run_lock`). A sample whose agent run raises (the LLM
 timed out, the endpoint failed) or ends without an answer is recorded with its status and cause,
 scored as an empty prediction, and the run goes on. At the end :func:`eval.report.score_run` writes
 the report.
@@ -49,6 +50,7 @@ from agent.settings import AgentSettings
 from eval.planners import DirectSettings, planner_name
 from eval.records import FORMAT_VERSION, PredictionLog, prepare_run_dir
 from eval.report import score_run
+from eval.run_lock import locked_run_dir
 from eval.tasks import EvalItem, Task
 from sam3_core.engine import Sam3Engine
 from sam3_core.errors import RunFailed, Sam3AgentError, UsageError
@@ -250,6 +252,7 @@ async def _shared_client(llm: LLMConfig | LLMClient | None) -> AsyncIterator[LLM
         yield client
 
 
+@locked_run_dir  # one run per folder at a time (eval.run_lock)
 async def run_eval(task: Task, run_dir: str | Path, engine: Sam3Engine, llm: LLMConfig | LLMClient | None, *,
                    sam3_model: str, settings: PlannerSettings | None = None,
                    options: RunOptions | None = None) -> dict[str, Any]:
@@ -260,6 +263,7 @@ async def run_eval(task: Task, run_dir: str | Path, engine: Sam3Engine, llm: LLM
 
     Raises:
         ConfigMismatch: ``run_dir`` holds a run with another configuration.
+        RunDirLocked: another run is using ``run_dir`` now (the error names its pid).
         RunFailed: the LLM endpoint cannot tell its model name (nothing was run).
         InputError: the dataset cannot be read.
         UsageError: the agent planner without an ``llm``.

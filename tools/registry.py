@@ -30,10 +30,11 @@ from typing import Any, Literal, get_args, overload
 import pydantic
 
 from agent import tool_protocol as tp
+from agent.argument_bounds import argument_problem
 from agent.context import RunContext
 from agent.state import State
 from agent.trace import StepMeter
-from sam3_core.errors import UsageError
+from sam3_core.errors import ModelRetry, UsageError
 
 #: What a tool does in the agent loop (the router reads it; see the module docstring).
 ToolKind = Literal["search", "verify", "refine", "answer"]
@@ -86,8 +87,12 @@ class Tool:
         return self.spec.name
 
     async def run(self, env: ToolEnv, arguments: pydantic.BaseModel | dict[str, Any]) -> ToolOutcome:
-        """Validate ``arguments`` if needed and run the tool (ModelRetry on invalid arguments)."""
+        """Validate ``arguments`` if needed and run the tool (ModelRetry on invalid arguments, also on
+        arguments out of the bounds of :mod:`agent.argument_bounds`)."""
         if not isinstance(arguments, self.spec.args_model):
+            problem = argument_problem(arguments)
+            if problem is not None:
+                raise ModelRetry(f"Invalid arguments for tool {self.name!r}: {problem}.")
             call = tp.validate_call(tp.ToolCall(self.name, dict(arguments)), [self.spec])
             arguments = call.parsed
         values = {name: getattr(arguments, name) for name in type(arguments).model_fields}

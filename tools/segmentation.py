@@ -50,6 +50,11 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: Longest phrase sent to SAM 3 (its text encoder reads a few dozen tokens; longer is a model mistake).
+MAX_PHRASE_CHARS = 200
+#: Most unknown ids named in a retry message.
+SHOWN_IDS = 20
+
 _VERDICT = re.compile(r"\b(accept|reject)(?:ed|s)?\b", re.IGNORECASE)
 
 
@@ -80,7 +85,7 @@ def normalise_phrase(text: str) -> str:
 
 def check_phrase(state: State, settings: AgentSettings, phrase: str, *, select_tool: str = "select_masks_and_return",
                  noun: str = "masks") -> None:
-    """Refuse an empty or repeated phrase, or one past the phrase budget (ModelRetry).
+    """Refuse an empty, over-long or repeated phrase, or one past the phrase budget (ModelRetry).
 
     ``select_tool`` and ``noun`` name the answering tool and the candidates in the messages (the video
     agent's are ``select_masklets_and_return`` and ``masklets``).
@@ -88,6 +93,9 @@ def check_phrase(state: State, settings: AgentSettings, phrase: str, *, select_t
     tried = state.phrases_tried
     if not phrase:
         raise ModelRetry("text_prompt is empty. Give a short noun phrase such as \"cup\" or \"red car\".")
+    if len(phrase) > MAX_PHRASE_CHARS:
+        raise ModelRetry(f"text_prompt is {len(phrase)} characters long; give a short noun phrase (at most "
+                         f"{MAX_PHRASE_CHARS} characters) such as \"cup\" or \"red car\".")
     if phrase.lower() in {p.lower() for p in tried}:
         raise ModelRetry(
             f'You already tried "{phrase}". Phrases tried so far: {format_phrases(tried)}. Use a different '
@@ -349,12 +357,18 @@ async def select_masks_and_return(
     state = env.state
     valid = state.candidate_ids()
     chosen = list(dict.fromkeys(mask_ids))
-    unknown = [i for i in chosen if i not in valid]
-    if unknown:
-        rejected = [i for i in unknown if (m := state.mask_by_id(i)) and m["status"] == "rejected"]
-        why = f" (ids {format_ids(rejected)} were rejected by examine_each_mask)" if rejected else ""
+    known = set(valid)
+    unknown = [i for i in chosen if i not in known]
+    if unknown:  # the message names at most SHOWN_IDS of them: the model's list may be long
+        rejected = {m["id"] for m in state.masks if m["status"] == "rejected"}
+        why = [i for i in unknown if i in rejected][:SHOWN_IDS]
+        why_text = f" (ids {format_ids(why)} were rejected by examine_each_mask)" if why else ""
+        more = f" and {len(unknown) - SHOWN_IDS} more" if len(unknown) > SHOWN_IDS else ""
         shown = format_ids(valid) if valid else "none: call segment_phrase first"
-        raise ModelRetry(f"Unknown mask id(s) {format_ids(unknown)}{why}. Valid ids are {shown}.")
+        count = (f" You gave {len(chosen)} different mask ids but there are only {len(valid)} candidate masks."
+                 if len(chosen) > len(valid) else "")
+        raise ModelRetry(f"Unknown mask id(s) {format_ids(unknown[:SHOWN_IDS])}{more}{why_text}. Valid ids are "
+                         f"{shown}.{count}")
     logger.info("answer: masks %s", chosen)
     return ToolOutcome(text=f"Answer recorded: masks {format_ids(chosen)}.", final=True,
                        update={"answer_ids": chosen, "status": "answered"})
