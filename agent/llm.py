@@ -34,17 +34,16 @@ import openai
 
 from agent import reply_limits
 from agent import tool_protocol as tp
+from agent.backends.requests import about_grammar, call_grammar, server_grammar_fields
 from agent.image_urls import ImageLike, image_part
 from agent.llm_config import LLMConfig
-from sam3_core.errors import ModelRetry, RunFailed, UsageError
+from sam3_core.errors import ModelRetry, RunFailed
 
 __all__ = ["LLMClient", "LLMConfig", "LLMReply", "Usage"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-#: Tokens a constrained reply keeps for the call after its free text (a call is rarely over 100 tokens).
-CALL_TOKENS = 200
 _RETRYABLE_STATUS = frozenset({408, 429})
 
 
@@ -436,7 +435,7 @@ class LLMClient:
                     usage, "answer a chat request",
                 )
             except RunFailed as exc:
-                if "extra_body" not in request or exc.cause != "llm_rejected" or not _about_grammar(str(exc)):
+                if "extra_body" not in request or exc.cause != "llm_rejected" or not about_grammar(str(exc)):
                     raise
                 logger.warning("endpoint %s refused the call grammar; not sending it again", self.config.base_url)
                 self._server_grammar = False
@@ -462,34 +461,6 @@ class LLMClient:
         if cfg.extra_body:
             request["extra_body"] = dict(cfg.extra_body)
         return request
-
-
-def call_grammar(config: LLMConfig, specs: Sequence[tp.ToolSpec], choices: tp.CallChoices | None,
-                 max_tokens: int) -> Any:
-    """The :class:`~agent.backends.grammar.CallGrammar` for a text-protocol request, or None (constraints
-    off, native protocol, no tools, or no tool callable under ``choices``). The prose budget leaves
-    :data:`CALL_TOKENS` of the reply's ``max_tokens`` for the call itself."""
-    if config.constrained == "off" or config.tool_protocol != "text" or not specs:
-        return None
-    from agent.backends.grammar import CallGrammar, call_schema
-
-    try:
-        budget = min(config.max_prose_tokens, max(0, max_tokens - CALL_TOKENS))
-        return CallGrammar(call_schema(specs, choices), budget)
-    except UsageError:
-        return None
-
-
-def server_grammar_fields(grammar: Any) -> dict[str, Any]:
-    """Request fields that make a vLLM server follow ``grammar`` (both the current and the pre-0.12 names;
-    vLLM ignores the one it does not know)."""
-    ebnf = grammar.ebnf()
-    return {"structured_outputs": {"grammar": ebnf}, "guided_grammar": ebnf}
-
-
-def _about_grammar(message: str) -> bool:
-    lowered = message.lower()
-    return any(word in lowered for word in ("structured_output", "guided", "grammar", "unrecognized", "extra"))
 
 
 class ScopedClient(LLMClient):
