@@ -167,3 +167,26 @@ def test_llm_benchmark_runs(tmp_path):
     for family in ("qwen2_5_vl", "qwen3_vl"):
         assert report[f"{family}_constrained_on"]["valid"] == 2
         assert report[f"{family}_constrained_off"]["replies"] == 2
+
+
+def test_http_server_shares_one_in_process_model(engine, tiny_llm):
+    """Every /v1/agent query of a server goes through one client: the model loads once."""
+    import base64
+    import io
+
+    import httpx
+    from http_helpers import serve
+
+    from agent.settings import AgentSettings
+
+    png = io.BytesIO()
+    Image.fromarray(IMAGE).save(png, format="PNG")
+    body = {"image": {"base64": base64.b64encode(png.getvalue()).decode()}, "query": "the block"}
+    llm = LLMConfig(base_url=f"hf:{tiny_llm}", max_tokens=240)
+    agent = AgentSettings(max_steps=1, score_threshold=0.0, verification=False)
+    server = serve(engine, llm=llm, agent=agent)
+    with server, httpx.Client(base_url=server.base_url, timeout=300) as client:
+        statuses = [client.post("/v1/agent", json=body).json()["status"] for _ in range(2)]
+        backend = server.app.state.runtime.llm._backend
+    assert set(statuses) <= {"answered", "no_mask", "budget_exhausted"}, statuses
+    assert isinstance(backend, HFBackend) and sum(backend.batches) == 2  # both queries, one loaded model
