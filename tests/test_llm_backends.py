@@ -73,9 +73,10 @@ def test_concurrent_requests_share_batches(tiny_llm):
 
     replies, batches = asyncio.run(main())
     assert sum(batches) == 4 and max(batches) <= 4
+    # all four were queued while the model loaded (hundreds of ms), so they shared a padded batch
+    assert max(batches) > 1
     assert all(1 <= r.usage.completion_tokens <= 8 for r in replies)
-    # all four queued while the model loaded, so they ran as one padded batch with the same prompt length
-    assert len({r.usage.prompt_tokens for r in replies}) == 1
+    assert len({r.usage.prompt_tokens for r in replies}) == 1  # padding is not counted as prompt
 
 
 def test_batched_rows_are_independent_of_padding(tiny_llm):
