@@ -423,8 +423,8 @@ class LLMClient:
         request = {**request, "model": await self.model_name()}
         url = self.config.base_url
         if grammar is not None and self._server_grammar is None:
-            with contextlib.suppress(RunFailed):
-                page = await self._with_retries(self._openai.models.list, Usage(), "list its models")
+            with contextlib.suppress(openai.APIError):  # one probe, no retries: the request below reports failures
+                page = await self._openai.models.list()
                 self._note_server(page.data[0] if page.data else None)
         if grammar is not None and self._server_grammar:
             request["extra_body"] = {**request.get("extra_body", {}), **server_grammar_fields(grammar)}
