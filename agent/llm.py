@@ -423,7 +423,7 @@ class LLMClient:
         request = {**request, "model": await self.model_name()}
         url = self.config.base_url
         if grammar is not None and self._server_grammar is None:
-            with contextlib.suppress(openai.APIError):  # one probe, no retries: the request below reports failures
+            with contextlib.suppress(openai.APIError, httpx.HTTPError, ValueError):  # one probe, no retries
                 page = await self._openai.models.list()
                 self._note_server(page.data[0] if page.data else None)
         if grammar is not None and self._server_grammar:
