@@ -1,6 +1,6 @@
 """Evaluation throughput on Ray vs one process: samples per second of the same run, one measurement each.
 
-A synthetic SA-Co image set (``tests/saco_fixtures.py``, copied ``--copies`` times over fresh images) is
+A synthetic SA-Co image set (``eval/saco/testing.py``, copied ``--copies`` times over fresh images) is
 run with the direct planner (SAM 3 alone; ``--planner agent`` adds the scripted LLM server with a
 fixed latency per call) on a tiny random SAM 3 on CPU, twice:
 

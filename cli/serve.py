@@ -43,13 +43,27 @@ def _engine_factory(args: argparse.Namespace):
     return load
 
 
+def _token(args: argparse.Namespace) -> str | None:
+    """The bearer token: from --token-file when given, else --token / $SAM3_AGENT_TOKEN (None: no token)."""
+    if getattr(args, "token_file", None):
+        try:
+            with open(args.token_file, encoding="utf-8") as handle:
+                token = handle.readline().strip()
+        except OSError as exc:
+            raise SystemExit(f"cannot read --token-file: {exc}") from exc
+        if not token:
+            raise SystemExit(f"--token-file {args.token_file} is empty")
+        return token
+    return args.token or None
+
+
 def _serve(args: argparse.Namespace) -> int:
     from serving.config import ServeSettings
     from serving.http.app import create_app
     from serving.http.server import serve_forever
 
     settings = ServeSettings(
-        model=args.model, device=args.device, dtype=args.dtype, token=args.token or None,
+        model=args.model, device=args.device, dtype=args.dtype, token=_token(args),
         max_body_bytes=int(args.max_body_mb * MIB), max_pixels=args.max_pixels,
         request_timeout_s=args.request_timeout, agent_timeout_s=args.agent_timeout,
         allow_url_images=args.allow_url_images, url_max_bytes=int(args.url_max_mb * MIB),
@@ -126,7 +140,9 @@ def _add_http_args(parser: argparse.ArgumentParser, *, state_db: str | None) -> 
     group.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     group.add_argument("--port", type=int, default=8000)
     group.add_argument("--token", default=os.environ.get("SAM3_AGENT_TOKEN"),
-                       help="require 'Authorization: Bearer <token>' on /v1/* (default: $SAM3_AGENT_TOKEN)")
+                       help="require 'Authorization: Bearer <token>' on /v1/* (default: $SAM3_AGENT_TOKEN; "
+                            "prefer the variable or --token-file: argv is visible in ps)")
+    group.add_argument("--token-file", help="read the token from this file (first line) instead")
     group.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body (HTTP 413 above)")
     group.add_argument("--request-timeout", type=float, default=60.0, help="seconds per segment/refine request")
     group.add_argument("--allow-url-images", action="store_true",

@@ -39,6 +39,14 @@ class ServeSettings:
         video_idle_timeout_s: a video session unused for this long is closed and its upload deleted.
         video_root: folder whose videos ``POST /v1/video/sessions`` may open by server-side path
             (None: only uploads).
+        url_allow_networks: CIDR networks that URL images may come from although they are private (an
+            intranet image server); every other private, loopback, link-local or reserved address is refused.
+        retention_max_age_s: conversations and agent threads unused for this long are deleted.
+        retention_max_bytes: when stored conversations and threads exceed this, the least recently used go.
+        retention_sweep_s: how often the retention limits are applied (also after every new conversation).
+        header_timeout_s: a connection must send its request headers within this (slowloris guard);
+            body_timeout_s: and its body within this after the headers (HTTP 408 after).
+        max_connections: connections served at once (uvicorn answers 503 above).
     """
 
     model: str = "facebook/sam3"
@@ -62,16 +70,26 @@ class ServeSettings:
     video_timeout_s: float = 600.0
     video_idle_timeout_s: float = 600.0
     video_root: str | None = None
+    url_allow_networks: tuple[str, ...] = ()
+    retention_max_age_s: float = 7 * 24 * 3600.0
+    retention_max_bytes: int = 1 << 30
+    retention_sweep_s: float = 300.0
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
+    max_connections: int = 1000
 
     def __post_init__(self) -> None:
         if min(self.max_body_bytes, self.max_pixels, self.url_max_bytes) < 1:
             raise UsageError("max_body_bytes, max_pixels and url_max_bytes must be >= 1")
         if min(self.request_timeout_s, self.agent_timeout_s, self.url_timeout_s, self.video_timeout_s,
-               self.video_idle_timeout_s) <= 0:
+               self.video_idle_timeout_s, self.retention_max_age_s, self.retention_sweep_s,
+               self.header_timeout_s, self.body_timeout_s) <= 0:
             raise UsageError("timeouts must be > 0 seconds")
         if self.token is not None and not self.token.strip():
             raise UsageError("token must not be empty (use None for no authentication)")
         if self.video_max_sessions < 1:
             raise UsageError("video_max_sessions must be >= 1")
+        if min(self.retention_max_bytes, self.max_connections) < 1:
+            raise UsageError("retention_max_bytes and max_connections must be >= 1")
         if self.chat_history_turns < 0:
             raise UsageError("chat_history_turns must be >= 0")

@@ -7,9 +7,13 @@ import base64
 import contextlib
 import io
 import json
+import socket
+import threading
+import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import numpy as np
@@ -108,3 +112,73 @@ def assert_instances_close(got: list[dict[str, Any]], expected: list[dict[str, A
         assert abs(one["score"] - other["score"]) <= SCORE_ATOL
         np.testing.assert_allclose(one["box_xyxy"], other["box_xyxy"], atol=BOX_ATOL)
         assert_masks_close(rle_to_mask(one["rle"]), rle_to_mask(other["rle"]))
+
+
+# ------------------------------------------------------------------------ hardening tests (issue 11)
+
+
+def wait_for(predicate, seconds: float = 30.0, step: float = 0.05) -> bool:
+    """Poll ``predicate`` until it is true or ``seconds`` pass (a bound, not a timing assertion)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        threading.Event().wait(step)
+    return predicate()
+
+
+def metric_samples(text: str, name: str) -> list[dict[str, str]]:
+    """The label sets of every sample of metric ``name`` in a Prometheus exposition."""
+    samples = []
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            labels = line[len(name) + 1:line.index("}")]
+            samples.append(dict(part.split("=", 1) for part in labels.split(",")))
+    return samples
+
+
+def closed_port(host: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+class ImageSite(BaseHTTPRequestHandler):
+    """An image server's handler (tests bind it to 127.0.0.2): ``/img.png``, ``/redirect`` (to ``redirect_to``),
+    ``/slow`` (trickles 60 bytes over 12 s, recording in ``slow`` whether it finished)."""
+
+    png = b""
+    redirect_to = ""
+    slow: ClassVar[dict[str, Any]] = {}
+
+    def do_GET(self) -> None:
+        if self.path == "/img.png":
+            self._send(200, self.png)
+        elif self.path == "/redirect":
+            self.send_response(302)
+            self.send_header("Location", self.redirect_to)
+            self.end_headers()
+        elif self.path == "/slow":
+            self.send_response(200)
+            self.send_header("Content-Length", "60")
+            self.end_headers()
+            try:
+                for _ in range(60):  # 60 bytes, one every 0.2 s: 12 s in all
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    threading.Event().wait(0.2)
+                self.slow["finished"] = True
+            except OSError:
+                self.slow["finished"] = False
+            self.slow["done"].set()
+        else:
+            self._send(404, b"no")
+
+    def _send(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass

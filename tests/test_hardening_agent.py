@@ -322,9 +322,8 @@ def _direct_run(data_root: Path, out: Path, engine) -> dict[str, Any]:
 
 
 def test_row17_second_run_on_a_folder_in_use_is_refused(engine, tmp_path):
-    from eval_fixtures import write_reasonseg
-
     from eval.run_lock import RunDirLocked, hold_run_lock
+    from eval.testing import write_reasonseg
 
     data, out = write_reasonseg(tmp_path / "reasonseg"), tmp_path / "run"
     with hold_run_lock(out):
@@ -367,7 +366,7 @@ class _Exploit:
 
 
 def _write_refs(root: Path, refs: Any, protocol: int = pickle.DEFAULT_PROTOCOL) -> None:
-    from eval_fixtures import write_refcoco
+    from eval.testing import write_refcoco
 
     write_refcoco(root)
     with (root / "refcoco" / "refs(unc).p").open("wb") as fh:
@@ -386,9 +385,8 @@ def test_row18_refcoco_pickle_that_runs_code_is_refused(tmp_path):
 
 def test_refcoco_plain_pickles_of_any_protocol_still_load(tmp_path):
     """Not a regression test: the restricted unpickler still reads what a refs file may hold."""
-    from eval_fixtures import write_refcoco
-
     from eval.datasets.refcoco import load_refcoco
+    from eval.testing import write_refcoco
 
     reference = write_refcoco(tmp_path / "reference")
     with (reference / "refcoco" / "refs(unc).p").open("rb") as fh:

@@ -9,7 +9,9 @@ The thread lives in the graph's checkpointer and the image and transcript in :cl
 
 Routes: ``POST /v1/chat`` (new conversation from an image), ``GET /v1/chat/{id}`` (transcript),
 ``GET /v1/chat/{id}/image``, ``POST /v1/chat/{id}/messages`` (JSON or server-sent events, as
-``/v1/agent``), ``GET /v1/chat/{id}/turns/{index}/mask.png`` (the answer's mask, for download).
+``/v1/agent``), ``GET /v1/chat/{id}/turns/{index}/mask.png`` (the answer's mask, for download),
+``DELETE /v1/chat/{id}`` (the conversation, its image and its agent thread). Without an LLM,
+``POST /v1/chat`` answers 503. Stored conversations expire (:mod:`serving.chat.retention`).
 
 The page is a small static HTML/JS/CSS app served by the same FastAPI app: no front-end framework or
 Gradio to install, same origin as the API (no CORS), and the same bearer token.
@@ -27,7 +29,7 @@ from fastapi.staticfiles import StaticFiles
 
 from serving.chat.store import Conversation
 from serving.http.agent import SSE_HEADERS, AgentJob, event_stream
-from serving.http.common import Runtime, body_doc, load_image_source, read_request, runtime
+from serving.http.common import Runtime, body_doc, load_image_source, read_request, runtime, until_disconnected
 from serving.http.errors import ApiError
 from serving.http.examples import ConversationId, TurnIndex
 from serving.http.schemas import (
@@ -77,10 +79,13 @@ async def _conversation(rt: Runtime, conversation_id: str) -> Conversation:
              summary="Start a conversation about an image")
 async def create_conversation(request: Request) -> JSONResponse:
     rt = runtime(request)
+    rt.require_agent()  # a conversation nobody can answer would only fill the disk (503 without an LLM)
     store = rt.require_chat()
     source, _ = await read_request(request, ChatCreate, NoParams)
     image = await load_image_source(rt, source)
     conversation = await store.acreate(image.pixels)
+    if rt.retention is not None:
+        await rt.retention.after_write(None)
     return JSONResponse({"conversation_id": conversation.id,
                          "image": {"width": conversation.width, "height": conversation.height}})
 
@@ -126,7 +131,18 @@ async def send_message(conversation_id: ConversationId, body: ChatMessage, reque
 
     if body.stream:
         return StreamingResponse(event_stream(run), media_type="text/event-stream", headers=SSE_HEADERS)
-    return JSONResponse(await run())
+    return JSONResponse(await until_disconnected(request, run()))
+
+
+@router.delete("/{conversation_id}", status_code=204, response_class=Response, responses=_NOT_FOUND,
+               summary="Delete a conversation")
+async def delete_conversation(conversation_id: ConversationId, request: Request) -> Response:
+    """Delete the conversation's image, transcript and agent thread."""
+    rt = runtime(request)
+    rt.require_chat()
+    if rt.retention is None or not await rt.retention.forget(conversation_id):
+        raise ApiError(404, f"no conversation {conversation_id!r} on this server", "unknown_conversation")
+    return Response(status_code=204)
 
 
 @router.get("/{conversation_id}/turns/{index}/mask.png", response_class=Response, responses=_NOT_FOUND,

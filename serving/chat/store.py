@@ -6,7 +6,10 @@ does not: the image itself (a thread keeps only its content key) and the transcr
 With a file path both live in the same SQLite file, so a restarted server continues every
 conversation; with ``":memory:"`` they last as long as the process.
 
-Calls are synchronous and short; the async wrappers run them in a worker thread.
+Calls are synchronous and short; the async wrappers run them in a worker thread. Turn numbers are
+taken inside a write transaction, so several server processes may share one file. ``state_threads``
+records when each conversation or agent thread was last used, for retention
+(:mod:`serving.chat.retention`); :meth:`ChatStore.probe` tells readiness whether the file still works.
 """
 
 from __future__ import annotations
@@ -34,7 +37,14 @@ CREATE TABLE IF NOT EXISTS chat_turns (
     created REAL NOT NULL, message TEXT NOT NULL, answer_json TEXT NOT NULL,
     PRIMARY KEY (conversation_id, idx)
 );
+CREATE TABLE IF NOT EXISTS state_threads (thread_id TEXT PRIMARY KEY, last_used REAL NOT NULL);
 """
+#: Bytes each stored thread holds, by table: (table, id column, size expression). The checkpoint tables are
+#: LangGraph's SQLite checkpointer's, present when it shares the file.
+_SIZES = (("chat_conversations", "id", "LENGTH(image_png)"),
+          ("chat_turns", "conversation_id", "LENGTH(message) + LENGTH(answer_json)"),
+          ("checkpoints", "thread_id", "LENGTH(checkpoint) + LENGTH(metadata)"),
+          ("writes", "thread_id", "LENGTH(value)"))
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,7 @@ class ChatStore:
     """Conversations (image + turns) in one SQLite database; safe to share between threads."""
 
     def __init__(self, path: str = ":memory:") -> None:
+        self._path = path
         self._conn = sqlite3.connect(path, check_same_thread=False, timeout=30.0, isolation_level=None)
         self._lock = threading.Lock()
         with self._lock:
@@ -72,6 +83,7 @@ class ChatStore:
             self._conn.execute("INSERT INTO chat_conversations VALUES (?, ?, ?, ?, ?)",
                                (conversation.id, conversation.created, conversation.width, conversation.height,
                                 buffer.getvalue()))
+            self._touch(conversation.id)
         return conversation
 
     def get(self, conversation_id: str) -> Conversation | None:
@@ -87,13 +99,105 @@ class ChatStore:
         return bytes(row[0]) if row else None
 
     def add_turn(self, conversation_id: str, message: str, answer: dict[str, Any]) -> int:
-        """Append a turn; returns its index (0 for the first)."""
+        """Append a turn; returns its index (0 for the first).
+
+        The index is read and the turn written in one write transaction, so servers (processes) sharing
+        the file never number two turns alike.
+        """
         with self._lock:
-            (count,) = self._conn.execute("SELECT COUNT(*) FROM chat_turns WHERE conversation_id = ?",
-                                          (conversation_id,)).fetchone()
-            self._conn.execute("INSERT INTO chat_turns VALUES (?, ?, ?, ?, ?)",
-                               (conversation_id, count, time.time(), message, json.dumps(answer)))
-        return int(count)
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                (index,) = self._conn.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM chat_turns "
+                                              "WHERE conversation_id = ?", (conversation_id,)).fetchone()
+                self._conn.execute("INSERT INTO chat_turns VALUES (?, ?, ?, ?, ?)",
+                                   (conversation_id, index, time.time(), message, json.dumps(answer)))
+                self._touch(conversation_id)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return int(index)
+
+    # -- retention -----------------------------------------------------------------------------------
+
+    def _touch(self, thread_id: str) -> None:
+        self._conn.execute("INSERT OR REPLACE INTO state_threads VALUES (?, ?)", (thread_id, time.time()))
+
+    def touch(self, thread_id: str) -> None:
+        """Note that a conversation or agent thread was just used (retention counts age from here)."""
+        with self._lock:
+            self._touch(thread_id)
+
+    def delete(self, thread_id: str) -> bool:
+        """Forget a conversation (image and turns) and the thread's bookkeeping; False if none was stored.
+        The caller deletes the thread's checkpoints (the checkpointer owns them)."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute("DELETE FROM chat_turns WHERE conversation_id = ?", (thread_id,))
+                found = self._conn.execute("DELETE FROM chat_conversations WHERE id = ?", (thread_id,)).rowcount
+                found += self._conn.execute("DELETE FROM state_threads WHERE thread_id = ?", (thread_id,)).rowcount
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return found > 0
+
+    def _sizes(self) -> dict[str, int]:
+        tables = {row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        sizes: dict[str, int] = {}
+        for table, column, size in _SIZES:
+            if table in tables:
+                query = f"SELECT {column}, SUM({size}) FROM {table} GROUP BY {column}"
+                for thread_id, nbytes in self._conn.execute(query):
+                    sizes[thread_id] = sizes.get(thread_id, 0) + int(nbytes or 0)
+        return sizes
+
+    def expired(self, max_age_s: float, max_bytes: int, now: float | None = None) -> list[str]:
+        """Threads to delete: those unused for ``max_age_s``, then the least recently used until the rest
+        hold at most ``max_bytes``. Threads stored without bookkeeping (older servers) are adopted as new."""
+        now = time.time() if now is None else now
+        with self._lock:
+            sizes = self._sizes()
+            used = dict(self._conn.execute("SELECT thread_id, last_used FROM state_threads").fetchall())
+            for thread_id in sizes.keys() - used.keys():
+                self._conn.execute("INSERT OR IGNORE INTO state_threads VALUES (?, ?)", (thread_id, now))
+                used[thread_id] = now
+        doomed = [t for t, last in used.items() if last < now - max_age_s]
+        kept = sorted((t for t in used if t not in set(doomed)), key=lambda t: used[t])
+        total = sum(sizes.get(t, 0) for t in kept)
+        while kept and total > max_bytes:
+            oldest = kept.pop(0)
+            total -= sizes.get(oldest, 0)
+            doomed.append(oldest)
+        return doomed
+
+    def probe(self) -> str:
+        """'' when the database file can be opened, read and written; else what is wrong (no path in it).
+
+        Opens a fresh connection, so damage to the file made after start-up is seen."""
+        if self._path == ":memory:":
+            return ""
+        try:
+            with open(self._path, "rb") as handle:  # pages cached in the WAL would hide a damaged header
+                header = handle.read(16)
+            if header and header != b"SQLite format 3\x00":
+                return "the file is not an SQLite database (its header is damaged)"
+            conn = sqlite3.connect(self._path, timeout=0.5, isolation_level=None)
+            try:
+                conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("INSERT OR REPLACE INTO state_threads VALUES ('', 0)")
+                conn.execute("ROLLBACK")
+            finally:
+                conn.close()
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                return ""  # another writer holds the lock: the file works, it is just busy
+            return f"{type(exc).__name__}: {exc}"
+        except (sqlite3.Error, OSError) as exc:
+            return f"{type(exc).__name__}: {exc.strerror if isinstance(exc, OSError) else exc}"
+        return ""
 
     def turns(self, conversation_id: str) -> list[dict[str, Any]]:
         """Every turn, oldest first: ``{"index", "message", "answer"}``."""
@@ -118,3 +222,15 @@ class ChatStore:
 
     async def aturns(self, conversation_id: str) -> list[dict[str, Any]]:
         return await asyncio.to_thread(self.turns, conversation_id)
+
+    async def atouch(self, thread_id: str) -> None:
+        await asyncio.to_thread(self.touch, thread_id)
+
+    async def adelete(self, thread_id: str) -> bool:
+        return await asyncio.to_thread(self.delete, thread_id)
+
+    async def aexpired(self, max_age_s: float, max_bytes: int) -> list[str]:
+        return await asyncio.to_thread(self.expired, max_age_s, max_bytes)
+
+    async def aprobe(self) -> str:
+        return await asyncio.to_thread(self.probe)

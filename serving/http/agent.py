@@ -17,16 +17,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from agent.runner import AgentAnswer, run_agent
 from agent.settings import AgentSettings
 from sam3_core.images import LoadedImage
 from sam3_core.postprocess import masks_to_rle
-from serving.http.common import Runtime, body_doc, load_image_source, read_request, runtime, sse, with_timeout
-from serving.http.errors import classify, error_body
+from serving.http.common import (
+    Runtime,
+    body_doc,
+    load_image_source,
+    read_request,
+    runtime,
+    sse,
+    until_disconnected,
+    with_timeout,
+)
+from serving.http.errors import ApiError, classify, error_body, redact
+from serving.http.examples import ThreadId
 from serving.http.render import b64, final_overlay_png, mask_png
-from serving.http.schemas import AgentParams, AgentRequest, AgentResponse
+from serving.http.schemas import AgentParams, AgentRequest, AgentResponse, ErrorResponse
 from serving.http.segment import IMAGE_ERRORS
 from serving.http.stream import EventSink, StreamingGraph
 
@@ -43,7 +53,8 @@ def answer_document(answer: AgentAnswer, image: LoadedImage, *, overlay: bool, m
               "rle": rle} for i, p, s, box, rle in zip(answer.mask_ids, answer.phrases, answer.scores,
                                                          answer.boxes, rles)]
     return {
-        "query": answer.query, "status": answer.status, "error": answer.error, "mask_ids": answer.mask_ids,
+        "query": answer.query, "status": answer.status, "error": redact(answer.error) if answer.error else answer.error,
+        "mask_ids": answer.mask_ids,
         "masks": masks, "steps": answer.steps, "verify_calls": answer.verify_calls,
         "phrases_tried": answer.phrases_tried, "thread_id": answer.thread_id,
         "usage": dataclasses.asdict(answer.usage), "image": {"width": image.width, "height": image.height},
@@ -86,6 +97,8 @@ class AgentJob:
             self.rt.metrics.agent_queries.labels("error").inc()
             raise
         self.rt.metrics.agent_queries.labels(answer.status).inc()
+        if self.rt.retention is not None:
+            await self.rt.retention.after_write(answer.thread_id)
         return await asyncio.to_thread(answer_document, answer, self.image, overlay=self.overlay,
                                        mask=self.mask_png, elapsed_s=time.perf_counter() - start)
 
@@ -138,4 +151,16 @@ async def agent_query(request: Request) -> Any:
                    step_overlays=params.include_overlay)
     if params.stream:
         return StreamingResponse(event_stream(job.run), media_type="text/event-stream", headers=SSE_HEADERS)
-    return JSONResponse(await job.run())
+    return JSONResponse(await until_disconnected(request, job.run()))
+
+
+@router.delete("/agent/threads/{thread_id}", status_code=204, response_class=Response,
+               responses={404: {"model": ErrorResponse, "description": "no such thread"}},
+               summary="Forget an agent thread")
+async def delete_thread(thread_id: ThreadId, request: Request) -> Response:
+    """Delete the thread's checkpoints (its masks and messages); a later ``thread_id`` of it starts afresh."""
+    rt = runtime(request)
+    rt.require_chat()
+    if rt.retention is None or not await rt.retention.forget(thread_id):
+        raise ApiError(404, f"no agent thread {thread_id!r} on this server", "unknown_thread")
+    return Response(status_code=204)

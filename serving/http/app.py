@@ -4,12 +4,14 @@ Endpoints (all JSON; errors as ``{"error": {"status", "code", "message"}}``, see
 
 ==========================================  ============================================================
 ``GET  /healthz``                           the process is up (always 200)
-``GET  /readyz``                            200 once the model is loaded, else 503
+``GET  /readyz``                            200 once the model is loaded and the state DB usable, else 503
 ``GET  /metrics``                           Prometheus metrics (:mod:`serving.http.metrics`)
 ``POST /v1/segment``                        raw SAM 3: every instance of each phrase
 ``POST /v1/refine``                         one object's mask from clicks and/or a box
 ``POST /v1/agent``                          the agent's answer to a query (JSON or server-sent events)
-``POST /v1/chat`` and ``/v1/chat/...``      multi-turn chat over one image (:mod:`serving.chat.routes`)
+``DELETE /v1/agent/threads/{id}``           forget an agent thread (its checkpoints)
+``POST /v1/chat`` and ``/v1/chat/...``      multi-turn chat over one image (:mod:`serving.chat.routes`);
+                                            ``DELETE /v1/chat/{id}`` deletes one
 ``POST /v1/video/sessions`` and ``/...``     video sessions: open, prompt, propagate, close (with ``--video``;
                                             see :mod:`serving.http.video`)
 ``POST /v1/video/track``                    track objects through a video in one request (with ``--video``)
@@ -18,7 +20,10 @@ Endpoints (all JSON; errors as ``{"error": {"status", "code", "message"}}``, see
 ==========================================  ============================================================
 
 With a token set, every ``/v1/*`` request needs ``Authorization: Bearer <token>`` (checked before
-the body is read); health, readiness, metrics, the page and the schema stay open.
+the body is read); health, readiness, metrics, the page and the schema stay open. Without one,
+state-changing ``/v1/*`` requests that a browser sent from another site are refused (403, see
+:mod:`serving.http.guards`). ``/readyz`` also checks the state database (a damaged, unwritable or
+foreign file makes it 503 with the reason; segmentation keeps working, agent and chat answer 503).
 
 The model loads in a background thread at start-up, so ``/healthz`` answers at once and ``/readyz``
 turns 200 when the engine is ready. All state lives on ``app.state.runtime`` (:class:`Runtime`), the
@@ -33,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -48,14 +54,16 @@ from sam3_core.engine import EngineOptions, Sam3Engine
 from sam3_core.loading import image_models_from_video
 from sam3_core.video import VideoEngine, VideoOptions
 from serving.chat import routes as chat
+from serving.chat.retention import Retention
 from serving.chat.store import ChatStore
 from serving.config import ServeSettings
 from serving.http import agent as http_agent
 from serving.http import segment as http_segment
 from serving.http import video as http_video
 from serving.http.common import Runtime, add_schemas, runtime
-from serving.http.errors import install_error_handlers
+from serving.http.errors import install_error_handlers, redact
 from serving.http.examples import add_examples
+from serving.http.guards import BodyDeadline, SameOriginGuard
 from serving.http.images import ImageIntake
 from serving.http.metrics import Metrics, MetricsMiddleware
 from serving.http.middleware import BearerAuthMiddleware, BodyLimitMiddleware, CatchAllMiddleware
@@ -154,6 +162,23 @@ async def _load_all(rt: Runtime, factories: dict[str, Callable[[], Any]], names:
         await _load(rt, name, factory, names[name])
 
 
+async def _open_state(rt: Runtime, stack: contextlib.AsyncExitStack) -> None:
+    """The checkpointer, the chat store and their retention; a state file that cannot be used is reported
+    by ``/readyz`` and by 503s of the agent and chat routes (segmentation keeps working)."""
+    path = rt.settings.state_db
+    try:
+        saver = await _open_checkpointer(stack, path)
+        rt.chat = ChatStore(path or ":memory:")
+    except (sqlite3.Error, OSError) as exc:
+        rt.state_error = f"{type(exc).__name__}: {redact(str(exc))}"
+        logger.error("the state database %s cannot be used: %s", path, exc)
+        return
+    stack.callback(rt.chat.close)
+    rt.graph = build_graph(saver)
+    rt.retention = Retention(rt.chat, saver, rt.settings.retention_max_age_s, rt.settings.retention_max_bytes,
+                             rt.settings.retention_sweep_s)
+
+
 def _lifespan(factories: dict[str, Callable[[], Any]]) -> Lifespan:
     """Opens the checkpointer and chat store, loads the engines in the background, closes what it loaded."""
     names = {"engine": "the SAM 3 engine", "video": "the SAM 3 video engine"}
@@ -162,20 +187,20 @@ def _lifespan(factories: dict[str, Callable[[], Any]]) -> Lifespan:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt: Runtime = app.state.runtime
         async with contextlib.AsyncExitStack() as stack:
-            rt.graph = build_graph(await _open_checkpointer(stack, rt.settings.state_db))
+            await _open_state(rt, stack)
             if rt.settings.llm is not None:  # shared by all queries: pooled connections, or a model loaded once
                 rt.llm = await stack.enter_async_context(LLMClient(rt.settings.llm))
-            rt.chat = ChatStore(rt.settings.state_db or ":memory:")
-            stack.callback(rt.chat.close)
             rt.video_slots = asyncio.Semaphore(rt.settings.video_max_sessions)
             store = app.state.video_sessions = _video_store(rt)
             sweeper = asyncio.create_task(store.sweep_forever()) if rt.settings.video else None
+            retention = asyncio.create_task(rt.retention.run_forever()) if rt.retention else None
             # One after the other: two threads importing and loading models at once race inside transformers.
             loading = asyncio.create_task(_load_all(rt, factories, names))
             try:
                 yield
             finally:
                 await _stop(sweeper)
+                await _stop(retention)
                 await loading  # a load in progress cannot be interrupted; let it finish, then close
                 await store.shutdown()  # closes the video sessions and deletes their uploads
                 for name in factories:
@@ -222,18 +247,22 @@ def _install_service_routes(app: FastAPI) -> None:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", response_model=Readiness, tags=["service"], summary="The model is loaded",
-             responses={503: {"model": Readiness, "description": "still loading, or loading failed"}})
+    @app.get("/readyz", response_model=Readiness, tags=["service"],
+             summary="The model is loaded and the state database usable",
+             responses={503: {"model": Readiness, "description": "still loading, loading failed, or the state "
+                                                                 "database cannot be used"}})
     async def readyz(request: Request) -> JSONResponse:
         rt = runtime(request)
         parts = [("", rt.engine, rt.load_error)]
         if rt.settings.video:
             parts.append(("video model ", rt.video, rt.video_error))
-        waiting = [f"{name}loading failed: {error}" if error else f"{name}loading"
+        waiting = [f"{name}loading failed: {redact(error)}" if error else f"{name}loading"
                    for name, loaded, error in parts if loaded is None]
+        state = rt.state_error or (await rt.chat.aprobe() if rt.chat is not None else "")
+        if state:
+            waiting.append(f"state database unusable: {redact(state)}")
         ready, detail = not waiting, "; ".join(waiting)
-        return JSONResponse({"ready": ready, "model": rt.settings.model, "detail": detail},
-                            status_code=200 if ready else 503)
+        return JSONResponse({"ready": ready, "detail": detail}, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["service"], summary="Prometheus metrics", response_class=Response)
     async def metrics(request: Request) -> Response:
@@ -275,7 +304,7 @@ def create_app(settings: ServeSettings | None = None, *, engine: Sam3Engine | No
     factories = _factories(settings, engine, engine_factory, video_engine, video_factory)
     intake = ImageIntake(max_pixels=settings.max_pixels, max_bytes=settings.max_body_bytes,
                          allow_urls=settings.allow_url_images, url_max_bytes=settings.url_max_bytes,
-                         url_timeout_s=settings.url_timeout_s)
+                         url_timeout_s=settings.url_timeout_s, url_allow_networks=settings.url_allow_networks)
     app = FastAPI(title="SAM 3 agent", version="0.1.0", lifespan=_lifespan(factories),
                   description="Raw SAM 3 segmentation, click refinement, video tracking and a "
                               "reasoning-segmentation agent.")
@@ -290,8 +319,11 @@ def create_app(settings: ServeSettings | None = None, *, engine: Sam3Engine | No
         chat.install_chat_page(app)
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyDeadline, seconds=settings.body_timeout_s)
     if settings.token:
         app.add_middleware(BearerAuthMiddleware, token=settings.token)
+    else:
+        app.add_middleware(SameOriginGuard)
     app.add_middleware(MetricsMiddleware, metrics=rt.metrics)
     _install_openapi(app, settings)
     return app

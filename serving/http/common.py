@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -17,9 +18,10 @@ from agent.llm import LLMClient, LLMConfig
 from sam3_core.engine import Sam3Engine
 from sam3_core.images import LoadedImage
 from sam3_core.video import VideoEngine
+from serving.chat.retention import Retention
 from serving.chat.store import ChatStore
 from serving.config import ServeSettings
-from serving.http.errors import ApiError, NotReady, Timeout
+from serving.http.errors import ApiError, NotReady, Timeout, redact
 from serving.http.examples import multipart_content
 from serving.http.forms import MAX_FIELDS, form_error, params_from_form, text_parts, validate_json
 from serving.http.images import ImageIntake
@@ -44,13 +46,15 @@ class Runtime:
     video: VideoEngine | None = None
     video_error: str = ""
     video_slots: asyncio.Semaphore | None = None
+    state_error: str = ""
+    retention: Retention | None = None
     #: One LLM client for every agent query (opened by the app's lifespan): an in-process model loads once.
     llm: LLMClient | None = None
 
     def require_engine(self) -> Sam3Engine:
         """The engine, or 503 while it loads (or when loading failed)."""
         if self.engine is None:
-            raise NotReady(f"the SAM 3 model failed to load: {self.load_error}" if self.load_error
+            raise NotReady(f"the SAM 3 model failed to load: {redact(self.load_error)}" if self.load_error
                            else "the SAM 3 model is still loading; retry shortly (see GET /readyz)")
         return self.engine
 
@@ -60,6 +64,7 @@ class Runtime:
         engine = self.require_engine()
         if self.settings.llm is None:
             raise NotReady("no LLM is configured on this server (start it with --llm URL, hf:MODEL or vllm:MODEL)")
+        self._require_state()
         if self.graph is None:
             raise NotReady("the agent is still starting")
         return engine, self.llm or self.settings.llm, self.graph
@@ -69,11 +74,16 @@ class Runtime:
         if not self.settings.video:
             raise NotReady("video is not enabled on this server (start it with --video)")
         if self.video is None or self.video_slots is None:
-            raise NotReady(f"the SAM 3 video model failed to load: {self.video_error}" if self.video_error
+            raise NotReady(f"the SAM 3 video model failed to load: {redact(self.video_error)}" if self.video_error
                            else "the SAM 3 video model is still loading; retry shortly (see GET /readyz)")
         return self.video
 
+    def _require_state(self) -> None:
+        if self.state_error:
+            raise NotReady(f"the state database is unusable ({self.state_error}); see GET /readyz")
+
     def require_chat(self) -> ChatStore:
+        self._require_state()
         if self.chat is None:
             raise NotReady("the chat store is still starting")
         return self.chat
@@ -126,6 +136,30 @@ async def with_timeout(work: Awaitable[T], seconds: float, what: str) -> T:
         return await asyncio.wait_for(work, timeout=seconds)
     except TimeoutError as exc:
         raise Timeout(f"{what} took longer than this server's limit of {seconds:g}s") from exc
+
+
+async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """``await work``, cancelling it when the client disconnects first (its answer would reach nobody).
+
+    Call it once the body has been read: the next ASGI message is then the disconnect notice."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+    if not task.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise ApiError(499, "the client disconnected; its work was cancelled", "client_closed")
+    return task.result()
 
 
 def body_doc(json_model: type[BaseModel], params_model: type[BaseModel]) -> dict[str, Any]:

@@ -46,6 +46,8 @@ SessionId = Annotated[str, Path(description="a video session's id (from POST /v1
 ObjectId = Annotated[int, Path(description="an object id of the session", examples=[0])]
 ConversationId = Annotated[str, Path(description="a conversation's id (from POST /v1/chat)",
                                      examples=["chat-fe9d5606b4224e6d85ad27f1f8015ff7"])]
+ThreadId = Annotated[str, Path(description="an agent thread's id (thread_id of an earlier answer)",
+                                examples=["thread-3f2a9c1e"])]
 TurnIndex = Annotated[int, Path(description="the turn's index, from 0", examples=[0])]
 
 #: The multipart example of each params model: (file part, fields) for the plain-field form.

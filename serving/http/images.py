@@ -16,13 +16,13 @@ import warnings
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import httpx
 from PIL import Image, UnidentifiedImageError
 
 from sam3_core.errors import ImageError
 from sam3_core.images import LoadedImage, load_image
 from serving.http.errors import ApiError, TooLarge
 from serving.http.schemas import ImageSpec
+from serving.http.urlfetch import AddressPolicy, UrlFetcher
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ class ImageIntake:
     allow_urls: bool = False
     url_max_bytes: int = 20 << 20
     url_timeout_s: float = 10.0
+    url_allow_networks: tuple[str, ...] = ()
 
     async def bytes_of(self, spec: ImageSpec) -> bytes:
         """The encoded image of a JSON ``image`` field."""
@@ -45,36 +46,14 @@ class ImageIntake:
         return await self.fetch(spec.url)
 
     async def fetch(self, url: str) -> bytes:
-        """GET ``url`` with the size cap and timeout; 400 when URL images are off or the fetch fails."""
+        """GET ``url`` under the address policy, size cap and total deadline (:mod:`serving.http.urlfetch`)."""
         if not self.allow_urls:
             raise ApiError(400, "image URLs are disabled on this server; send the image as an upload or as "
                                 "base64 (or start the server with --allow-url-images)", "url_images_disabled")
         if urlsplit(url).scheme not in ("http", "https"):
-            raise ApiError(400, f"only http and https image URLs are supported, got {url[:80]!r}", "bad_url")
-        try:
-            return await self._download(url)
-        except httpx.TimeoutException as exc:
-            raise ApiError(400, f"fetching the image URL took longer than {self.url_timeout_s:g}s",
-                           "url_fetch_failed") from exc
-        except httpx.HTTPError as exc:
-            raise ApiError(400, f"could not fetch the image URL: {exc}", "url_fetch_failed") from exc
-
-    async def _download(self, url: str) -> bytes:
-        timeout = httpx.Timeout(self.url_timeout_s)
-        async with httpx.AsyncClient(timeout=timeout, follow_redirects=True, max_redirects=3) as client, \
-                client.stream("GET", url) as response:
-            if response.status_code != 200:
-                raise ApiError(400, f"the image URL answered HTTP {response.status_code}", "url_fetch_failed")
-            declared = response.headers.get("content-length")
-            if declared and declared.isdigit() and int(declared) > self.url_max_bytes:
-                raise TooLarge(f"the image at the URL is {declared} bytes, over the limit of {self.url_max_bytes}")
-            chunks, total = [], 0
-            async for chunk in response.aiter_bytes():
-                total += len(chunk)
-                if total > self.url_max_bytes:
-                    raise TooLarge(f"the image at the URL is over the limit of {self.url_max_bytes} bytes")
-                chunks.append(chunk)
-        return b"".join(chunks)
+            raise ApiError(400, "only http and https image URLs are supported", "bad_url")
+        fetcher = UrlFetcher(self.url_max_bytes, self.url_timeout_s, AddressPolicy(self.url_allow_networks))
+        return await fetcher.fetch(url)
 
     def check(self, data: bytes) -> None:
         """Refuse empty, unreadable or too many-pixel images from their header alone."""

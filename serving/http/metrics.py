@@ -72,9 +72,25 @@ class Metrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
+#: Methods counted under their own name; any other (clients may send any token) is counted as ``OTHER``.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def _route_of(scope: Scope) -> str:
+    """The matched route's template; every path no route matched shares the label ``unmatched``."""
     route = scope.get("route")
-    return getattr(route, "path", None) or "unmatched"
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) and path else "unmatched"
+
+
+def _method_of(scope: Scope) -> str:
+    method = str(scope.get("method", ""))
+    return method if method in KNOWN_METHODS else "OTHER"
+
+
+def _status_of(status: int) -> str:
+    """The status as a label: standard codes as they are, anything else as ``other`` (bounded)."""
+    return str(status) if 100 <= status <= 599 else "other"
 
 
 class MetricsMiddleware:
@@ -100,6 +116,6 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             self.metrics.in_flight.dec()
-            route, method = _route_of(scope), scope["method"]
-            self.metrics.requests.labels(method, route, str(status[0])).inc()
+            route, method = _route_of(scope), _method_of(scope)
+            self.metrics.requests.labels(method, route, _status_of(status[0])).inc()
             self.metrics.latency.labels(method, route).observe(time.perf_counter() - start)

@@ -384,7 +384,6 @@ class Health(BaseModel):
 
 class Readiness(BaseModel):
     ready: bool
-    model: str
     detail: str = ""
 
 

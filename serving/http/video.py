@@ -38,7 +38,7 @@ from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 
 from serving.http.agent import SSE_HEADERS
-from serving.http.common import runtime, sse, validate_json, with_timeout
+from serving.http.common import runtime, sse, until_disconnected, validate_json, with_timeout
 from serving.http.errors import ApiError, classify, error_body
 from serving.http.examples import ObjectId, SessionId, form_hint, multipart_content
 from serving.http.forms import MAX_FIELDS, form_error, params_from_form, text_parts
@@ -201,7 +201,9 @@ async def track(request: Request) -> Any:
         return StreamingResponse(_sse_stream(events, settings.video_timeout_s), media_type="text/event-stream",
                                  headers=SSE_HEADERS)
     start = time.perf_counter()
-    document = await with_timeout(_collect(events), settings.video_timeout_s, "video tracking")
+    # A client that leaves cancels the tracking (the session closes and its upload is deleted).
+    document = await until_disconnected(request, with_timeout(_collect(events), settings.video_timeout_s,
+                                                              "video tracking"))
     document["elapsed_ms"] = round((time.perf_counter() - start) * 1000, 2)
     return JSONResponse(document)
 
@@ -326,6 +328,7 @@ async def propagate(session_id: SessionId, body: VideoPropagate, request: Reques
         return StreamingResponse(_sse_stream(_session_events(store, session_id, body), seconds),
                                  media_type="text/event-stream", headers=SSE_HEADERS)
     start = time.perf_counter()
-    document = await with_timeout(_collect(_session_events(store, session_id, body)), seconds, "propagation")
+    document = await until_disconnected(request, with_timeout(_collect(_session_events(store, session_id, body)),
+                                                              seconds, "propagation"))
     return JSONResponse({"session_id": session_id, "frames": document["frames"],
                          "elapsed_ms": round((time.perf_counter() - start) * 1000, 2)})

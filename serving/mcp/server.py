@@ -109,7 +109,12 @@ class McpOptions:
     """What the MCP tools may do.
 
     ``image_root``: when set, image paths must lie inside it; ``allow_paths`` False refuses paths
-    altogether (base64 only). ``llm`` None disables ``reason_segment``.
+    altogether (base64 only). ``llm`` None disables ``reason_segment``. ``max_bytes`` bounds an image
+    however it comes (a path's file size is checked before it is read).
+
+    Over stdio the server runs as its user, for its user: it may read any file that user can read
+    (that is the user's own right, as with any local tool). Over HTTP, paths are off unless
+    ``image_root`` confines them.
     """
 
     llm: LLMConfig | None = None
@@ -166,7 +171,20 @@ def _image_bytes(options: McpOptions, image_path: str | None, image_base64: str 
         raise ToolError("give exactly one of image_path and image_base64")
     if image_base64 is not None:
         return decode_base64(image_base64, options.max_bytes)
-    return allowed_path(options, image_path, "image").read_bytes()  # type: ignore[arg-type]
+    return read_capped(allowed_path(options, image_path, "image"), options.max_bytes)  # type: ignore[arg-type]
+
+
+def read_capped(path: Path, max_bytes: int) -> bytes:
+    """The file's bytes, refused (ToolError) when it is over ``max_bytes``: checked from its size before
+    reading, and by reading at most one byte more (a file may grow, or be a device that reports no size)."""
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise ToolError(f"the image file is {size} bytes, over this server's limit of {max_bytes}")
+    with path.open("rb") as handle:
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ToolError(f"the image file is over this server's limit of {max_bytes} bytes")
+    return data
 
 
 def _load(options: McpOptions, image_path: str | None, image_base64: str | None) -> LoadedImage:
