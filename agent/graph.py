@@ -57,6 +57,7 @@ from langgraph.runtime import Runtime
 
 from agent import tool_protocol as tp
 from agent.argument_bounds import argument_problem, compact_arguments
+from agent.call_choices import call_choices
 from agent.context import RunContext
 from agent.conversation import build_messages, model_error, no_call_message, tool_applied
 from agent.limits import DeadlineReached, before_deadline, elapsed_s, exhausted_update, limit_reached, time_limit
@@ -99,7 +100,8 @@ async def _ask_model(state: State, ctx: RunContext, meter: StepMeter) -> tuple[L
     messages = await asyncio.to_thread(build_messages, state, ctx)  # overlays and encoding off the event loop
     try:
         with meter.timing("model"):
-            reply = await before_deadline(ctx.llm.chat(messages, tool_specs), state, ctx.settings)
+            choices = call_choices(state, ctx.settings, tool_specs)  # narrows a constrained call only
+            reply = await before_deadline(ctx.llm.chat(messages, tool_specs, choices=choices), state, ctx.settings)
     except DeadlineReached:
         limit = time_limit(state, ctx.settings)
         return None, exhausted_update(state, limit), limit.message

@@ -9,7 +9,10 @@
   ``llm_rate_limited``, ``llm_rejected``, ``llm_context_overflow``, ``llm_bad_response``) and a
   message naming the endpoint when a call cannot be completed;
 * both tool-call protocols of :mod:`agent.tool_protocol`, returning an :class:`LLMReply`;
-* cumulative :class:`Usage` (tokens, calls, retries), safe to share between many coroutines.
+* cumulative :class:`Usage` (tokens, calls, retries), safe to share between many coroutines;
+* other backends behind the same interface (:mod:`agent.backends`): ``base_url`` may also be
+  ``hf:<model>`` (in-process transformers) or ``vllm:<model>`` (in-process vLLM), and ``pool`` adds
+  endpoints; constrained tool calls (:mod:`agent.backends.grammar`) unless ``constrained="off"``.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import openai
 
 from agent import reply_limits
 from agent import tool_protocol as tp
+from agent.backends.requests import about_grammar, call_grammar, server_grammar_fields
 from agent.image_urls import ImageLike, image_part
 from agent.llm_config import LLMConfig
 from sam3_core.errors import ModelRetry, RunFailed
@@ -252,9 +256,19 @@ class LLMClient:
     def __init__(self, config: LLMConfig | None = None, *, rng: random.Random | None = None,
                  http_client: httpx.AsyncClient | None = None) -> None:
         """``http_client`` replaces the SDK's own (e.g. one over :class:`agent.testing.ScriptedTransport`)."""
-        self.config = config or LLMConfig()
+        from agent.backends import make_backend
+        from agent.backends.spec import parse_spec
+
+        config = config or LLMConfig()
+        spec = parse_spec(config.base_url) if not config.pool else None
+        if spec is not None and spec.kind == "http" and spec.max_in_flight:  # "URL#N": N requests in flight
+            config = dataclasses.replace(config, base_url=spec.target, max_concurrency=spec.max_in_flight)
+        self.config = config
+        self._backend = make_backend(self.config, http_client)  # None: this client is the HTTP backend itself
+        mode = self.config.constrained
+        self._server_grammar: bool | None = None if mode == "auto" else mode == "on"
         self._openai = openai.AsyncOpenAI(
-            base_url=self.config.base_url,
+            base_url=self.config.base_url if self._backend is None else "http://unused.invalid/v1",
             api_key=self.config.api_key,
             timeout=self.config.timeout_s,
             max_retries=0,
@@ -277,7 +291,9 @@ class LLMClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the underlying HTTP connections."""
+        """Close the underlying HTTP connections (and the backend's resources)."""
+        if self._backend is not None:
+            await self._backend.aclose()
         await self._openai.close()
 
     @property
@@ -300,6 +316,8 @@ class LLMClient:
 
     async def model_name(self) -> str:
         """The configured model, or the first one the endpoint lists (looked up once)."""
+        if self._backend is not None:
+            return await self._backend.model_name()
         if self._model:
             return self._model
         async with self._model_lock:
@@ -311,6 +329,7 @@ class LLMClient:
                     url = self.config.base_url
                     raise RunFailed(f"LLM endpoint {url} serves no models", cause="llm_bad_response")
                 self._model = page.data[0].id
+                self._note_server(page.data[0])
                 logger.info("using model %s served at %s", self._model, self.config.base_url)
         return self._model
 
@@ -358,27 +377,29 @@ class LLMClient:
         *,
         temperature: float | None = None,
         max_tokens: int | None = None,
+        choices: tp.CallChoices | None = None,
     ) -> LLMReply:
         """Send one chat request and parse the reply with the configured tool protocol.
 
         In text mode the tool description is appended to the system message of the *request*
         (``messages`` is not modified). Tool calls are validated against ``tools``; problems are
         reported in ``LLMReply.tool_error``, never raised. Raises :class:`RunFailed` when the
-        endpoint cannot answer.
+        endpoint cannot answer. ``choices`` narrows a constrained call to what is valid now (the tools
+        callable, the mask ids that exist); it never changes validation.
         """
         cfg = self.config
         specs = tp.as_specs(tools or [])
         request = self._request(messages, specs, temperature, max_tokens)
-        request["model"] = await self.model_name()
         usage = Usage(calls=1)
         started = time.perf_counter()
-        async with self._slots or contextlib.nullcontext():
-            completion = await self._with_retries(
-                lambda: reply_limits.readable(self._openai.chat.completions.create(**request), cfg.base_url),
-                usage, "answer a chat request",
-            )
+        grammar = call_grammar(cfg, specs, choices, request["max_tokens"])
+        if self._backend is not None:
+            completion = await self._backend.complete({**request, "grammar": grammar}, usage)
+        else:
+            completion = await self.complete_http(request, grammar, usage)
+        where = self._backend.description if self._backend is not None else cfg.base_url
         try:  # bounded, checked and parsed off the event loop (see agent.reply_limits)
-            reply_limits.count_usage(completion, usage, cfg.base_url)
+            reply_limits.count_usage(completion, usage, where)
             reply = await asyncio.to_thread(reply_limits.read_choice, completion, cfg, specs, _build_reply)
         except RunFailed:
             usage.failures += 1
@@ -389,6 +410,40 @@ class LLMClient:
         if reply.finish_reason == "length":
             logger.warning("LLM reply was cut at max_tokens=%s", request["max_tokens"])
         return reply
+
+    def _note_server(self, model: Any) -> None:
+        """In ``constrained="auto"`` mode, send grammars only to a server that says it is vLLM."""
+        if self._server_grammar is None:
+            self._server_grammar = getattr(model, "owned_by", None) == "vllm"
+
+    async def complete_http(self, request: dict[str, Any], grammar: Any, usage: Usage) -> Any:
+        """One chat completion from this client's endpoint, with retries; the grammar (a
+        :class:`~agent.backends.grammar.CallGrammar` or None) goes in vLLM's structured-output field when
+        the endpoint takes it; a server rejecting that field is asked again without it, and not again."""
+        request = {**request, "model": await self.model_name()}
+        url = self.config.base_url
+        if grammar is not None and self._server_grammar is None:
+            with contextlib.suppress(openai.APIError, httpx.HTTPError, ValueError):  # one probe, no retries
+                page = await self._openai.models.list()
+                self._note_server(page.data[0] if page.data else None)
+        if grammar is not None and self._server_grammar:
+            request["extra_body"] = {**request.get("extra_body", {}), **server_grammar_fields(grammar)}
+        async with self._slots or contextlib.nullcontext():
+            try:
+                return await self._with_retries(
+                    lambda: reply_limits.readable(self._openai.chat.completions.create(**request), url),
+                    usage, "answer a chat request",
+                )
+            except RunFailed as exc:
+                if "extra_body" not in request or exc.cause != "llm_rejected" or not about_grammar(str(exc)):
+                    raise
+                logger.warning("endpoint %s refused the call grammar; not sending it again", self.config.base_url)
+                self._server_grammar = False
+                plain = {**request, "extra_body": dict(self.config.extra_body)}
+                return await self._with_retries(
+                    lambda: reply_limits.readable(self._openai.chat.completions.create(**plain), url),
+                    usage, "answer a chat request",
+                )
 
     def _request(
         self, messages: Sequence[dict], specs: list[tp.ToolSpec], temperature: float | None, max_tokens: int | None

@@ -26,9 +26,19 @@ class LLMConfig:
     ``max_retries`` counts retries after the first attempt. ``image_max_pixels`` is the pixel budget
     of each image sent (None: no resizing). ``extra_body`` is merged into every request (e.g.
     ``{"chat_template_kwargs": {"enable_thinking": False}}`` or ``{"top_k": 20}`` for vLLM).
-    ``max_concurrency`` caps requests in flight from this client (None: no cap). ``max_reply_bytes``
-    bounds one reply's content, tool-call arguments and reasoning (UTF-8 bytes): a longer reply is not
-    parsed and the model is asked again; the HTTP body read is bounded too (see :mod:`agent.reply_limits`).
+    ``max_concurrency`` caps requests in flight from this client (None: no cap); in a pool, per endpoint.
+    ``max_reply_bytes`` bounds one reply's content, tool-call arguments and reasoning (UTF-8 bytes): a
+    longer reply is not parsed and the model is asked again; the HTTP body read is bounded too (see
+    :mod:`agent.reply_limits`).
+
+    ``base_url`` is one ``--llm`` value (see :mod:`agent.backends.spec`): an endpoint URL,
+    ``hf:<model id or folder>`` or ``vllm:<model>``; ``pool`` holds further endpoint URLs (a pool with
+    failover). ``constrained``: ``"auto"`` constrains text-protocol calls in process always and on an
+    endpoint that says it is vLLM, ``"on"`` on every endpoint too, ``"off"`` never (lenient parser and
+    retries only). ``max_prose_tokens`` bounds the free text before a constrained call (in process);
+    ``grammar_library`` is the in-process grammar engine. ``local_device`` (``auto``: cuda if available),
+    ``local_max_batch`` (requests of concurrent queries generated together) and
+    ``vllm_gpu_memory_fraction`` (GPU memory an in-process vLLM may take) apply to in-process models.
     """
 
     base_url: str = "http://localhost:8000/v1"
@@ -46,6 +56,13 @@ class LLMConfig:
     max_concurrency: int | None = None
     max_reply_bytes: int = 64 * 1024
     extra_body: dict[str, Any] = field(default_factory=dict)
+    pool: tuple[str, ...] = ()
+    constrained: Literal["auto", "on", "off"] = "auto"
+    max_prose_tokens: int = 1024
+    grammar_library: Literal["xgrammar", "llguidance"] = "xgrammar"
+    local_device: str = "auto"
+    local_max_batch: int = 8
+    vllm_gpu_memory_fraction: float = 0.45
 
     def __post_init__(self) -> None:
         if self.tool_protocol not in tp.PROTOCOLS:
@@ -58,5 +75,9 @@ class LLMConfig:
             raise UsageError(f"image_max_pixels must be >= 1 or None, got {self.image_max_pixels}")
         if self.max_concurrency is not None and self.max_concurrency < 1:
             raise UsageError(f"max_concurrency must be >= 1 or None, got {self.max_concurrency}")
+        if self.constrained not in ("auto", "on", "off"):
+            raise UsageError(f"constrained must be 'auto', 'on' or 'off', got {self.constrained!r}")
+        if self.local_max_batch < 1 or not 0.0 < self.vllm_gpu_memory_fraction < 1.0 or self.max_prose_tokens < 0:
+            raise UsageError("local_max_batch must be >= 1, vllm_gpu_memory_fraction in (0, 1), max_prose_tokens >= 0")
         if self.max_reply_bytes < 1024:
             raise UsageError(f"max_reply_bytes must be >= 1024, got {self.max_reply_bytes}")

@@ -93,6 +93,20 @@ class ParsedText:
     reasoning: str = ""
 
 
+@dataclass(frozen=True)
+class CallChoices:
+    """What a call may contain right now, for constrained decoding (it never changes validation).
+
+    ``tools`` names the tools that can be called in this state (None: all offered). ``values`` maps an
+    argument name to the values it may take (e.g. ``{"mask_ids": (1, 2, 5)}``); an integer argument
+    becomes one of them, an array argument a list of them. A tool whose required argument has no
+    allowed value cannot be called.
+    """
+
+    tools: tuple[str, ...] | None = None
+    values: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+
+
 # --------------------------------------------------------------------------- schemas
 
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sam3_core.errors import InputError
+from sam3_core.errors import InputError, UsageError
 
 logger = logging.getLogger("sam3_agent.cli")
 
@@ -82,4 +82,32 @@ def check_llm(base_url: str, api_key: str = "", timeout_s: float = LLM_PROBE_TIM
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise InputError(f"no LLM answers at {url} ({reason}); start the OpenAI-compatible server (e.g. "
-                         "`vllm serve MODEL --port 8000`) or point --llm-url at it") from None
+                         "`vllm serve MODEL --port 8000`) or point --llm-url at it, or run a model in this "
+                         "process with --llm hf:MODEL") from None
+
+
+def check_llm_config(config: Any) -> None:
+    """:func:`check_llm` for every endpoint of an :class:`~agent.llm.LLMConfig` (a pool needs one that
+    answers), and the in-process backends' preconditions (vLLM installed, a local folder present)."""
+    from agent.backends import vllm_local
+    from agent.backends.spec import parse_specs
+
+    specs = parse_specs([config.base_url, *config.pool])
+    if specs[0].kind == "vllm" and not vllm_local.available():
+        raise UsageError(vllm_local.MISSING)
+    if specs[0].kind == "hf":
+        target = specs[0].target
+        if target.startswith((".", "/", "~")) and not Path(target).expanduser().is_dir():
+            raise InputError(f"--llm hf:{target}: no such model folder")
+        return
+    failures = []
+    for spec in specs:
+        if spec.kind == "http":
+            try:
+                check_llm(spec.target, config.api_key)
+                return
+            except InputError as exc:
+                failures.append(exc)
+    if failures:
+        raise failures[0] if len(failures) == 1 else InputError(
+            "no LLM endpoint of the pool answers: " + "; ".join(str(f) for f in failures))

@@ -157,7 +157,7 @@ async def _run_with_engine(args: argparse.Namespace, task: Task, client: LLMClie
 async def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from agent.llm import LLMClient
     from agent.settings import AgentSettings
-    from cli.common import check_llm, check_model
+    from cli.common import check_llm_config, check_model
     from cli.options import llm_config
     from eval.planners import DirectSettings
     from eval.tasks import load_task
@@ -165,7 +165,7 @@ async def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     task = load_task(task_spec(args))
     task.items()  # read the dataset before loading any model: a bad path fails fast
     if args.planner != "direct":
-        check_llm(args.llm_url, args.llm_api_key or "")  # nothing listening: say so once, before loading SAM 3
+        check_llm_config(llm_config(args))  # nothing listening: say so once, before loading SAM 3
     check_model(args.model)  # and the checkpoint: a hub id that cannot be fetched fails in seconds
     if args.planner == "direct":
         direct = DirectSettings(score_threshold=args.threshold, max_words=args.max_words)

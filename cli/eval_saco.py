@@ -88,7 +88,7 @@ def video_options(args: argparse.Namespace) -> Any:
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
     from agent.llm import LLMClient
     from agent.settings import AgentSettings
-    from cli.common import check_llm, check_model
+    from cli.common import check_llm_config, check_model
     from cli.options import llm_config
     from eval.planners import DirectSettings
     from eval.tasks import load_task
@@ -99,7 +99,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     if args.planner not in task.planners:
         raise UsageError(f"eval {args.eval_command} runs with --planner {' or '.join(task.planners)} only")
     if args.planner != "direct":
-        check_llm(args.llm_url, args.llm_api_key or "")  # nothing listening: say so once, before loading SAM 3
+        check_llm_config(llm_config(args))  # nothing listening: say so once, before loading SAM 3
     check_model(args.model)
     if args.planner == "direct":
         settings = DirectSettings(score_threshold=args.threshold, max_words=args.max_words).for_task(True)

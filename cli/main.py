@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     from cli.checkpoints import add_make_tiny_checkpoint
     from cli.eval import add_eval_commands
     from cli.image import add_segment_phrase
+    from cli.llm import add_llm_commands
     from cli.segment import add_segment
     from cli.serve import add_serving_commands
     from cli.video import add_segment_video, add_track
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_track(commands)
     add_segment_video(commands)
     add_make_tiny_checkpoint(commands)
+    add_llm_commands(commands)
     add_eval_commands(commands)
     add_serving_commands(commands)
     return parser

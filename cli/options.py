@@ -95,15 +95,24 @@ def add_video_threshold_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_llm_options(parser: argparse.ArgumentParser, *, required_url: bool = True) -> None:
-    """--llm-url, --llm-model, --llm-api-key, --tool-protocol, --llm-timeout, --llm-retries."""
+    """--llm (alias --llm-url; repeat for a pool), --llm-model, --llm-api-key, --tool-protocol, --llm-timeout,
+    --llm-retries, --llm-max-tokens, --no-constrain, --llm-batch, --vllm-memory.
+
+    ``required_url``: without --llm the agent uses the in-process default model
+    (:data:`agent.backends.spec.DEFAULT_LOCAL_SPEC`); when False it is off instead (servers).
+    """
+    from agent.backends.spec import DEFAULT_LOCAL_SPEC
     from agent.llm_config import LLMConfig
     from agent.tool_protocol import PROTOCOLS
 
     llm = LLMConfig(api_key="")
-    group = parser.add_argument_group("multimodal LLM (OpenAI-compatible endpoint)")
-    group.add_argument("--llm-url", default=llm.base_url if required_url else None, metavar="URL",
-                       help="endpoint, e.g. vLLM's http://HOST:PORT/v1 "
-                            + ("(default: %(default)s)" if required_url else "(without it the agent is off)"))
+    group = parser.add_argument_group("multimodal LLM")
+    default = f"default: {DEFAULT_LOCAL_SPEC}, in this process" if required_url else "without it the agent is off"
+    group.add_argument("--llm", action="append", metavar="SPEC",
+                       help="an OpenAI-compatible endpoint (vLLM's http://HOST:PORT/v1, a hosted API; URL#N allows "
+                            "N requests in flight), repeated for a pool with failover; or hf:MODEL_OR_FOLDER "
+                            f"(transformers in this process) or vllm:MODEL (vLLM in this process) ({default})")
+    _alias(group, "--llm-url", "llm", action="append")
     group.add_argument("--llm-model", default=llm.model, help="served model name (default: the endpoint's first)")
     group.add_argument("--llm-api-key", help="API key (default: $OPENAI_API_KEY)")
     group.add_argument("--tool-protocol", choices=PROTOCOLS, default=llm.tool_protocol,
@@ -113,6 +122,27 @@ def add_llm_options(parser: argparse.ArgumentParser, *, required_url: bool = Tru
                        help="seconds per LLM request (default: %(default)s)")
     group.add_argument("--llm-retries", type=int, default=llm.max_retries, metavar="N",
                        help="retries on 429/5xx/timeouts/connection errors, with backoff (default: %(default)s)")
+    group.add_argument("--llm-max-tokens", type=positive_int, default=llm.max_tokens, metavar="N",
+                       help="most tokens per LLM reply (default: %(default)s)")
+    group.add_argument("--no-constrain", action="store_true",
+                       help="do not constrain tool calls with a grammar (in process, and on vLLM endpoints); "
+                            "malformed calls are then repaired or retried")
+    group.add_argument("--llm-batch", type=positive_int, default=llm.local_max_batch, metavar="N",
+                       help="in-process models: most concurrent requests generated together (default: %(default)s)")
+    group.add_argument("--vllm-memory", type=unit_interval, default=llm.vllm_gpu_memory_fraction, metavar="F",
+                       help="vllm:MODEL: share of GPU memory vLLM may take, the rest stays for SAM 3 "
+                            "(default: %(default)s)")
+    parser.set_defaults(llm_required=required_url)
+
+
+def llm_specs(args: argparse.Namespace) -> list[str]:
+    """The --llm values given, or the in-process default ([] when the command makes the LLM optional)."""
+    from agent.backends.spec import DEFAULT_LOCAL_SPEC
+
+    given = list(getattr(args, "llm", None) or [])
+    if given or not getattr(args, "llm_required", True):
+        return given
+    return [DEFAULT_LOCAL_SPEC]
 
 
 def add_agent_options(parser: argparse.ArgumentParser, *, verification: bool = True) -> None:
@@ -137,13 +167,19 @@ def add_video_agent_options(parser: argparse.ArgumentParser) -> None:
 
 
 def llm_config(args: argparse.Namespace):
-    """The :class:`~agent.llm.LLMConfig` of the parsed LLM options (None when no --llm-url)."""
+    """The :class:`~agent.llm.LLMConfig` of the parsed LLM options (None when the LLM is optional and not given)."""
     import os
 
+    from agent.backends.spec import parse_specs
     from agent.llm_config import LLMConfig
 
-    if not args.llm_url:
+    specs = llm_specs(args)
+    if not specs:
         return None
+    parse_specs(specs)  # a clear error before anything loads
     api_key = args.llm_api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
-    return LLMConfig(base_url=args.llm_url, model=args.llm_model, api_key=api_key, tool_protocol=args.tool_protocol,
-                     timeout_s=args.llm_timeout, max_retries=args.llm_retries)
+    return LLMConfig(base_url=specs[0], pool=tuple(specs[1:]), model=args.llm_model, api_key=api_key,
+                     tool_protocol=args.tool_protocol, timeout_s=args.llm_timeout, max_retries=args.llm_retries,
+                     max_tokens=args.llm_max_tokens, constrained="off" if args.no_constrain else "auto",
+                     local_max_batch=args.llm_batch,
+                     vllm_gpu_memory_fraction=args.vllm_memory)

@@ -18,7 +18,7 @@ from typing import Any
 
 from cli import inputs
 from cli.coco import CocoWriter
-from cli.common import check_llm, check_model, read_image_source, write_json
+from cli.common import check_llm_config, check_model, read_image_source, write_json
 from cli.options import add_agent_options, add_llm_options, add_model_options, add_threshold_options, llm_config
 from cli.progress import progress
 from sam3_core.errors import InputError, RunFailed, Sam3AgentError
@@ -63,7 +63,7 @@ def run_segment(args: argparse.Namespace) -> int:
     llm = llm_config(args)
     settings = AgentSettings(max_steps=args.max_steps, score_threshold=args.threshold,
                              verification=not args.no_verify)
-    check_llm(llm.base_url, llm.api_key)
+    check_llm_config(llm)
     check_model(args.model)
 
     from sam3_core.engine import EngineOptions, Sam3Engine

@@ -78,7 +78,7 @@ def _serve(args: argparse.Namespace) -> int:
     logger.info("serving on %s (API docs at %s/docs%s)", where, where,
                 f", chat page at {where}/chat" if settings.chat_page else "")
     if settings.llm is None:
-        logger.warning("no --llm-url: /v1/agent and the chat answer 503 until an LLM is configured")
+        logger.warning("no --llm: /v1/agent and the chat answer 503 until an LLM is configured")
     serve_forever(app, args.host, args.port, log_level="debug" if args.verbose_server else "info")
     return 0
 

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from cli import inputs
-from cli.common import check_llm, check_model, write_json
+from cli.common import check_llm_config, check_model, write_json
 from cli.options import (
     add_agent_options,
     add_llm_options,
@@ -148,7 +148,7 @@ def run_segment_video(args: argparse.Namespace) -> int:
     settings = VideoAgentSettings(
         agent=replace(VIDEO_AGENT_DEFAULTS, max_steps=args.max_steps),
         video=VideoSettings(max_frames=args.max_frames, keyframes=args.keyframes, refinement=not args.no_refine))
-    check_llm(llm.base_url, llm.api_key)
+    check_llm_config(llm)
     check_model(args.model)
 
     from agent.answers import failure_documents

@@ -49,6 +49,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 
 from agent.graph import build_graph
+from agent.llm import LLMClient
 from sam3_core.engine import EngineOptions, Sam3Engine
 from sam3_core.loading import image_models_from_video
 from sam3_core.video import VideoEngine, VideoOptions
@@ -187,6 +188,8 @@ def _lifespan(factories: dict[str, Callable[[], Any]]) -> Lifespan:
         rt: Runtime = app.state.runtime
         async with contextlib.AsyncExitStack() as stack:
             await _open_state(rt, stack)
+            if rt.settings.llm is not None:  # shared by all queries: pooled connections, or a model loaded once
+                rt.llm = await stack.enter_async_context(LLMClient(rt.settings.llm))
             rt.video_slots = asyncio.Semaphore(rt.settings.video_max_sessions)
             store = app.state.video_sessions = _video_store(rt)
             sweeper = asyncio.create_task(store.sweep_forever()) if rt.settings.video else None

@@ -14,7 +14,7 @@ from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 
-from agent.llm import LLMConfig
+from agent.llm import LLMClient, LLMConfig
 from sam3_core.engine import Sam3Engine
 from sam3_core.images import LoadedImage
 from sam3_core.video import VideoEngine
@@ -48,6 +48,8 @@ class Runtime:
     video_slots: asyncio.Semaphore | None = None
     state_error: str = ""
     retention: Retention | None = None
+    #: One LLM client for every agent query (opened by the app's lifespan): an in-process model loads once.
+    llm: LLMClient | None = None
 
     def require_engine(self) -> Sam3Engine:
         """The engine, or 503 while it loads (or when loading failed)."""
@@ -56,15 +58,16 @@ class Runtime:
                            else "the SAM 3 model is still loading; retry shortly (see GET /readyz)")
         return self.engine
 
-    def require_agent(self) -> tuple[Sam3Engine, LLMConfig, CompiledStateGraph]:
-        """Engine, LLM config and graph for an agent query; 503 when no LLM is configured."""
+    def require_agent(self) -> tuple[Sam3Engine, LLMClient | LLMConfig, CompiledStateGraph]:
+        """Engine, LLM (the shared client; its config before the lifespan opened it) and graph for an agent
+        query; 503 when no LLM is configured."""
         engine = self.require_engine()
         if self.settings.llm is None:
-            raise NotReady("no LLM is configured on this server (start it with --llm-url)")
+            raise NotReady("no LLM is configured on this server (start it with --llm URL, hf:MODEL or vllm:MODEL)")
         self._require_state()
         if self.graph is None:
             raise NotReady("the agent is still starting")
-        return engine, self.settings.llm, self.graph
+        return engine, self.llm or self.settings.llm, self.graph
 
     def require_video(self) -> VideoEngine:
         """The video engine, or 503 when video is off, loading or failed to load."""

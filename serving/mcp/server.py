@@ -33,7 +33,7 @@ from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from agent.graph import build_graph
-from agent.llm import LLMConfig
+from agent.llm import LLMClient, LLMConfig
 from agent.runner import run_agent
 from agent.settings import AgentSettings
 from sam3_core.engine import Sam3Engine
@@ -272,6 +272,8 @@ def build_mcp_server(engine_factory: Callable[[], Sam3Engine], options: McpOptio
     holder: EngineHolder[Sam3Engine] = EngineHolder(engine_factory, loader)
     server = MCPServer(name, instructions=SERVER_INSTRUCTIONS, version="0.1.0")
     graph = build_graph() if options.llm is not None else None
+    # one client for every query of this server: an in-process model (--llm hf:...) loads once
+    llm = LLMClient(options.llm) if options.llm is not None else None
     read_only = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 
     @server.tool(name="segment_phrase", description=SEGMENT_DESCRIPTION, annotations=read_only)
@@ -302,12 +304,12 @@ def build_mcp_server(engine_factory: Callable[[], Sam3Engine], options: McpOptio
         image_base64: Base64Arg = None,
         thread_id: Annotated[str | None, Field(description="thread of an earlier answer on the same image")] = None,
     ) -> Annotated[CallToolResult, ReasonOutput]:
-        if options.llm is None or graph is None:
-            raise ToolError("reason_segment is not available: this server was started without an LLM (--llm-url)")
+        if llm is None or graph is None:
+            raise ToolError("reason_segment is not available: this server was started without an LLM (--llm)")
         engine = await holder.get()
         image = await asyncio.to_thread(_load, options, image_path, image_base64)
         try:
-            answer = await asyncio.wait_for(run_agent(engine, options.llm, image, query, settings=options.agent,
+            answer = await asyncio.wait_for(run_agent(engine, llm, image, query, settings=options.agent,
                                                       thread_id=thread_id, graph=graph), options.agent_timeout_s)
         except Sam3AgentError as exc:
             raise ToolError(str(exc)) from exc
