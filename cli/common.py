@@ -96,9 +96,17 @@ def check_llm_config(config: Any) -> None:
     if specs[0].kind == "vllm" and not vllm_local.available():
         raise UsageError(vllm_local.MISSING)
     if specs[0].kind == "hf":
+        from agent.backends.hf_local import LLM_INSTEAD
+        from sam3_core.errors import CheckpointError
+        from sam3_core.hub import hub_access
+
         target = specs[0].target
         if target.startswith((".", "/", "~")) and not Path(target).expanduser().is_dir():
             raise InputError(f"--llm hf:{target}: no such model folder")
+        try:  # a hub id: fail in seconds, before SAM 3 loads, when it cannot be fetched
+            hub_access(target, instead=LLM_INSTEAD)
+        except CheckpointError as exc:
+            raise InputError(f"--llm hf:{target}: {exc}") from None
         return
     failures = []
     for spec in specs:

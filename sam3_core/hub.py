@@ -26,13 +26,17 @@ _LOCAL_INSTEAD = ("or use a local checkpoint folder instead (`--model PATH` on t
                   "`sam3-agent make-tiny-checkpoint DIR` writes a small random one for trying the tools)")
 
 
-def hub_access(model_id: str, token: str | None = None, *, timeout_s: float = HUB_PROBE_TIMEOUT_S) -> dict:
+def hub_access(model_id: str, token: str | None = None, *, timeout_s: float = HUB_PROBE_TIMEOUT_S,
+               instead: str = _LOCAL_INSTEAD) -> dict:
     """Check, in seconds, that ``model_id`` can be loaded before ``from_pretrained`` is called.
 
     ``from_pretrained`` retries each unreachable file with backoff (minutes offline, with a log line per
     retry); this makes one request (``HEAD`` of the repo's ``config.json``, no retries) instead and fails
     with what to do. Returns extra ``from_pretrained`` keyword arguments: ``{"local_files_only": True}``
     when the hub cannot be reached but the checkpoint is in the local cache, else ``{}``.
+
+    ``instead`` is the message's closing advice (what to use instead of the hub), by default a local SAM 3
+    checkpoint; other callers (an in-process LLM) pass their own.
 
     Raises:
         CheckpointError: a local-looking path that does not exist; a hub id that is neither reachable nor
@@ -55,19 +59,19 @@ def hub_access(model_id: str, token: str | None = None, *, timeout_s: float = HU
             return {}
         raise CheckpointError(
             f"HF_HUB_OFFLINE is set and {model_id} is not in the local Hugging Face cache; unset HF_HUB_OFFLINE "
-            f"and log in (`hf auth login` or HF_TOKEN) to download it once, {_LOCAL_INSTEAD}")
+            f"and log in (`hf auth login` or HF_TOKEN) to download it once, {instead}")
     endpoint = hub.constants.ENDPOINT
     try:
         # The hub's file URL, built from ENDPOINT at call time (HF_ENDPOINT, a mirror, or a test's server).
         url = f"{endpoint.rstrip('/')}/{model_id}/resolve/main/config.json"
         hub.get_hf_file_metadata(url, token=token, timeout=timeout_s)
     except GatedRepoError as exc:
-        raise CheckpointError(_gated_message(model_id, token, endpoint)) from exc
+        raise CheckpointError(_gated_message(model_id, token, endpoint, instead)) from exc
     except RepositoryNotFoundError as exc:
         raise CheckpointError(
             f"{model_id} is not on the hub at {endpoint}, or it is private or gated and no valid token was sent "
             f"({_token_state(token)}); check the id, log in with `hf auth login` or set HF_TOKEN, "
-            f"{_LOCAL_INSTEAD}") from exc
+            f"{instead}") from exc
     except Exception as exc:  # connection refused, DNS failure, timeout, 5xx: "unreachable"
         if cached:
             logger.warning("the hub at %s cannot be reached (%s); using the cached copy of %s", endpoint,
@@ -76,7 +80,7 @@ def hub_access(model_id: str, token: str | None = None, *, timeout_s: float = HU
         raise CheckpointError(
             f"cannot reach the Hugging Face hub at {endpoint} to download {model_id} ({type(exc).__name__}: "
             f"{exc}) and it is not in the local cache. Connect and log in (`hf auth login` or set HF_TOKEN; "
-            f"{DEFAULT_MODEL_ID} is gated: request access on its page first), {_LOCAL_INSTEAD}; with the model "
+            f"{model_id} may be gated: request access on its page first), {instead}; with the model "
             "already downloaded elsewhere, point HF_HOME at that cache and set HF_HUB_OFFLINE=1") from exc
     return {}
 
@@ -88,7 +92,7 @@ def _token_state(token: str | None) -> str:
                                              "no HF_TOKEN and no `hf auth login` token found")
 
 
-def _gated_message(model_id: str, token: str | None, endpoint: str) -> str:
+def _gated_message(model_id: str, token: str | None, endpoint: str, instead: str = _LOCAL_INSTEAD) -> str:
     return (f"{model_id} is a gated repository ({_token_state(token)}): request access at "
             f"{endpoint}/{model_id}, then log in with `hf auth login` or set HF_TOKEN to a token of the account "
-            f"that was granted access, {_LOCAL_INSTEAD}")
+            f"that was granted access, {instead}")

@@ -125,3 +125,15 @@ def test_local_paths_are_never_looked_up_on_the_hub(tmp_path):
         hub_access(str(tmp_path / "missing"))
     with pytest.raises(CheckpointError, match="no checkpoint folder"):
         hub_access("./ckpt")
+
+
+def test_default_in_process_llm_fails_at_once_when_the_hub_is_unreachable(image, empty_cache, monkeypatch,
+                                                                           caplog, tiny_checkpoint):
+    """The agent's default LLM (``hf:`` hub id) is probed like SAM 3: no per-file retries, the LLM's own advice."""
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    monkeypatch.setattr(empty_cache, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(empty_cache, "ENDPOINT", endpoint)
+    assert main(["segment", str(image), "the cat", "--model", tiny_checkpoint, "--out", str(image.parent / "run")]) == 2
+    for hint in ("--llm hf:", f"cannot reach the Hugging Face hub at {endpoint}", "make-tiny-llm", "--llm http"):
+        assert hint in caplog.text, hint
+    assert "Retrying" not in caplog.text and "make-tiny-checkpoint" not in caplog.text

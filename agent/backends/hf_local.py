@@ -21,7 +21,12 @@ from typing import TYPE_CHECKING, Any
 from agent.backends.base import Choice, Completion, Message, TokenCounts
 from agent.backends.messages import images_of, to_hf_messages
 from agent.backends.queued import QueuedBackend
-from sam3_core.errors import RunFailed
+from sam3_core.errors import CheckpointError, RunFailed
+from sam3_core.hub import hub_access
+
+#: What to use instead of the hub, in the error when an in-process LLM cannot be fetched.
+LLM_INSTEAD = ("or use a model folder instead (`--llm hf:DIR`; `sam3-agent make-tiny-llm DIR` writes a small "
+               "random one for trying the tools), or an OpenAI-compatible server (`--llm http://HOST:PORT/v1`)")
 
 if TYPE_CHECKING:
     from agent.llm import LLMConfig
@@ -50,12 +55,14 @@ class HFBackend(QueuedBackend):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         try:
-            self.processor = AutoProcessor.from_pretrained(self.target)
+            # One quick hub probe instead of minutes of per-file retries when the hub is unreachable.
+            extra = hub_access(self.target, instead=LLM_INSTEAD)
+            self.processor = AutoProcessor.from_pretrained(self.target, **extra)
             # straight onto the GPU when accelerate can place it (no full copy in CPU memory first)
             placed = device.startswith("cuda") and importlib.util.find_spec("accelerate") is not None
-            model = AutoModelForImageTextToText.from_pretrained(self.target, dtype=dtype,
+            model = AutoModelForImageTextToText.from_pretrained(self.target, dtype=dtype, **extra,
                                                                 **({"device_map": device} if placed else {}))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, CheckpointError) as exc:
             raise RunFailed(f"could not load the in-process model {self.target!r}: {exc}",
                             cause="llm_unavailable") from exc
         self.model = model.to(device).eval()
