@@ -72,7 +72,6 @@ def free_port() -> int:
 
 def serve(config: dict[str, Any]) -> None:
     """The server process: the app with the limits under test (called with ``--serve CONFIG_JSON``)."""
-    sys.path.insert(0, str(ROOT))
     from agent.llm import LLMConfig
     from agent.settings import AgentSettings
     from serving.config import ServeSettings
@@ -91,7 +90,7 @@ def serve(config: dict[str, Any]) -> None:
 def start_server(config: dict[str, Any], log_path: Path) -> subprocess.Popen:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error", PYTHONPATH=str(ROOT))
     with log_path.open("w") as log:
-        return subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve", json.dumps(config)],
+        return subprocess.Popen([sys.executable, "-m", "bench.soak", "--serve", json.dumps(config)],
                                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -337,7 +336,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         serve(json.loads(args.serve))
         return 0
-    sys.path.insert(0, str(ROOT))
     with tempfile.TemporaryDirectory(prefix="sam3-soak-") as tmp:
         report = soak(args, Path(tmp))
     text = json.dumps(report, indent=2)
