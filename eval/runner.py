@@ -162,6 +162,9 @@ def _record(item: EvalItem, answer: AgentAnswer | None, failure: BaseException |
         "llm_calls": usage.calls, "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens, "total_tokens": usage.total_tokens,
         "seconds": round(seconds, 4),
+        # where the time went (the concurrency benchmark's limit): waiting for the LLM, for SAM 3
+        "model_s": round(float(answer.timings.get("model_s", 0.0)), 4) if answer else 0.0,
+        "sam_s": round(float(answer.timings.get("sam_s", 0.0)), 4) if answer else 0.0,
     }
 
 
