@@ -194,10 +194,15 @@ async def _answer(run: _Run, item: EvalItem) -> AgentAnswer:
     if run.client is None:
         raise UsageError("the agent planner needs an LLM client")
     thread_id = f"eval-{uuid.uuid4().hex}"
+    # Encode the image while the model reads the query: the first SAM 3 call then finds the features cached,
+    # and the encodings of queries that start together share encoder passes. Load errors are the agent's to
+    # report, so the prefetch's own outcome is only collected.
+    prefetch = asyncio.ensure_future(run.engine.aencode(item.image_path))
     try:
         return await run_agent(run.engine, run.client, item.image_path, item.query, settings=run.settings,
                                thread_id=thread_id, graph=run.graph)
     finally:
+        await asyncio.gather(prefetch, return_exceptions=True)
         await run.saver.adelete_thread(thread_id)  # the answer holds all that is kept
 
 
