@@ -17,6 +17,16 @@ queries per second, the statuses, and the LLM requests the server saw (in all, a
 issue's bar: concurrency 16 gives at least 8x the queries per second of concurrency 1. The ``direct``
 planner (no LLM) shows SAM 3 alone.
 
+The **limit** is what concurrency ``C`` could reach if nothing but the LLM's latency and SAM 3 set the
+pace: each query waits ``k`` LLM calls of ``L`` seconds (in parallel with other queries) and needs ``D``
+seconds of the one SAM 3 worker, so (a closed system's asymptotic bound) at most
+``min(C / (k L + D), 1 / D)`` queries per second. ``k`` and ``L`` are measured at concurrency ``C`` from
+the queries' own timings (``L``: mean seconds per LLM call as the agent saw it, the scripted server's
+queueing and HTTP included; ``limit_at_configured_latency`` uses the configured latency instead), ``D``
+is SAM 3's time per query when batched: the direct planner's wall time per query at concurrency ``C``.
+The report gives the limit in queries per second, as a ratio to the agent at concurrency 1, and the
+fraction of it the agent reached (the issue's goal: within 10 %, i.e. at least 0.9).
+
     python -m bench.eval                                    # 32 queries, 300 ms per LLM call, 3 repeats
     python -m bench.eval --samples 8 --latency-ms 50 --repeats 1 --out /tmp/eval.json
 """
@@ -43,6 +53,7 @@ from typing import Any
 from agent.llm import LLMConfig
 from agent.settings import AgentSettings
 from eval.planners import DirectSettings
+from eval.records import PREDICTIONS_FILE
 from eval.runner import RunOptions, run_eval
 from eval.tasks import TaskSpec, load_task
 from eval.testing import write_reasonseg
@@ -108,7 +119,7 @@ async def one_run(engine: Sam3Engine, data: Path, out: Path, planner: str, concu
         raise SystemExit(f"{planner} c={concurrency}: {queries} of {args.samples} queries, "
                          f"failures {report['failures']}")
     result = {
-        "planner": planner, "concurrency": concurrency, "queries": queries, "wall_s": wall,
+        **time_split(out), "planner": planner, "concurrency": concurrency, "queries": queries, "wall_s": wall,
         "queries_per_s": queries / wall, "statuses": report["statuses"],
         "mean_llm_calls": report["cost_per_query"]["mean_llm_calls"],
         "mean_seconds_per_query": report["cost_per_query"]["mean_seconds"],
@@ -119,6 +130,48 @@ async def one_run(engine: Sam3Engine, data: Path, out: Path, planner: str, concu
                 planner, concurrency, queries, wall, result["queries_per_s"], server.get("requests"),
                 server.get("max_in_flight"))
     return result
+
+
+def time_split(out: Path) -> dict[str, float]:
+    """Mean seconds per LLM call and SAM 3 seconds per query of a finished run, from its predictions."""
+    lines = (out / PREDICTIONS_FILE).read_text().splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
+    calls = sum(r["llm_calls"] for r in records)
+    return {
+        "llm_s_per_call": sum(r.get("model_s", 0.0) for r in records) / calls if calls else 0.0,
+        "sam_s_per_query": statistics.mean(r.get("sam_s", 0.0) for r in records) if records else 0.0,
+    }
+
+
+def concurrency_limit(concurrency: int, llm_calls: float, llm_s: float, sam_s: float) -> float:
+    """Most queries per second at ``concurrency`` when only the LLM and SAM 3 take time (see the module doc).
+
+    ``llm_calls`` LLM calls of ``llm_s`` seconds per query run concurrently across queries; ``sam_s`` seconds
+    per query of the single SAM 3 worker do not.
+    """
+    if sam_s <= 0:
+        return concurrency / (llm_calls * llm_s) if llm_calls * llm_s > 0 else math.inf
+    return min(concurrency / (llm_calls * llm_s + sam_s), 1.0 / sam_s)
+
+
+def limits(runs: list[dict[str, Any]], qps: dict[tuple[str, int], float], args: argparse.Namespace) -> dict[str, Any]:
+    """The concurrency limit (measured and at the configured latency) and how close the agent came to it."""
+    c = args.concurrency
+
+    def med(planner: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs if (r["planner"], r["concurrency"]) == (planner, c))
+
+    calls, llm_s, sam_s = med("agent", "mean_llm_calls"), med("agent", "llm_s_per_call"), 1.0 / qps["direct", c]
+    limit = concurrency_limit(c, calls, llm_s, sam_s)
+    configured = concurrency_limit(c, calls, args.latency_ms / 1000, sam_s)
+    return {
+        "limit_llm_calls_per_query": calls, "limit_llm_s_per_call": llm_s, "limit_sam_s_per_query": sam_s,
+        "agent_sam_s_per_query": med("agent", "sam_s_per_query"),
+        "limit_qps": limit, "limit_speedup": limit / qps["agent", 1],
+        "fraction_of_limit": qps["agent", c] / limit, "within_10pct_of_limit": qps["agent", c] >= 0.9 * limit,
+        "limit_at_configured_latency_qps": configured,
+        "fraction_of_limit_at_configured_latency": qps["agent", c] / configured,
+    }
 
 
 async def bench(engine: Sam3Engine, data: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -141,6 +194,7 @@ async def bench(engine: Sam3Engine, data: Path, work: Path, args: argparse.Names
         "agent_speedup": speedup, "bar": BAR, "bar_met": speedup >= BAR,
         "direct_qps_c1": qps["direct", 1], f"direct_qps_c{args.concurrency}": qps["direct", args.concurrency],
         "direct_speedup": qps["direct", args.concurrency] / qps["direct", 1],
+        **limits(runs, qps, args),
     }
     return {"summary": summary, "runs": runs}
 
@@ -179,6 +233,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 args.repeats,
                 s[f"agent_qps_c{args.concurrency}"], args.concurrency, s["agent_qps_c1"], s["agent_speedup"], BAR,
                 "met" if s["bar_met"] else "MISSED")
+    logger.info("limit at concurrency %d (LLM %.0f ms per call x %.1f calls, SAM 3 batched %.1f ms per query): "
+                "%.2f queries/s = %.1fx concurrency 1; reached %.0f%% of it (goal >= 90%%: %s); at the configured "
+                "%.0f ms latency the limit is %.2f queries/s (reached %.0f%%)", args.concurrency,
+                s["limit_llm_s_per_call"] * 1e3, s["limit_llm_calls_per_query"], s["limit_sam_s_per_query"] * 1e3,
+                s["limit_qps"], s["limit_speedup"], 100 * s["fraction_of_limit"],
+                "met" if s["within_10pct_of_limit"] else "MISSED", args.latency_ms,
+                s["limit_at_configured_latency_qps"], 100 * s["fraction_of_limit_at_configured_latency"])
     logger.info("direct (SAM 3 alone, no LLM): %.2f queries/s at concurrency %d, %.2f at 1",
                 s[f"direct_qps_c{args.concurrency}"], args.concurrency, s["direct_qps_c1"])
     logger.info("written %s", args.out)

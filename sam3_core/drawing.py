@@ -10,18 +10,30 @@ Every mask id maps to a fixed palette colour (:func:`color_for_id`), so the same
 colour in every render of a run. Each mask is tinted, outlined on its inner edge (pixels outside every
 mask are never changed, apart from label boxes), and labelled with its id in a rounded box placed at the
 mask's thickest point (:func:`label_anchor`). Empty masks are skipped: no tint, no outline, no label.
+
+Speed: the canvas is kept as ``uint8`` channel planes; each mask is blended through a 256-entry table
+per channel over its bounding box only, and label anchors come from :mod:`sam3_core.anchors` (erosion
+on a coarse grid, no Python loop over rows). Callers that draw the same masks more than once pass the
+anchors back in (``anchors=`` / ``anchor=``) instead of having them found again.
 """
 
 from __future__ import annotations
 
 import logging
-import math
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from sam3_core.anchors import Anchor, bbox, distance_transform, label_anchor, label_anchors
 from sam3_core.errors import UsageError
+
+__all__ = [
+    "PALETTE", "color_for_id", "contrast_ratio", "distance_transform", "font", "inner_outline", "label_anchor",
+    "label_anchors", "relative_luminance", "render_final", "render_masks", "render_single_mask",
+    "text_color_for", "zoomed_crop",
+]  # the anchor functions live in sam3_core.anchors and are part of this module's API too
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +50,6 @@ PALETTE: tuple[RGB, ...] = (
 
 _WHITE: RGB = (255, 255, 255)
 _BLACK: RGB = (0, 0, 0)
-#: Side (pixels) above which a mask's crop is downscaled before the distance transform.
-_ANCHOR_GRID = 128
 
 
 # ----------------------------------------------------------------------------------------- colours
@@ -61,6 +71,7 @@ def contrast_ratio(first: RGB, second: RGB) -> float:
     return (high + 0.05) / (low + 0.05)
 
 
+@lru_cache(maxsize=256)
 def text_color_for(background: RGB) -> RGB:
     """White or black, whichever contrasts more with ``background`` (always a ratio of at least 4.5)."""
     if contrast_ratio(_WHITE, background) >= contrast_ratio(_BLACK, background):
@@ -93,101 +104,6 @@ def _as_mask_stack(masks: np.ndarray, height: int, width: int) -> np.ndarray:
     if stack.ndim != 3 or stack.shape[1:] != (height, width):
         raise UsageError(f"masks must have shape (N, {height}, {width}), got {stack.shape}")
     return stack.astype(bool, copy=False)
-
-
-def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    """Tight box ``(x0, y0, x1, y1)`` of a 2-D mask, end-exclusive, or ``None`` if it is empty."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
-
-
-# ---------------------------------------------------------------------------- distance / anchors
-def _chamfer_pass(dist: np.ndarray, rows: range) -> None:
-    """One in-place chamfer sweep over ``rows`` (top-down or bottom-up), vectorised along each row."""
-    step = 1.0 if rows.step > 0 else -1.0
-    diag = math.sqrt(2.0)
-    ramp = np.arange(dist.shape[1], dtype=np.float64)
-    prev = None
-    for i in rows:
-        row = dist[i]
-        if prev is not None:
-            np.minimum(row, prev + 1.0, out=row)
-            np.minimum(row[1:], prev[:-1] + diag, out=row[1:])
-            np.minimum(row[:-1], prev[1:] + diag, out=row[:-1])
-        # Propagate along the row in the sweep direction: d[j] = min_k (d[k] + |j - k|).
-        if step > 0:
-            row[:] = ramp + np.minimum.accumulate(row - ramp)
-        else:
-            row[::-1] = ramp + np.minimum.accumulate(row[::-1] - ramp)
-        prev = row
-
-
-def distance_transform(mask: np.ndarray) -> np.ndarray:
-    """Approximate Euclidean distance of each pixel to the nearest background pixel.
-
-    Args:
-        mask: ``(H, W)`` bool; everything outside the array counts as background.
-
-    Returns:
-        ``(H, W)`` ``float64``: 0 on background, >= 1 inside the mask (a 1 / sqrt(2) chamfer metric,
-        within about 8 % of the true Euclidean distance).
-    """
-    padded = np.pad(np.asarray(mask, dtype=bool), 1)
-    dist = np.where(padded, np.inf, 0.0)
-    _chamfer_pass(dist, range(dist.shape[0]))
-    _chamfer_pass(dist, range(dist.shape[0] - 1, -1, -1))
-    return dist[1:-1, 1:-1]
-
-
-def _downscale(crop: np.ndarray, factor: int) -> np.ndarray:
-    """Block-reduce a 2-D mask by ``factor``: majority vote, or 'any' if the vote leaves nothing."""
-    if factor == 1:
-        return crop
-    h, w = crop.shape
-    padded = np.pad(crop, ((0, -h % factor), (0, -w % factor)))
-    blocks = padded.reshape(padded.shape[0] // factor, factor, padded.shape[1] // factor, factor)
-    small = blocks.mean(axis=(1, 3)) >= 0.5
-    return small if small.any() else blocks.any(axis=(1, 3))
-
-
-def _best_cell(small: np.ndarray) -> tuple[int, int]:
-    """``(row, col)`` of the thickest cell of ``small``, ties broken towards the mask's centroid."""
-    dist = distance_transform(small)
-    ys, xs = np.nonzero(dist >= dist.max() - 0.5)
-    cy, cx = np.argwhere(small).mean(axis=0)
-    best = int(np.argmin((ys - cy) ** 2 + (xs - cx) ** 2))
-    return int(ys[best]), int(xs[best])
-
-
-def label_anchor(mask: np.ndarray) -> tuple[int, int] | None:
-    """Where to put a mask's label: the mask pixel farthest from the mask's boundary.
-
-    Works for concave, ring-shaped and fragmented masks (the point is always on the mask, unlike a
-    centroid). Large masks are analysed on a downscaled grid, so the result is near-optimal and fast.
-
-    Args:
-        mask: ``(H, W)`` bool.
-
-    Returns:
-        ``(x, y)`` of a pixel with ``mask[y, x]`` true, or ``None`` for an empty mask.
-    """
-    mask = np.asarray(mask, dtype=bool)
-    box = _bbox(mask)
-    if box is None:
-        return None
-    x0, y0, x1, y1 = box
-    crop = mask[y0:y1, x0:x1]
-    factor = max(1, math.ceil(max(crop.shape) / _ANCHOR_GRID))
-    row, col = _best_cell(_downscale(crop, factor))
-    # Map the chosen cell back to full resolution: the cell's mask pixel nearest the cell centre.
-    block = crop[row * factor : (row + 1) * factor, col * factor : (col + 1) * factor]
-    ys, xs = np.nonzero(block)
-    centre = (block.shape[0] - 1) / 2.0, (block.shape[1] - 1) / 2.0
-    pick = int(np.argmin((ys - centre[0]) ** 2 + (xs - centre[1]) ** 2))
-    return x0 + col * factor + int(xs[pick]), y0 + row * factor + int(ys[pick])
 
 
 # ------------------------------------------------------------------------------------- drawing
@@ -231,18 +147,48 @@ def font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return _font(size)
 
 
-def _tint(canvas: np.ndarray, mask: np.ndarray, color: RGB, alpha: float, outline: int) -> None:
-    """Blend ``color`` into ``canvas`` (float ``(H, W, 3)``) over ``mask``, then paint its inner outline."""
-    box = _bbox(mask)
+def _planar(array: np.ndarray) -> np.ndarray:
+    """``(H, W, 3)`` -> a contiguous ``(3, H, W)`` copy: each channel contiguous, so table look-ups are fast."""
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def _interleaved(planes: np.ndarray) -> Image.Image:
+    """A ``(3, H, W)`` ``uint8`` canvas as an RGB ``PIL.Image``."""
+    return Image.fromarray(np.ascontiguousarray(planes.transpose(1, 2, 0)), mode="RGB")
+
+
+def _blend_table(color: RGB, alpha: float) -> np.ndarray:
+    """``(3, 256)`` ``uint8``: entry ``[c, v]`` is channel value ``v`` blended towards ``color[c]`` by ``alpha``.
+
+    Computed in float32 and rounded once, exactly as blending a float32 image and rounding would be.
+    """
+    values = np.arange(256, dtype=np.float32)[None, :]
+    paint = np.asarray(color, dtype=np.float32)[:, None]
+    return np.rint(values * (1.0 - alpha) + paint * alpha).astype(np.uint8)
+
+
+def _apply_table(planes: np.ndarray, table: np.ndarray, where: np.ndarray) -> None:
+    """In place: every channel ``c`` of ``planes`` (``(3, h, w)``) replaced by ``table[c][value]`` where ``where``."""
+    for channel, lookup in zip(planes, table):
+        np.copyto(channel, lookup.take(channel), where=where)
+
+
+def _tint(planes: np.ndarray, mask: np.ndarray, color: RGB, alpha: float, outline: int) -> None:
+    """Blend ``color`` into ``planes`` (``uint8`` ``(3, H, W)``) over ``mask``, then paint its inner outline.
+
+    Only the mask's bounding box is touched, through a 256-entry table per channel.
+    """
+    box = bbox(mask)
     if box is None:
         return
     x0, y0, x1, y1 = box
-    region = canvas[y0:y1, x0:x1]
+    region = planes[:, y0:y1, x0:x1]
     sub = mask[y0:y1, x0:x1]
-    paint = np.asarray(color, dtype=np.float32)
-    region[sub] = region[sub] * (1.0 - alpha) + paint * alpha
+    _apply_table(region, _blend_table(color, alpha), sub)
     if outline > 0:
-        region[inner_outline(sub, outline)] = paint
+        edge = inner_outline(sub, outline)
+        for channel, value in zip(region, color):
+            np.copyto(channel, value, where=edge)
 
 
 def _overlaps(box: tuple[int, int, int, int], others: list[tuple[int, int, int, int]]) -> bool:
@@ -250,21 +196,21 @@ def _overlaps(box: tuple[int, int, int, int], others: list[tuple[int, int, int, 
 
 
 def _place_box(
-    anchor: tuple[int, int], size: tuple[int, int], bounds: tuple[int, int], taken: list
+    anchor: Anchor, size: tuple[int, int], bounds: tuple[int, int], taken: list
 ) -> tuple[int, int, int, int]:
     """A ``size`` box near ``anchor``, inside ``bounds`` (W, H), avoiding ``taken`` boxes when it can."""
     bw, bh = size
     candidates = [(0, 0), (0, -bh), (0, bh), (-bw, 0), (bw, 0)]
     boxes = []
     for dx, dy in candidates:
-        left = int(np.clip(anchor[0] + dx - bw // 2, 0, max(0, bounds[0] - bw)))
-        top = int(np.clip(anchor[1] + dy - bh // 2, 0, max(0, bounds[1] - bh)))
-        boxes.append((left, top, left + bw, top + bh))
+        left = min(max(anchor[0] + dx - bw // 2, 0), max(0, bounds[0] - bw))
+        top = min(max(anchor[1] + dy - bh // 2, 0), max(0, bounds[1] - bh))
+        boxes.append((int(left), int(top), int(left) + bw, int(top) + bh))
     return next((b for b in boxes if not _overlaps(b, taken)), boxes[0])
 
 
 def _draw_label(
-    image: Image.Image, text: str, anchor: tuple[int, int], color: RGB, font_size: int, taken: list
+    image: Image.Image, text: str, anchor: Anchor, color: RGB, font_size: int, taken: list
 ) -> tuple[int, int, int, int]:
     """Draw ``text`` on ``image`` in a rounded box of ``color`` near ``anchor``; return the box used."""
     draw = ImageDraw.Draw(image)
@@ -283,17 +229,26 @@ def _draw_label(
 
 
 def _draw_labels(
-    result: Image.Image, stack: np.ndarray, ids: list[int], order: np.ndarray, font_size: int
+    result: Image.Image, anchors: Sequence[Anchor | None], ids: list[int], order: np.ndarray, font_size: int
 ) -> None:
-    """Label each mask of ``stack`` (in ``order``) with its id at its anchor; empty masks are skipped."""
+    """Label each mask (in ``order``) with its id at its anchor; masks without an anchor (empty) are skipped."""
     taken: list[tuple[int, int, int, int]] = []
     for index in order:
-        anchor = label_anchor(stack[index])
+        anchor = anchors[index]
         if anchor is None:
             logger.debug("mask id %s is empty; not labelled", ids[index])
             continue
         color = color_for_id(ids[index])
         taken.append(_draw_label(result, str(ids[index]), anchor, color, font_size, taken))
+
+
+def _checked_anchors(anchors: Sequence[Anchor | None] | None, stack: np.ndarray) -> list[Anchor | None]:
+    """``anchors`` given by the caller (one per mask), or :func:`label_anchor` of each mask."""
+    if anchors is None:
+        return label_anchors(stack)
+    if len(anchors) != len(stack):
+        raise UsageError(f"got {len(stack)} masks but {len(anchors)} label anchors")
+    return list(anchors)
 
 
 def render_masks(
@@ -305,6 +260,7 @@ def render_masks(
     outline_width: int | None = None,
     font_size: int | None = None,
     labels: bool = True,
+    anchors: Sequence[Anchor | None] | None = None,
 ) -> Image.Image:
     """Set-of-mark render: every mask tinted in its id's colour, outlined and labelled with its id.
 
@@ -316,30 +272,48 @@ def render_masks(
         outline_width: outline thickness in pixels (default: scaled with the image size).
         font_size: label text size in pixels (default: scaled with the image size).
         labels: draw the id labels.
+        anchors: the ``N`` label anchors ``(x, y)`` (``None`` for an empty mask) when the caller has
+            them already, e.g. kept from an earlier render of the same masks (:func:`label_anchors`);
+            computed here when not given.
 
     Returns:
         A new ``(W, H)`` RGB ``PIL.Image``. Larger masks are drawn first so small ones stay visible;
-        empty masks are skipped. The input is not modified.
+        empty masks are skipped. The input is not modified. Where masks overlap, each blend is rounded
+        to ``uint8`` before the next (within one level of blending in floats throughout).
     """
     array = _as_image_array(image)
     height, width = array.shape[:2]
     stack = _as_mask_stack(masks, height, width)
     if len(ids) != len(stack):
         raise UsageError(f"got {len(stack)} masks but {len(ids)} ids")
+    return _render(_planar(array), stack, ids, alpha=alpha, outline_width=outline_width, font_size=font_size,
+                   labels=labels, anchors=anchors)
+
+
+def _render(planes: np.ndarray, stack: np.ndarray, ids: list[int], *, alpha: float, outline_width: int | None,
+            font_size: int | None, labels: bool, anchors: Sequence[Anchor | None] | None) -> Image.Image:
+    """:func:`render_masks` on a ``(3, H, W)`` canvas of its own (drawn on in place), inputs checked."""
+    height, width = planes.shape[1:]
     outline = _default_outline_width(height, width) if outline_width is None else outline_width
-    canvas = array.astype(np.float32)
-    order = np.argsort(-stack.sum(axis=(1, 2)), kind="stable")
+    order = np.argsort(-np.count_nonzero(stack, axis=(1, 2)), kind="stable")
     for index in order:
-        _tint(canvas, stack[index], color_for_id(ids[index]), alpha, outline)
-    result = Image.fromarray(np.rint(canvas).astype(np.uint8), mode="RGB")
+        _tint(planes, stack[index], color_for_id(ids[index]), alpha, outline)
+    result = _interleaved(planes)
     if labels:
         size = _default_font_size(height, width) if font_size is None else font_size
-        _draw_labels(result, stack, ids, order[::-1], size)  # small masks pick label spots first
+        # small masks pick label spots first
+        _draw_labels(result, _checked_anchors(anchors, stack), ids, order[::-1], size)
     return result
 
 
 def render_single_mask(
-    image: np.ndarray | Image.Image, mask: np.ndarray, mask_id: int, *, dim: float = 0.35, alpha: float = 0.4
+    image: np.ndarray | Image.Image,
+    mask: np.ndarray,
+    mask_id: int,
+    *,
+    dim: float = 0.35,
+    alpha: float = 0.4,
+    anchor: Anchor | None = None,
 ) -> Image.Image:
     """One mask alone, highlighted for verification: the rest of the image is darkened by ``dim``.
 
@@ -349,15 +323,18 @@ def render_single_mask(
         mask_id: the mask's id (label text and colour).
         dim: fraction by which pixels outside the mask are darkened (0 keeps them as they are).
         alpha: tint opacity inside the mask.
+        anchor: the mask's label anchor ``(x, y)`` when the caller has it already (see
+            :func:`render_masks`); computed here when not given.
 
     Returns:
         A new ``(W, H)`` RGB ``PIL.Image``; an empty mask gives the dimmed image with no label.
     """
     array = _as_image_array(image)
     single = _as_mask_stack(mask, *array.shape[:2])[0]
-    dimmed = array.astype(np.float32)
-    dimmed[~single] *= 1.0 - dim
-    return render_masks(np.rint(dimmed).astype(np.uint8), single[None], [mask_id], alpha=alpha)
+    planes = _planar(array)
+    _apply_table(planes, _blend_table(_BLACK, dim), ~single)  # v * (1 - dim), rounded
+    return _render(planes, single[None], [mask_id], alpha=alpha, outline_width=None, font_size=None, labels=True,
+                   anchors=None if anchor is None else [anchor])
 
 
 def _context_box(
@@ -398,7 +375,7 @@ def zoomed_crop(
     array = _as_image_array(image)
     height, width = array.shape[:2]
     single = _as_mask_stack(mask, height, width)[0]
-    box = _bbox(single)
+    box = bbox(single)
     if box is None:
         logger.debug("zoomed_crop got an empty mask; returning the whole image")
         x0, y0, x1, y1 = 0, 0, width, height
@@ -406,14 +383,20 @@ def zoomed_crop(
         x0, y0, x1, y1 = _context_box(box, context, min_margin, width, height)
     scale = max(1.0, min_size / max(x1 - x0, y1 - y0))
     size = (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale)))
-    crop = Image.fromarray(array[y0:y1, x0:x1]).resize(size, Image.Resampling.BICUBIC)
+    crop = Image.fromarray(array[y0:y1, x0:x1])
+    if crop.size != size:  # resizing to the same size would only copy
+        crop = crop.resize(size, Image.Resampling.BICUBIC)
     if box is None:
         return crop
-    sub = Image.fromarray(single[y0:y1, x0:x1]).resize(size, Image.Resampling.NEAREST)
-    edge = inner_outline(np.asarray(sub), outline_width or _default_outline_width(size[1], size[0]) + 1)
+    sub = single[y0:y1, x0:x1]
+    if sub.shape[::-1] != size:  # as 0/1 bytes: Pillow's 1-bit mode packs and unpacks bits, slowly
+        sub = np.asarray(Image.fromarray(sub.view(np.uint8)).resize(size, Image.Resampling.NEAREST)) > 0
+    edge = inner_outline(sub, outline_width or _default_outline_width(size[1], size[0]) + 1)
     out = np.array(crop)
-    out[edge] = color
-    out[_morph(edge, 1, grow=True) & ~edge & ~np.asarray(sub)] = _BLACK  # dark backing line
+    backing = _morph(edge, 1, grow=True) & ~edge & ~sub  # a dark line just outside the outline
+    pixels = out.reshape(-1, 3)  # flat indices: far faster than a boolean index or a broadcast ``where``
+    pixels[np.flatnonzero(edge)] = color
+    pixels[np.flatnonzero(backing)] = _BLACK
     return Image.fromarray(out)
 
 

@@ -185,6 +185,15 @@ class Sam3Engine:
             raise UsageError(f"unexpected arguments to asegment: {sorted(kwargs)}")
         return SegmentationResults(request.image, await asyncio.wrap_future(self._worker.submit(request)))
 
+    async def aencode(self, image: ImageInput) -> ImageFeatures:
+        """:meth:`encode` for asyncio; concurrent calls share encoder passes.
+
+        Warms the feature cache ahead of a :meth:`asegment` on the same image, e.g. while an LLM is still
+        deciding what to look for in it.
+        """
+        loaded = await asyncio.to_thread(self.load, image)
+        return await asyncio.wrap_future(self._worker.submit(EncodeRequest(image=loaded)))
+
     async def arefine(self, image: ImageInput, points=None, point_labels=None, box=None, mask_input=None,
                       multimask: bool | None = None) -> RefineResult:
         """:meth:`refine` for asyncio."""

@@ -15,6 +15,7 @@ def test_agent_benchmark_runs(tmp_path, tiny_checkpoint, caplog):
     with caplog.at_level(logging.INFO, logger="bench.agent"):
         returned = load_bench("agent").main(args)
     assert "examine_each_mask over 8 masks" in caplog.text and "agent overhead" in caplog.text
+    assert "(goal <= 20 ms: " in caplog.text and "overlay of 8 masks at 120x90: " in caplog.text
     report = json.loads(out.read_text())
     assert returned["summary"] == report["summary"]
     summary = report["summary"]
@@ -22,6 +23,9 @@ def test_agent_benchmark_runs(tmp_path, tiny_checkpoint, caplog):
     assert summary["examine_s"] >= 0.02 and summary["one_call_s"] >= 0.02 and summary["sequential_s"] >= 8 * 0.02
     assert summary["examine_vs_one_call"] > 0 and summary["sequential_vs_examine"] > 0
     assert summary["overhead_per_step_s"] >= 0 and summary["examine_cold_s"] > 0
+    assert summary["goal_overhead_met"] == (summary["overhead_per_step_s"] <= summary["goal_overhead_per_step_s"])
+    assert summary["overlay_masks"] == summary["masks_examined"]
+    assert summary["overlay_anchors_s"] > 0 and summary["overlay_render_s"] > 0
     (run,) = report["runs"]
     assert [r["node"] for r in run["trace"]][-2:] == ["call_model", "run_tool"]
     assert run["overhead"]["timings"]["model_calls"] >= 8 + 3

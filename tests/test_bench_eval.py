@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 
+import pytest
 from conftest import load_bench
 
 
@@ -17,7 +18,8 @@ def test_eval_benchmark_runs(tmp_path, tiny_checkpoint, caplog):
     with caplog.at_level(logging.INFO, logger="bench.eval"):
         load_bench("eval").main(args)
     assert "agent (median of 1): " in caplog.text and "queries/s at concurrency 4" in caplog.text
-    assert "bar >= 8x" in caplog.text
+    assert "bar >= 8x" in caplog.text and "limit at concurrency 4" in caplog.text
+    assert "of it (goal >= 90%" in caplog.text
     report = json.loads(out.read_text())
     summary = report["summary"]
     assert summary["samples"] == 6 and summary["latency_ms"] == 20 and summary["concurrency"] == 4
@@ -33,3 +35,22 @@ def test_eval_benchmark_runs(tmp_path, tiny_checkpoint, caplog):
     assert runs["direct", 4]["llm_requests"] == 0 and runs["direct", 4]["mean_llm_calls"] == 0.0
     # 6 queries of two calls, each call 20 ms: one at a time it cannot be faster than 240 ms
     assert runs["agent", 1]["wall_s"] >= 6 * 2 * 0.02
+    # the limit: two LLM calls per query as the agent saw them, and the direct planner's batched SAM 3 time
+    assert summary["limit_llm_calls_per_query"] == 2.0 and summary["limit_llm_s_per_call"] >= 0.02
+    assert summary["limit_sam_s_per_query"] == 1 / summary["direct_qps_c4"]
+    bench = load_bench("eval")
+    assert summary["limit_qps"] == bench.concurrency_limit(4, 2.0, summary["limit_llm_s_per_call"],
+                                                           summary["limit_sam_s_per_query"])
+    assert summary["fraction_of_limit"] == summary["agent_qps_c4"] / summary["limit_qps"]
+    assert summary["limit_speedup"] == summary["limit_qps"] / summary["agent_qps_c1"]
+    assert summary["limit_at_configured_latency_qps"] >= summary["limit_qps"]  # the agent never sees less latency
+    assert all(r["llm_s_per_call"] >= 0.02 for r in report["runs"] if r["planner"] == "agent")
+
+
+def test_concurrency_limit_is_the_smaller_of_the_two_bounds():
+    limit = load_bench("eval").concurrency_limit
+    # LLM-bound: 16 queries in flight, each 2 x 300 ms of LLM and 26 ms of SAM 3
+    assert limit(16, 2, 0.3, 0.026) == pytest.approx(16 / 0.626)
+    # SAM-bound: the single worker serves at most 1 / D queries per second, however many are in flight
+    assert limit(64, 2, 0.3, 0.026) == pytest.approx(1 / 0.026)
+    assert limit(1, 2, 0.3, 0.0) == pytest.approx(1 / 0.6)

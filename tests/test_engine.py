@@ -72,6 +72,24 @@ def test_concurrent_callers_on_a_new_image_share_one_encoding(tiny_checkpoint, r
         assert eng.counters().images_encoded == 1
 
 
+def test_aencode_warms_the_cache_for_asegment(engine, rng):
+    images = [random_image(rng) for _ in range(3)]
+    engine.cache.clear()
+    before = engine.counters()
+
+    async def warm_then_segment():
+        await asyncio.gather(*(engine.aencode(image) for image in images))  # e.g. while an LLM thinks
+        warmed = engine.counters()
+        await asyncio.gather(*(engine.asegment(image, ["cat"]) for image in images))
+        return warmed
+
+    warmed = asyncio.run(warm_then_segment())
+    assert warmed.images_encoded - before.images_encoded == 3
+    assert engine.counters().images_encoded == warmed.images_encoded  # the segment calls found them cached
+    with pytest.raises(ImageError):
+        asyncio.run(engine.aencode(b"not an image"))
+
+
 def test_sync_calls_from_threads(engine, rng):
     image = random_image(rng)
     expected = engine.segment(image, ["cat"], score_threshold=0.0)[0]

@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
+from sam3_core import anchors as ov_anchors
 from sam3_core import drawing as ov
 from sam3_core.errors import UsageError
 
@@ -375,3 +376,104 @@ def test_renders_30_masks_at_1024() -> None:
     changed = np.any(np.asarray(out.convert("RGB")) != image, axis=-1)
     assert changed[masks.any(axis=0)].mean() > 0.9  # the masks are tinted
     assert changed[~masks.any(axis=0)].mean() < 0.05  # outlines and labels stay (nearly) inside
+
+
+# ------------------------------------------------------------- fast drawing vs a plain reference
+#: How far the table-driven drawing may stray from the float reference: at most this fraction of pixels
+#: may differ by more than 2 levels in any channel (overlapping masks are rounded after each blend).
+MAX_FAR_FRACTION = 0.001
+
+
+def _reference_render(image: np.ndarray, masks: np.ndarray, ids: list[int], alpha: float, outline: int,
+                      font_size: int | None, labels: bool) -> np.ndarray:
+    """The plain way: blend in float32 over whole boolean masks, round once, labels at the same anchors."""
+    from PIL import Image
+
+    canvas = image.astype(np.float32)
+    order = np.argsort(-masks.sum(axis=(1, 2)), kind="stable")
+    for index in order:
+        paint = np.asarray(ov.color_for_id(ids[index]), np.float32)
+        canvas[masks[index]] = canvas[masks[index]] * (1.0 - alpha) + paint * alpha
+        canvas[ov.inner_outline(masks[index], outline)] = paint
+    result = Image.fromarray(np.rint(canvas).astype(np.uint8))
+    if labels:
+        size = font_size or ov._default_font_size(*image.shape[:2])
+        ov._draw_labels(result, ov.label_anchors(masks), ids, order[::-1], size)
+    return np.asarray(result)
+
+
+def _far_fraction(first: np.ndarray, second: np.ndarray) -> float:
+    return float((np.abs(first.astype(int) - second.astype(int)).max(axis=-1) > 2).mean())
+
+
+def _random_masks(seed: int, shape: tuple[int, int], count: int, speckle: float = 0.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    masks = np.stack([_disk(shape, *rng.integers(0, min(shape), size=2), rng.integers(3, min(shape) // 2))
+                      for _ in range(count)])
+    if speckle:  # fragmented masks like a random-weight model's
+        masks &= rng.random(masks.shape) > speckle
+    return masks
+
+
+@pytest.mark.parametrize("seed,speckle", [(0, 0.0), (1, 0.0), (2, 0.5)])
+@pytest.mark.parametrize("labels", [False, True])
+def test_fast_render_matches_float_reference(seed: int, speckle: float, labels: bool) -> None:
+    image = _gradient(240, 320)
+    masks = _random_masks(seed, (240, 320), 8, speckle)
+    ids = list(range(1, 9))
+    fast = np.asarray(ov.render_masks(image, masks, ids, outline_width=2, labels=labels))
+    reference = _reference_render(image, masks, ids, 0.45, 2, None, labels)
+    assert _far_fraction(fast, reference) <= MAX_FAR_FRACTION
+    if not labels:  # the tint alone: at most one level apart, and identical where masks do not overlap
+        assert np.abs(fast.astype(int) - reference).max() <= 1
+        single = masks.sum(axis=0) <= 1
+        assert np.array_equal(fast[single], reference[single])
+
+
+def test_fast_single_mask_matches_float_reference() -> None:
+    image = _gradient(240, 320)
+    mask = _random_masks(3, (240, 320), 1)[0]
+    dimmed = image.astype(np.float32)
+    dimmed[~mask] *= 1.0 - 0.35
+    reference = _reference_render(np.rint(dimmed).astype(np.uint8), mask[None], [5], 0.4,
+                                  ov._default_outline_width(240, 320), None, True)
+    fast = np.asarray(ov.render_single_mask(image, mask, 5))
+    assert np.array_equal(fast, reference)  # one mask: no overlap, so no rounding differs
+
+
+def test_given_anchors_are_used_and_checked() -> None:
+    image = _image()
+    masks, ids = _two_masks()
+    anchors = ov.label_anchors(masks)
+    assert np.array_equal(np.asarray(ov.render_masks(image, masks, ids, anchors=anchors)),
+                          np.asarray(ov.render_masks(image, masks, ids)))
+    moved = [(20, 20), anchors[1]]
+    assert not np.array_equal(np.asarray(ov.render_masks(image, masks, ids, anchors=moved)),
+                              np.asarray(ov.render_masks(image, masks, ids)))
+    single = np.asarray(ov.render_single_mask(image, masks[0], 1, anchor=(20, 20)))
+    assert np.all(single[5:35, 5:35] == ov.color_for_id(1), axis=-1).sum() > 50  # the label box is at (20, 20)
+    assert not np.array_equal(single, np.asarray(ov.render_single_mask(image, masks[0], 1)))
+    with pytest.raises(UsageError, match="anchors"):
+        ov.render_masks(image, masks, ids, anchors=anchors[:1])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_erosion_depth_close_to_euclidean(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((60, 70), bool)
+    for _ in range(4):
+        mask |= _disk(mask.shape, *rng.integers(5, 60, size=2), rng.integers(4, 25))
+    exact = _brute_distance(mask)
+    depth = ov_anchors.erosion_depth(mask)
+    assert np.all(depth[~mask] == 0) and np.all(depth[mask] >= 1)
+    assert np.all(np.abs(depth - exact) <= 0.11 * exact + 1.0)  # octagonal metric: 11 % plus one pixel
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_anchor_near_the_deepest_point_of_random_masks(seed: int) -> None:
+    # within the anchor grid (no block reduction) and on a larger, block-reduced mask
+    for shape in ((60, 64), (480, 640)):
+        mask = _random_masks(seed, shape, 3).any(axis=0)
+        x, y = ov.label_anchor(mask)
+        exact = ov.distance_transform(mask)
+        assert mask[y, x] and exact[y, x] >= 0.8 * exact.max() - 1, (shape, exact[y, x], exact.max())

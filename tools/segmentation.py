@@ -236,9 +236,14 @@ def _verify_content(ctx: Context, query: str, record: MaskRecord) -> list[dict[s
     return [
         {"type": "text", "text": render_prompt("verify_mask", query=query, mask_id=mask_id)},
         ctx.raw_image_part(),
-        ctx.image_part(render_single_mask(pixels, mask, mask_id)),
+        ctx.image_part(render_single_mask(pixels, mask, mask_id, anchor=ctx.cache.get(anchor_key(mask_id)))),
         ctx.image_part(zoomed_crop(pixels, mask)),
     ]
+
+
+def anchor_key(mask_id: int) -> tuple[str, int]:
+    """The ``ctx.cache`` key of a mask's label anchor (kept by the overlay, reused by the verification render)."""
+    return ("label_anchor", mask_id)
 
 
 def _question_key(query: str, mask_id: int) -> tuple[str, str, int]:
@@ -249,8 +254,8 @@ def _question_key(query: str, mask_id: int) -> tuple[str, str, int]:
 def prepare_verification(state: State, ctx: Context) -> None:
     """Start building the verification questions of the unexamined candidates in a background thread.
 
-    The graph calls this at the start of every main-loop step, so the questions are built while the
-    overlay is drawn and the model thinks: if the model then calls ``examine_each_mask``, most questions
+    The image medium calls this before every main-loop call, once the overlay is drawn, so the questions
+    are built while the model thinks: if the model then calls ``examine_each_mask``, most questions
     are ready and little more than the LLM's latency remains. Each candidate's question is built at most
     once per query (a future in ``ctx.cache``); one thread builds them one after another, and
     ``examine_each_mask`` builds any the thread has not started yet itself.

@@ -3,20 +3,24 @@
 :data:`IMAGE_MEDIA` is the :class:`~agent.media.base.Media` of every :class:`agent.context.Context`.
 The conversation starts with the system prompt and the query with the raw image; the latest
 ``segment_phrase`` result comes with one overlay of all current candidate masks, numbered by id
-(:func:`sam3_core.drawing.render_masks`). Before each model call, the verification questions of the
-unexamined candidates are built in the background (:func:`tools.segmentation.prepare_verification`).
+(:func:`sam3_core.drawing.render_masks`). Before each model call, once that overlay is drawn, the
+verification questions of the unexamined candidates start to be built in the background
+(:func:`tools.segmentation.prepare_verification`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from agent.context import Context
-from agent.state import State, decode_masks
+from agent.state import MaskRecord, State, decode_masks
 from prompts import render_prompt
+from sam3_core.anchors import Anchor, label_anchor
 from sam3_core.drawing import render_masks
 from tools.registry import Tool
-from tools.segmentation import prepare_verification, tools_for
+from tools.segmentation import anchor_key, prepare_verification, tools_for
 
 
 def _tool_instructions(ctx: Context) -> str:
@@ -32,6 +36,18 @@ def _tool_instructions(ctx: Context) -> str:
     return "\n".join(lines)
 
 
+def _label_anchors(ctx: Context, records: list[MaskRecord], masks: np.ndarray) -> list[Anchor | None]:
+    """Each mask's label anchor, computed once per mask id and query (``ctx.cache``): the overlay and the
+    verification renders of the same mask (:func:`tools.segmentation.prepare_verification`) share it."""
+    anchors = []
+    for record, mask in zip(records, masks):
+        key = anchor_key(record["id"])
+        if key not in ctx.cache:
+            ctx.cache[key] = label_anchor(mask)
+        anchors.append(ctx.cache[key])
+    return anchors
+
+
 def overlay_part(state: State, ctx: Context) -> dict[str, Any] | None:
     """An image part with all current candidate masks, numbered by id; None when there are none."""
     candidates = state.candidates()
@@ -40,7 +56,8 @@ def overlay_part(state: State, ctx: Context) -> dict[str, Any] | None:
     ids = [m["id"] for m in candidates]
 
     def render() -> Any:
-        return render_masks(ctx.image.pixels, decode_masks(candidates, ctx.image.size_hw), ids)
+        masks = decode_masks(candidates, ctx.image.size_hw)
+        return render_masks(ctx.image.pixels, masks, ids, anchors=_label_anchors(ctx, candidates, masks))
 
     return ctx.cached_part(("overlay", *ids), render)  # ids never change their mask: render each set once
 
@@ -65,8 +82,16 @@ class ImageMedia:
         ]
 
     def result_parts(self, state: State, ctx: Context) -> list[dict[str, Any]]:
-        """The overlay of all current candidate masks ([] when there are none)."""
+        """The overlay of all current candidate masks ([] when there are none); then, when verification is on,
+        the questions of the unexamined candidates start to be built in the background.
+
+        They start only once the overlay is drawn: started earlier (from :meth:`before_model_call`), they
+        compete with the overlay for the CPU and the GIL and delay the model call; started here, they are
+        built while the model thinks, and reuse the overlay's label anchors.
+        """
         overlay = overlay_part(state, ctx)
+        if ctx.settings.verification:
+            prepare_verification(state, ctx)
         return [overlay] if overlay is not None else []
 
     def earlier_text(self, state: State) -> str:
@@ -79,9 +104,7 @@ class ImageMedia:
         )
 
     def before_model_call(self, state: State, ctx: Context) -> None:
-        """Prepare the verification questions in the background (when verification is on)."""
-        if ctx.settings.verification:
-            prepare_verification(state, ctx)  # in the background, while the overlay is drawn and the model thinks
+        """Nothing: the verification questions are started by :meth:`result_parts`, after the overlay."""
 
 
 #: The media hooks of image runs.
