@@ -43,6 +43,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from bench.serve import wait_ready
+
 ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("bench.soak")
 HEADER_TIMEOUT_S, BODY_TIMEOUT_S = 5.0, 5.0
@@ -92,20 +94,6 @@ def start_server(config: dict[str, Any], log_path: Path) -> subprocess.Popen:
     with log_path.open("w") as log:
         return subprocess.Popen([sys.executable, "-m", "bench.soak", "--serve", json.dumps(config)],
                                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def wait_ready(base_url: str, process: subprocess.Popen, timeout_s: float = 300) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with status {process.returncode}")
-        try:
-            if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("the server did not become ready")
 
 
 # ------------------------------------------------------------------------------------------- traffic

@@ -268,7 +268,8 @@ def summarize_counts(counts: Sequence[PairCounts]) -> dict[str, Any]:
     return out
 
 
-def _by_id(items: Sequence[Any], what: str) -> dict[str | int, Any]:
+def by_pair_id(items: Sequence[Any], what: str) -> dict[str | int, Any]:
+    """``{pair_id: item}``; a pair id given twice is an :class:`InputError` naming ``what``."""
     out: dict[str | int, Any] = {}
     for item in items:
         if item.pair_id in out:
@@ -293,8 +294,8 @@ def cgf1_from_masks(gt: Sequence[ImagePhraseGT], pred: Sequence[ImagePhrasePred]
     Raises:
         InputError: duplicate pair ids, a prediction for an unknown pair, mismatched sizes or lengths.
     """
-    annotations = [_by_id(gt, "ground truth")] + [_by_id(g, "oracle ground truth") for g in oracle_gts]
-    answers = _by_id(pred, "predictions")
+    annotations = [by_pair_id(gt, "ground truth")] + [by_pair_id(g, "oracle ground truth") for g in oracle_gts]
+    answers = by_pair_id(pred, "predictions")
     unknown = set(answers) - set(annotations[0])
     if unknown:
         raise InputError(f"predictions for pairs not in the ground truth: {sorted(map(str, unknown))[:5]}")

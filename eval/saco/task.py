@@ -14,7 +14,7 @@ matching for AP (``ap``). A run sums up as metrics per subset, their mean over s
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -66,6 +66,21 @@ def oracle_counts(fields: Mapping[str, Any]) -> PairCounts:
     return select_oracle([PairCounts.from_dict(c) for c in fields["counts"]])
 
 
+def summarize_by_subset(scored: Sequence[tuple[EvalItem, Mapping[str, Any]]],
+                        metrics: Callable[[Sequence[Mapping[str, Any]]], dict[str, Any]],
+                        headline: Sequence[str]) -> dict[str, Any]:
+    """``metrics`` of the scored records per subset (an item's first group), their mean over subsets (the
+    ``headline`` names, as the paper averages) and of all records pooled."""
+    if not scored:
+        return {}
+    by_subset: dict[str, list[Mapping[str, Any]]] = {}
+    for item, fields in scored:
+        by_subset.setdefault(item.groups[0], []).append(fields)
+    subsets = {name: metrics(group) for name, group in by_subset.items()}
+    return {"subsets": subsets, "average": average_over_subsets(subsets, headline),
+            "all": metrics([f for _, f in scored])}
+
+
 def average_over_subsets(per_subset: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> dict[str, float]:
     """Mean of each of ``names`` over the subsets that have it (undefined values, -1, left out)."""
     out = {}
@@ -114,18 +129,10 @@ class SacoImageTask(Task):
         return 1.0 if counts.true_negative else float(np.clip(counts.local_f1().mean(), 0.0, 1.0))
 
     def summarize(self, scored: Sequence[tuple[EvalItem, Mapping[str, Any]]]) -> dict[str, Any]:
-        if not scored:
-            return {}
-        by_subset: dict[str, list[Mapping[str, Any]]] = {}
-        for item, fields in scored:
-            by_subset.setdefault(item.groups[0], []).append(fields)
-
         def metrics(group: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             return {**summarize_counts([oracle_counts(f) for f in group]), **summarize_ap([f["ap"] for f in group])}
 
-        subsets = {name: metrics(group) for name, group in by_subset.items()}
-        return {"subsets": subsets, "average": average_over_subsets(subsets, HEADLINE),
-                "all": metrics([f for _, f in scored])}
+        return summarize_by_subset(scored, metrics, HEADLINE)
 
     def progress_value(self, scored: Sequence[Mapping[str, Any]]) -> float | None:
         return summarize_counts([oracle_counts(f) for f in scored]).get("cgF1") if scored else None

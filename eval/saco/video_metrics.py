@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from eval.saco.metrics import SCORE_THRESHOLD, PairCounts, counts_from_ious, summarize_counts, to_rles
+from eval.saco.metrics import SCORE_THRESHOLD, PairCounts, by_pair_id, counts_from_ious, summarize_counts, to_rles
 from sam3_core.errors import InputError
 
 ALPHAS = np.arange(0.05, 0.99, 0.05)
@@ -226,15 +226,6 @@ def summarize_hota(sequences: Sequence[HotaSums]) -> dict[str, Any]:
     return {name: float(np.mean(v)) for name, v in values.items()} | {"sequences": len(sequences)}
 
 
-def _by_id(items: Sequence[Any], what: str) -> dict[str | int, Any]:
-    out: dict[str | int, Any] = {}
-    for item in items:
-        if item.pair_id in out:
-            raise InputError(f"{what}: pair id {item.pair_id!r} appears twice")
-        out[item.pair_id] = item
-    return out
-
-
 def video_metrics(gt: Sequence[VideoPhraseGT], pred: Sequence[VideoPhrasePred],
                   score_threshold: float = SCORE_THRESHOLD) -> dict[str, Any]:
     """Video cgF1 (and the rest of :func:`eval.saco.metrics.summarize_counts`) and pHOTA of ``pred``.
@@ -242,7 +233,7 @@ def video_metrics(gt: Sequence[VideoPhraseGT], pred: Sequence[VideoPhrasePred],
     Every pair of ``gt`` is scored (a pair without predictions has an empty answer). Raises
     :class:`InputError` for predictions of unknown pairs, duplicate ids or mismatched video lengths.
     """
-    truth, answers = _by_id(gt, "ground truth"), _by_id(pred, "predictions")
+    truth, answers = by_pair_id(gt, "ground truth"), by_pair_id(pred, "predictions")
     unknown = set(answers) - set(truth)
     if unknown:
         raise InputError(f"predictions for pairs not in the ground truth: {sorted(map(str, unknown))[:5]}")

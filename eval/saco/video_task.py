@@ -22,7 +22,7 @@ from PIL import Image
 
 from eval.saco.dataset import ListedFrames, VideoPair, load_saco_videos
 from eval.saco.metrics import PairCounts, summarize_counts
-from eval.saco.task import average_over_subsets, score_threshold
+from eval.saco.task import score_threshold, summarize_by_subset
 from eval.saco.video_metrics import HotaSums, Masklet, hota_sequence, summarize_hota, video_pair_counts
 from eval.tasks import EvalItem, Task
 from sam3_core.drawing import render_final
@@ -121,19 +121,11 @@ class SacoVideoTask(Task):
         return 1.0 if counts.true_negative else float(np.clip(counts.local_f1().mean(), 0.0, 1.0))
 
     def summarize(self, scored: Sequence[tuple[EvalItem, Mapping[str, Any]]]) -> dict[str, Any]:
-        if not scored:
-            return {}
-        by_subset: dict[str, list[Mapping[str, Any]]] = {}
-        for item, fields in scored:
-            by_subset.setdefault(item.groups[0], []).append(fields)
-
         def metrics(group: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             counts = [PairCounts.from_dict(f["counts"][0]) for f in group]
             return {**summarize_counts(counts), **summarize_hota([HotaSums.from_dict(f["hota"]) for f in group])}
 
-        subsets = {name: metrics(group) for name, group in by_subset.items()}
-        return {"subsets": subsets, "average": average_over_subsets(subsets, HEADLINE),
-                "all": metrics([f for _, f in scored])}
+        return summarize_by_subset(scored, metrics, HEADLINE)
 
     def progress_value(self, scored: Sequence[Mapping[str, Any]]) -> float | None:
         return summarize_counts([PairCounts.from_dict(f["counts"][0]) for f in scored]).get("cgF1") if scored else None
