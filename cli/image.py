@@ -40,7 +40,8 @@ def add_segment_phrase(commands: argparse._SubParsersAction) -> None:
     seg.add_argument("--out", default="-", help="one image: the JSON file ('-': stdout, the default); "
                                                 "a batch: the output folder (required)")
     seg.add_argument("--overlay", nargs="?", const="", metavar="PNG",
-                     help="also draw the numbered masks: one image: into PNG; a batch: <image>.overlay.png")
+                     help="also draw the numbered masks with a legend: into PNG, or <image>.overlay.png beside "
+                          "the JSON (a batch: in OUT)")
     seg.add_argument("--coco", metavar="FILE", help="also write COCO instances JSON (a batch: default "
                                                     "OUT/coco.json)")
     seg.add_argument("--box", type=float, nargs=4, action="append", metavar=("X1", "Y1", "X2", "Y2"),
@@ -76,8 +77,9 @@ def run_segment_phrase(args: argparse.Namespace) -> int:
         inputs.check_writable_folder(args.out)
     else:
         inputs.check_writable_file(args.out)
-        if args.overlay == "":
-            raise InputError("for one image, give --overlay a PNG file name")
+        if args.overlay == "":  # no name: beside the JSON (or here, for stdout), named after the image
+            folder = Path(".") if args.out == "-" else Path(args.out).parent
+            args.overlay = str(folder / f"{images[0].name}.overlay.png")
         if args.overlay:
             inputs.check_writable_file(args.overlay)
     if args.coco:
@@ -163,11 +165,8 @@ def _finish(args: argparse.Namespace, coco: CocoWriter, summary: list[dict[str, 
 
 
 def _write_overlay(pixels, results, path: str | Path) -> None:
-    import numpy as np
+    """The numbered masks with a legend of ids, phrases and scores (ids as in the JSON's order)."""
+    from sam3_core.results import SegmentationResults
 
-    from sam3_core.drawing import render_masks
-
-    masks = [m for r in results for m in r.masks]
-    stack = np.stack(masks) if masks else np.zeros((0, *pixels.shape[:2]), dtype=bool)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    render_masks(pixels, stack, list(range(1, len(masks) + 1))).save(path)
+    SegmentationResults(pixels, results).save(path)

@@ -87,7 +87,8 @@ def test_make_tiny_checkpoint_serves_images_and_video(tmp_path, caplog):
     assert [r["phrase"] for r in document["results"]] == ["cat", "red car"]
     instance = document["results"][0]["instances"][0]
     assert set(instance) == {"score", "box_xyxy", "rle"} and instance["rle"]["size"] == [60, 80]
-    assert Image.open(overlay).size == (80, 60)
+    width, height = Image.open(overlay).size  # the image, with the legend of ids and phrases to its right
+    assert width > 80 and height >= 60
     # The same checkpoint tracks on a video (a folder of frames).
     frames = tmp_path / "frames"
     frames.mkdir()
