@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cli.eval import add_eval_commands
+from cli.finetune import add_finetune_command
 from cli.serve import add_serving_commands
 from sam3_core.errors import RunFailed, Sam3AgentError
 
@@ -277,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_commands(commands)
     add_serving_commands(commands)
+    add_finetune_command(commands)
     return parser
 
 
