@@ -87,7 +87,7 @@ def split_records(config: FinetuneConfig) -> tuple[list[ImageRecord], list[Image
     train = load_coco(config.train_json, config.image_root)
     if config.val_json:
         return train, load_coco(config.val_json, config.image_root)
-    n_val = max(1, int(round(len(train) * config.val_fraction)))
+    n_val = max(1, round(len(train) * config.val_fraction))
     if n_val >= len(train):
         raise ValueError(f"{config.train_json}: too few images ({len(train)}) to hold some out; pass a val file")
     return train[:-n_val], train[-n_val:]
