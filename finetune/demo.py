@@ -24,3 +24,23 @@ def resolve_model_id(model_id: str) -> str:
     if not (DEMO_MODEL_DIR / "config.json").is_file():
         raise FileNotFoundError(f"the demo model is missing from {DEMO_MODEL_DIR}; reinstall the package")
     return str(DEMO_MODEL_DIR)
+
+
+def package_demo(model_dir: str | Path, report: dict, dest: str | Path = DEMO_MODEL_DIR) -> Path:
+    """Copy a trained detector into ``dest`` with float16 weights (half the size; the engine casts them
+    back to its own dtype on load) and a ``training.json`` holding the run's command-line settings and
+    held-out metrics."""
+    import json
+
+    import torch
+    from transformers import Sam3Model, Sam3Processor
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    model = Sam3Model.from_pretrained(model_dir, dtype=torch.float32)
+    model.to(torch.float16).save_pretrained(dest)
+    Sam3Processor.from_pretrained(model_dir).save_pretrained(dest)
+    keep = {k: report[k] for k in ("config", "phrases", "train_images", "heldout_images", "before", "after",
+                                   "global_step", "seconds") if k in report}
+    (dest / "training.json").write_text(json.dumps(keep, indent=2))
+    return dest
