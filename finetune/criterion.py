@@ -6,19 +6,20 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .losses import LossWeights, box_losses, ia_bce_loss, mask_losses, presence_loss
+from .losses import LossWeights, box_losses, ia_bce_loss, mask_losses, presence_loss, semantic_losses
 from .matcher import MatcherCosts, OneToManyOptions, hungarian_match, one_to_many_match
 
 
 @dataclass
 class LayerOutput:
     """Predictions of one decoder layer: ``logits`` (P, Q), ``boxes`` (P, Q, 4 xyxy), optional ``masks``
-    (P, Q, h, w) and ``presence`` (P, 1) logits."""
+    (P, Q, h, w), ``presence`` (P, 1) logits and ``semantic`` (P, 1, h, w) logits."""
 
     logits: torch.Tensor
     boxes: torch.Tensor
     masks: torch.Tensor | None = None
     presence: torch.Tensor | None = None
+    semantic: torch.Tensor | None = None
 
 
 @dataclass
@@ -36,7 +37,7 @@ class Sam3Criterion:
     """Weighted sum of the SAM 3 detection losses.
 
     Terms (weights in :class:`LossWeights`): on the final layer IA-BCE, L1, GIoU, presence, mask focal and
-    dice with Hungarian matches; on each earlier decoder layer IA-BCE, L1 and GIoU with its own
+    dice with Hungarian matches, and the dense semantic head's focal and dice; on each earlier decoder layer IA-BCE, L1 and GIoU with its own
     Hungarian matches; on the one-to-many queries the same class and box terms times ``o2m`` (the last
     layer matched one-to-many, the earlier ones one-to-one, as SAM 3's default recipe does).
     """
@@ -60,6 +61,9 @@ class Sam3Criterion:
         if final.masks is not None:
             focal, dice = mask_losses(final.masks, matches, masks, num_boxes, w)
             parts["loss_mask"], parts["loss_dice"] = w.loss_mask * focal, w.loss_dice * dice
+        if final.semantic is not None and w.semantic_seg + w.semantic_dice > 0:
+            focal, dice = semantic_losses(final.semantic, masks, w)
+            parts["semantic_seg"], parts["semantic_dice"] = w.semantic_seg * focal, w.semantic_dice * dice
         for i, layer in enumerate(outputs.aux):
             aux_matches = hungarian_match(layer.logits, layer.boxes, boxes, self.costs)
             parts.update(self._class_and_box(layer, aux_matches, boxes, num_boxes, f"_aux{i}"))

@@ -28,6 +28,9 @@ class LossWeights:
     loss_mask: float = 200.0
     loss_dice: float = 10.0
     o2m: float = 2.0
+    semantic_seg: float = 20.0  # SAM 3's segmentation recipe also supervises the dense semantic head
+    semantic_dice: float = 30.0
+    semantic_alpha: float = 0.6
     ia_alpha: float = 0.25  # how much the positive target leans on the score rather than the IoU
     ia_gamma: float = 2.0  # focal down-weighting of easy negatives
     mask_alpha: float = 0.25
@@ -157,3 +160,24 @@ def mask_losses(mask_logits: torch.Tensor, matches: list[Match], target_masks: l
     gt_points = (_point_sample(gt, points) > 0.5).float()
     focal = sigmoid_focal_loss(pred_points, gt_points, weights.mask_alpha, weights.mask_gamma).mean(1).sum() / num_boxes
     return focal, dice_loss(pred_points, gt_points, num_boxes)
+
+
+def semantic_losses(seg_logits: torch.Tensor, target_masks: list[torch.Tensor],
+                    weights: LossWeights = LossWeights()) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense losses of the semantic head: focal (mean over pixels) and dice (mean over pairs).
+
+    Args:
+        seg_logits: (P, 1, h, w) logits of "this pixel belongs to the phrase".
+        target_masks: per pair (T_p, H, W) bool instances; their union, area-resized to (h, w), is the target
+            (all zeros for a negative pair).
+    """
+    size = seg_logits.shape[-2:]
+    unions = []
+    for masks in target_masks:
+        union = masks.any(0, keepdim=True).float() if len(masks) else torch.zeros(1, *masks.shape[-2:])
+        unions.append(F.interpolate(union[None].to(seg_logits.device), size=size, mode="area")[0])
+    target = torch.stack(unions)  # (P, 1, h, w), soft at object borders
+    logits = seg_logits.float()
+    focal = sigmoid_focal_loss(logits, target, weights.semantic_alpha, weights.mask_gamma).mean()
+    flat_logits, flat_target = logits.flatten(1), target.flatten(1)
+    return focal, dice_loss(flat_logits, flat_target, float(len(target_masks)))

@@ -69,7 +69,7 @@ class Sam3ForTraining(nn.Module):
         finally:
             handle.remove()
         layers = self._layers(model, captured["output"], captured["kwargs"])
-        final = LayerOutput(out.pred_logits, out.pred_boxes, out.pred_masks, out.presence_logits)
+        final = LayerOutput(out.pred_logits, out.pred_boxes, out.pred_masks, out.presence_logits, out.semantic_seg)
         o2m = []
         if self.o2m_queries is not None:
             with self._swapped_queries(model.detr_decoder):

@@ -3,7 +3,7 @@
 Each image holds a few objects whose category name is "<colour> <shape>" (e.g. "red circle"), so the
 names are the text prompts. Several instances of one category share an image with distractors (the
 same shape in another colour, another shape in the same colour) and unlabelled clutter (grey specks),
-so a model has to use both words of the phrase. Sizes vary about 3x. Masks are stored as COCO RLE.
+so a model has to use both words of the phrase. Sizes vary about 2x. Masks are stored as COCO RLE.
 
 Everything is drawn with numpy from a seeded generator: the same seed writes the same dataset.
 """
@@ -33,9 +33,9 @@ class SyntheticSpec:
 
     image_size: int = 112
     min_objects: int = 2
-    max_objects: int = 5
-    min_radius: int = 7
-    max_radius: int = 20
+    max_objects: int = 4
+    min_radius: int = 10
+    max_radius: int = 22
     clutter: int = 4
     colours: tuple[str, ...] = tuple(COLOURS)
     shapes: tuple[str, ...] = SHAPES

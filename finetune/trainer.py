@@ -110,7 +110,8 @@ class _LossTrainer(Trainer):
 
     def log(self, logs: dict, *args, **kwargs) -> None:
         if "loss" in logs and self._count:
-            for key in ("loss_ce", "loss_bbox", "loss_giou", "presence", "loss_mask", "loss_dice"):
+            for key in ("loss_ce", "loss_bbox", "loss_giou", "presence", "loss_mask", "loss_dice",
+                        "semantic_seg", "semantic_dice"):
                 if key in self._parts:
                     logs[key] = round(self._parts[key] / self._count, 4)
             self._parts, self._count = {}, 0

@@ -107,3 +107,20 @@ def test_criterion_sums_weighted_terms_and_learns_toward_targets():
     assert set(parts) >= {"loss_ce", "loss_bbox", "loss_giou", "presence", "loss_mask", "loss_dice", "loss_ce_o2m0"}
     total.backward()
     assert presence.grad[0, 0] < 0 < presence.grad[1, 0]  # raise presence where the phrase is, lower elsewhere
+
+
+def test_semantic_losses_hand_computed():
+    from finetune.losses import semantic_losses
+
+    gt = torch.zeros(1, 8, 8, dtype=torch.bool)
+    gt[0, :4] = True  # top half; at 4x4 the target is exactly the top two rows
+    logits = torch.full((2, 1, 4, 4), -20.0)
+    logits[0, 0, :2] = 20.0  # pair 0 predicts its union exactly; pair 1 (negative) predicts nothing
+    focal, dice = semantic_losses(logits, [gt, torch.zeros(0, 8, 8, dtype=torch.bool)])
+    assert focal.item() == pytest.approx(0.0, abs=1e-6)
+    # Dice: pair 0 is perfect (0); pair 1 has no target and no prediction: 1 - 1 / 1 = 0.
+    assert dice.item() == pytest.approx(0.0, abs=1e-4)
+    logits[1, 0] = 20.0  # the negative pair now fires everywhere: dice 1 - 1 / 17, focal > 0
+    focal, dice = semantic_losses(logits, [gt, torch.zeros(0, 8, 8, dtype=torch.bool)])
+    assert dice.item() == pytest.approx((1 - 1 / 17) / 2, abs=1e-4)
+    assert focal.item() == pytest.approx(0.4 * 20 / 2, rel=1e-3)  # (1 - alpha) * BCE(20, 0) over half the pixels
