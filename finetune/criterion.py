@@ -37,8 +37,8 @@ class Sam3Criterion:
     """Weighted sum of the SAM 3 detection losses.
 
     Terms (weights in :class:`LossWeights`): on the final layer IA-BCE, L1, GIoU, presence, mask focal and
-    dice with Hungarian matches, and the dense semantic head's focal and dice; on each earlier decoder layer IA-BCE, L1 and GIoU with its own
-    Hungarian matches; on the one-to-many queries the same class and box terms times ``o2m`` (the last
+    dice with Hungarian matches, and the dense semantic head's focal and dice; on each earlier decoder
+    layer IA-BCE, L1 and GIoU with its own Hungarian matches; on the one-to-many queries the same class and box terms times ``o2m`` (the last
     layer matched one-to-many, the earlier ones one-to-one, as SAM 3's default recipe does).
     """
 
