@@ -38,8 +38,9 @@ class Sam3Criterion:
 
     Terms (weights in :class:`LossWeights`): on the final layer IA-BCE, L1, GIoU, presence, mask focal and
     dice with Hungarian matches, and the dense semantic head's focal and dice; on each earlier decoder
-    layer IA-BCE, L1 and GIoU with its own Hungarian matches; on the one-to-many queries the same class and box terms times ``o2m`` (the last
-    layer matched one-to-many, the earlier ones one-to-one, as SAM 3's default recipe does).
+    layer IA-BCE, L1 and GIoU with its own Hungarian matches; on the one-to-many queries the same class
+    and box terms times ``o2m`` (the last layer matched one-to-many, the earlier ones one-to-one, as
+    SAM 3's default recipe does).
     """
 
     weights: LossWeights = field(default_factory=LossWeights)
