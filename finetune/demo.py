@@ -26,10 +26,11 @@ def resolve_model_id(model_id: str) -> str:
     return str(DEMO_MODEL_DIR)
 
 
-def package_demo(model_dir: str | Path, report: dict, dest: str | Path = DEMO_MODEL_DIR) -> Path:
+def package_demo(model_dir: str | Path, report: dict, dest: str | Path = DEMO_MODEL_DIR,
+                 commands: list[str] | None = None) -> Path:
     """Copy a trained detector into ``dest`` with float16 weights (half the size; the engine casts them
     back to its own dtype on load) and a ``training.json`` holding the run's command-line settings and
-    held-out metrics."""
+    held-out metrics (``commands``: how the data and the model were made, for the record)."""
     import json
 
     import torch
@@ -42,5 +43,7 @@ def package_demo(model_dir: str | Path, report: dict, dest: str | Path = DEMO_MO
     Sam3Processor.from_pretrained(model_dir).save_pretrained(dest)
     keep = {k: report[k] for k in ("config", "phrases", "train_images", "heldout_images", "before", "after",
                                    "global_step", "seconds") if k in report}
+    if commands:
+        keep["commands"] = commands
     (dest / "training.json").write_text(json.dumps(keep, indent=2))
     return dest
