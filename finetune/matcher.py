@@ -72,6 +72,9 @@ def hungarian_match(logits: torch.Tensor, boxes: torch.Tensor, targets: list[tor
             matches.append((empty, empty))
             continue
         cost = match_cost(logits[p], boxes[p], target.to(boxes.device), costs)
+        if not torch.isfinite(cost).all():
+            raise FloatingPointError("the model's outputs are not finite (NaN/inf): the training diverged; "
+                                     "lower --lr, or train in float32")
         rows, cols = linear_sum_assignment(cost.cpu().numpy())
         matches.append((torch.as_tensor(rows, dtype=torch.long, device=logits.device),
                         torch.as_tensor(cols, dtype=torch.long, device=logits.device)))

@@ -68,7 +68,8 @@ def _load_model(config: FinetuneConfig):
     from transformers import Sam3Model, Sam3Processor
 
     processor = Sam3Processor.from_pretrained(config.base_model)
-    model = Sam3Model.from_pretrained(config.base_model)
+    # float32 master weights whatever the checkpoint stores (the demo ships float16); AMP handles bf16 on GPU.
+    model = Sam3Model.from_pretrained(config.base_model, dtype=torch.float32)
     if config.mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {config.mode!r}")
     if config.mode == "frozen":

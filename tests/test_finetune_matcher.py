@@ -83,3 +83,9 @@ def test_one_to_many_gives_each_query_one_target():
     boxes = torch.tensor([[[0.2, 0.2, 0.6, 0.6], [0.25, 0.2, 0.65, 0.6]]])
     (rows, cols), = one_to_many_match(torch.zeros(1, 2), boxes, [targets], OneToManyOptions(topk=2))
     assert sorted(rows.tolist()) == [0, 1] and dict(zip(rows.tolist(), cols.tolist())) == {0: 0, 1: 1}
+
+
+def test_non_finite_predictions_get_a_clear_error():
+    with pytest.raises(FloatingPointError, match="not finite"):
+        hungarian_match(torch.tensor([[float("nan"), 0.0]]), torch.rand(1, 2, 4),
+                        [torch.tensor([[0.1, 0.1, 0.5, 0.5]])])

@@ -127,3 +127,12 @@ def test_cli_finetune_and_synthetic_data(tmp_path, base):
                  "--model", str(base), "--max-steps", "2", "--batch-size", "2", "--val-fraction", "0.34",
                  "--threads", "1", "--no-o2m"]) == 0
     assert (tmp_path / "run" / "model" / "config.json").is_file()
+
+
+def test_training_starts_from_a_float16_checkpoint(dataset, base, tmp_path):
+    # The demo ships float16 weights; training must still run in float32 (float16 on CPU gives NaNs).
+    from finetune.demo import package_demo
+
+    half = package_demo(base, {"before": {}, "after": {}}, dest=tmp_path / "half")
+    report = finetune(_config(dataset, half, tmp_path / "run", max_steps=2))
+    assert all(np.isfinite(h["loss"]) for h in report["history"] if "loss" in h)
