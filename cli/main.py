@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The full parser; it imports no torch, transformers or web framework (``--help`` stays fast)."""
     from cli.checkpoints import add_make_tiny_checkpoint
     from cli.eval import add_eval_commands
+    from cli.finetune import add_finetune_command
     from cli.image import add_segment_phrase
     from cli.llm import add_llm_commands
     from cli.segment import add_segment
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_llm_commands(commands)
     add_eval_commands(commands)
     add_serving_commands(commands)
+    add_finetune_command(commands)
     return parser
 
 

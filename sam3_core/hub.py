@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .defaults import DEFAULT_MODEL_ID, HUB_PROBE_TIMEOUT_S
+from .defaults import DEFAULT_MODEL_ID, HUB_PROBE_TIMEOUT_S, resolve_model_id
 from .errors import CheckpointError
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ def hub_access(model_id: str, token: str | None = None, *, timeout_s: float = HU
     import huggingface_hub as hub
     from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
 
+    model_id = resolve_model_id(model_id)
     if Path(model_id).expanduser().exists():
         return {}
     if _looks_like_path(model_id):

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .defaults import DEFAULT_MODEL_ID
+from .defaults import DEFAULT_MODEL_ID, resolve_model_id
 from .errors import CheckpointError
 from .hub import hub_access
 
@@ -83,6 +83,7 @@ def load_models(model_id: str, *, with_tracker: bool = True, token: str | None =
     from transformers import Sam3Model, Sam3Processor, Sam3TrackerModel, Sam3TrackerProcessor
 
     common = {"token": token} if token else {}
+    model_id = resolve_model_id(model_id)  # "demo": the shipped demo checkpoint
     common.update(hub_access(model_id, token))
     with _translate_load_errors(model_id):
         processor = Sam3Processor.from_pretrained(model_id, **common)

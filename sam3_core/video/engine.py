@@ -39,6 +39,7 @@ from ..loading import (
     hub_access,
     resolve_device,
     resolve_dtype,
+    resolve_model_id,
 )
 from ..phrases import clean_phrases
 from .cleanup import suppress_duplicates
@@ -114,7 +115,7 @@ class VideoEngine:
 
         device = resolve_device(device)
         dtype = resolve_dtype(dtype, device)
-        model_id = str(model_id_or_path)
+        model_id = resolve_model_id(str(model_id_or_path))
         common = {"token": token} if token else {}
         common.update(hub_access(model_id, token))  # fail in seconds when the hub cannot be reached
         with _translate_load_errors(model_id):

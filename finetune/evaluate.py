@@ -1,0 +1,164 @@
+"""Held-out evaluation of a detector: COCO mask AP (pycocotools) and SA-Co's cgF1.
+
+Every image is asked every phrase of the vocabulary (the categories), like COCO evaluates a detector.
+For AP all queries are kept, ranked by ``sigmoid(logit) * sigmoid(presence)``; for cgF1 only those
+scoring at least 0.5, and each (image, phrase) pair is one SA-Co pair (negative when the phrase is absent).
+
+cgF1 comes from ``eval.saco.metrics.cgf1_from_masks`` (the SA-Co evaluation) when that module is
+installed; otherwise from :func:`_cgf1_fallback` here, which follows the same definition:
+cgF1 = 100 x pmF1 x IL_MCC, averaged over IoU thresholds 0.50:0.05:0.95.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from scipy.optimize import linear_sum_assignment
+
+from sam3_core.phrases import MAX_TEXT_TOKENS
+
+from .data import ImageRecord, instance_masks, load_image
+from .model import base_sam3, expand_vision
+
+logger = logging.getLogger(__name__)
+
+SCORE_THRESHOLD = 0.5
+IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, processor, records: list[ImageRecord], phrases: list[str],
+            device: torch.device | str = "cpu") -> list[dict]:
+    """Per (image, phrase): ``{"image_id", "phrase", "scores" (Q,), "masks" (Q, H, W) bool}`` at the image's size."""
+    model = base_sam3(model)
+    was_training = model.training
+    model.eval()
+    size = int(processor.image_processor.size["height"])
+    mean = torch.tensor(processor.image_processor.image_mean).view(3, 1, 1)
+    std = torch.tensor(processor.image_processor.image_std).view(3, 1, 1)
+    encoded = processor.tokenizer(phrases, padding="max_length", max_length=MAX_TEXT_TOKENS, truncation=True,
+                                  return_tensors="pt")
+    dtype = next(model.parameters()).dtype
+    out_list = []
+    for record in records:
+        image = torch.from_numpy(load_image(record)).permute(2, 0, 1).float()[None] / 255.0
+        pixels = F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        pixels = ((pixels[0] - mean) / std)[None].to(device, dtype)
+        vision = expand_vision(model.get_vision_features(pixels), torch.zeros(len(phrases), dtype=torch.long))
+        out = model(vision_embeds=vision, input_ids=encoded["input_ids"].to(device),
+                    attention_mask=encoded["attention_mask"].to(device))
+        scores = (out.pred_logits.float().sigmoid() * out.presence_logits.float().sigmoid()).cpu()
+        masks = F.interpolate(out.pred_masks.float(), size=(record.height, record.width), mode="bilinear",
+                              align_corners=False) > 0
+        for p, phrase in enumerate(phrases):
+            out_list.append({"image_id": record.image_id, "phrase": phrase, "scores": scores[p].numpy(),
+                             "masks": masks[p].cpu().numpy()})
+    model.train(was_training)
+    return out_list
+
+
+def _encode(mask: np.ndarray) -> dict:
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def mask_ap(records: list[ImageRecord], predictions: list[dict], phrases: list[str]) -> dict[str, float]:
+    """COCO segmentation AP and AP50 (fractions in [0, 1]) of ``predictions`` from :func:`predict`."""
+    cat_ids = {p: i + 1 for i, p in enumerate(phrases)}
+    images, annotations = [], []
+    for record in records:
+        images.append({"id": record.image_id, "height": record.height, "width": record.width})
+        for inst, mask in zip(record.instances, instance_masks(record)):
+            if inst.category in cat_ids:
+                annotations.append({"id": len(annotations) + 1, "image_id": record.image_id, "iscrowd": 0,
+                                    "category_id": cat_ids[inst.category], "segmentation": _encode(mask),
+                                    "area": float(mask.sum()), "bbox": inst.bbox})
+    results = []
+    for pred in predictions:
+        for score, mask in zip(pred["scores"], pred["masks"]):
+            if mask.any():
+                results.append({"image_id": pred["image_id"], "category_id": cat_ids[pred["phrase"]],
+                                "segmentation": _encode(mask), "score": float(score)})
+    if not annotations or not results:
+        return {"AP": 0.0, "AP50": 0.0}
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+        gt = COCO()
+        gt.dataset = {"images": images, "annotations": annotations,
+                      "categories": [{"id": i, "name": p} for p, i in cat_ids.items()]}
+        gt.createIndex()
+        evaluator = COCOeval(gt, gt.loadRes(results), iouType="segm")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return {"AP": float(max(evaluator.stats[0], 0.0)), "AP50": float(max(evaluator.stats[1], 0.0))}
+
+
+def _pairs(records: list[ImageRecord], predictions: list[dict]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(ground-truth masks (T, H, W), kept predicted masks (K, H, W)) per (image, phrase) pair."""
+    by_image = {r.image_id: (r, instance_masks(r)) for r in records}
+    pairs = []
+    for pred in predictions:
+        record, masks = by_image[pred["image_id"]]
+        gt = [m for inst, m in zip(record.instances, masks) if inst.category == pred["phrase"]]
+        keep = pred["scores"] >= SCORE_THRESHOLD
+        gt_array = np.stack(gt) if gt else np.zeros((0, record.height, record.width), bool)
+        pairs.append((gt_array, pred["masks"][keep]))
+    return pairs
+
+
+def _cgf1_fallback(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+    """cgF1, pmF1 and IL_MCC (SA-Co definition, percentages) over (gt masks, kept predicted masks) pairs."""
+    tp = np.zeros(len(IOU_THRESHOLDS))
+    fp_pos = np.zeros(len(IOU_THRESHOLDS))
+    fn = np.zeros(len(IOU_THRESHOLDS))
+    il = {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
+    for gt, pred in pairs:
+        has_gt, has_pred = len(gt) > 0, len(pred) > 0
+        il[("t" if has_gt == has_pred else "f") + ("p" if has_pred else "n")] += 1
+        if not has_gt:
+            continue
+        iou = mask_utils.iou([_encode(m) for m in pred], [_encode(m) for m in gt], [0] * len(gt)) if has_pred \
+            else np.zeros((0, len(gt)))
+        rows, cols = linear_sum_assignment(-np.asarray(iou)) if has_pred else ([], [])
+        matched = np.asarray(iou)[rows, cols] if has_pred else np.zeros(0)
+        hits = np.array([(matched >= t).sum() for t in IOU_THRESHOLDS])
+        tp += hits
+        fn += len(gt) - hits
+        if has_pred:
+            fp_pos += len(pred) - hits
+    precision = tp / (tp + fp_pos + 1e-4)
+    recall = tp / (tp + fn + 1e-4)
+    pmf1 = 2 * precision * recall / (precision + recall + 1e-4)
+    t_p, f_p, t_n, f_n = il["tp"], il["fp"], il["tn"], il["fn"]
+    mcc = (t_p * t_n - f_p * f_n) / (np.sqrt(float((t_p + f_p) * (t_p + f_n) * (t_n + f_p) * (t_n + f_n))) + 1e-6)
+    return {"cgF1": float(100 * (pmf1 * mcc).mean()), "pmF1": float(100 * pmf1.mean()), "IL_MCC": float(mcc)}
+
+
+def cgf1(records: list[ImageRecord], predictions: list[dict]) -> dict[str, float]:
+    """cgF1 (0-100), pmF1 (0-100) and IL_MCC ([-1, 1]) of ``predictions`` from :func:`predict`."""
+    pairs = _pairs(records, predictions)
+    try:
+        from eval.saco.metrics import ImagePhraseGT, ImagePhrasePred, cgf1_from_masks
+    except ImportError:
+        return _cgf1_fallback(pairs)
+    gts = [ImagePhraseGT(pair_id=i, masks=gt) for i, (gt, _) in enumerate(pairs)]
+    preds = [ImagePhrasePred(pair_id=i, masks=pred, scores=[1.0] * len(pred)) for i, (_, pred) in enumerate(pairs)]
+    summary = cgf1_from_masks(gts, preds)
+    return {"cgF1": 100 * float(summary["cgF1"]), "pmF1": 100 * float(summary["positive_micro_F1"]),
+            "IL_MCC": float(summary["IL_MCC"])}
+
+
+def evaluate(model: torch.nn.Module, processor, records: list[ImageRecord], phrases: list[str],
+             device: torch.device | str = "cpu") -> dict[str, float]:
+    """``{"AP", "AP50"}`` (fractions) and ``{"cgF1", "pmF1", "IL_MCC"}`` of ``model`` on ``records``."""
+    predictions = predict(model, processor, records, phrases, device)
+    return {**mask_ap(records, predictions, phrases), **cgf1(records, predictions)}
