@@ -1,14 +1,17 @@
 """Where the shipped demo model lives, and the ``--model demo`` name that points at it.
 
 The weights sit in ``sam3_core/demo_model/`` (package data beside the engine, so loading it needs
-nothing from this package). :func:`sam3_core.defaults.resolve_model_id` is the resolver (the engine's loaders apply it).
+nothing from this package). :func:`sam3_core.defaults.resolve_model_id` is the resolver (the engine's
+loaders apply it; re-exported here).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from sam3_core.defaults import DEMO_MODEL_DIR
+from sam3_core.defaults import DEMO_MODEL, DEMO_MODEL_DIR, resolve_model_id
+
+__all__ = ["DEMO_MODEL", "DEMO_MODEL_DIR", "package_demo", "resolve_model_id"]
 
 
 def package_demo(model_dir: str | Path, report: dict, dest: str | Path = DEMO_MODEL_DIR,

@@ -60,6 +60,7 @@ def test_demo_model_finds_present_phrases_and_not_absent_ones(demo_engine):
 
 def test_model_demo_resolves_through_the_engines_loader():
     """``--model demo`` is resolved by sam3_core itself (no import of finetune): hub probe and loader."""
+    from sam3_core import Sam3Engine
     from sam3_core.hub import hub_access
 
     assert hub_access("demo") == {}  # a local folder: never looked up on the hub
