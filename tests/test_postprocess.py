@@ -9,6 +9,7 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
+from sam3_core import postprocess
 from sam3_core.errors import InputError, UsageError
 from sam3_core.packed_masks import PackedMasks
 from sam3_core.postprocess import (
@@ -21,12 +22,6 @@ from sam3_core.postprocess import (
     pairwise_mask_iou,
     remove_overlaps_iom,
     rle_to_mask,
-)
-from sam3_core.postprocess import (
-    _iom as iom_ratio,
-)
-from sam3_core.postprocess import (
-    _iou as iou_ratio,
 )
 
 H, W = 40, 50
@@ -423,8 +418,8 @@ def test_suppression_matches_full_frame_reference(seed: int) -> None:
         assert mask_nms(masks, scores, threshold) == expected_iou
         # the matrix path (used for masks on an accelerator) gives the same, here on CPU tensors
         tensor, order = torch.from_numpy(masks), torch.argsort(torch.from_numpy(-scores), stable=True)
-        assert _greedy_matrix(tensor, order, threshold, iom_ratio) == expected_iom
-        assert _greedy_matrix(tensor, order, threshold, iou_ratio) == expected_iou
+        assert _greedy_matrix(tensor, order, threshold, postprocess._iom) == expected_iom
+        assert _greedy_matrix(tensor, order, threshold, postprocess._iou) == expected_iou
 
 
 @pytest.mark.parametrize("seed", range(4))
