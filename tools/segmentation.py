@@ -137,8 +137,11 @@ async def _run_sam(ctx: Context, phrase: str, meter: StepMeter) -> tuple[np.ndar
 
 
 def _match_existing(state: State, masks: np.ndarray, threshold: float, size_hw: tuple[int, int]) -> list[int | None]:
-    """For each new mask, the id of the existing mask it duplicates (IoU > threshold), or None."""
-    if not state.masks or len(masks) == 0:
+    """For each new mask, the id of the existing mask it duplicates (IoU > threshold), or None.
+
+    IoU is at most 1, so a threshold >= 1 finds no duplicates: the existing masks are not even decoded.
+    """
+    if not state.masks or len(masks) == 0 or threshold >= 1:
         return [None] * len(masks)
     existing = decode_masks(state.masks, size_hw)
     iou = pairwise_mask_iou(masks, existing)
