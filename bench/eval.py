@@ -58,6 +58,7 @@ from eval.runner import RunOptions, run_eval
 from eval.tasks import TaskSpec, load_task
 from eval.testing import write_reasonseg
 from sam3_core import Sam3Engine
+from sam3_core.engine import EngineOptions
 from sam3_core.tiny import write_tiny_checkpoint
 
 logger = logging.getLogger("bench.eval")
@@ -208,10 +209,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--score-threshold", type=float, default=0.2, help="the tiny model scores about 0.25")
     parser.add_argument("--checkpoint", help="a SAM 3 checkpoint folder (default: a fresh tiny random one)")
     parser.add_argument("--device", default="cpu", help="where SAM 3 runs (default: cpu)")
+    parser.add_argument("--max-batch", type=int, default=EngineOptions.max_batch,
+                        help="most requests per engine micro-batch (EngineOptions.max_batch)")
     parser.add_argument("--out", default="bench/results/eval.json")
     args = parser.parse_args(argv)
-    if args.samples < 1 or args.concurrency < 2 or args.repeats < 1:
-        parser.error("--samples and --repeats must be >= 1, --concurrency >= 2")
+    if args.samples < 1 or args.concurrency < 2 or args.repeats < 1 or args.max_batch < 1:
+        parser.error("--samples, --repeats and --max-batch must be >= 1, --concurrency >= 2")
     return args
 
 
@@ -222,10 +225,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         work = Path(folder)
         data = write_reasonseg(work / "reasonseg", copies=math.ceil(args.samples / 4))
         checkpoint = args.checkpoint or str(write_tiny_checkpoint(work / "tiny", seed=0))
-        with Sam3Engine.from_pretrained(checkpoint, device=args.device, with_tracker=False) as engine:
+        options = EngineOptions(max_batch=args.max_batch)
+        with Sam3Engine.from_pretrained(checkpoint, device=args.device, with_tracker=False, options=options) as engine:
             report = asyncio.run(bench(engine, data, work, args))
     report.update({"machine": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                   "device": args.device})
+                   "device": args.device, "max_batch": args.max_batch})
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     s = report["summary"]
