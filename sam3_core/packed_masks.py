@@ -11,6 +11,8 @@ words do not meet are not touched at all (their intersection is 0). The counts a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 # Set bits of every byte value: the popcount of numpy < 2.0, which lacks ``np.bitwise_count``.
@@ -64,6 +66,28 @@ class PackedMasks:
 
     def __len__(self) -> int:
         return self.shape[0]
+
+    def take(self, indices: Sequence[int] | np.ndarray) -> PackedMasks:
+        """The masks ``indices`` (in that order) as a new :class:`PackedMasks`, without repacking."""
+        picked = np.asarray(indices, dtype=np.int64)
+        out = object.__new__(PackedMasks)
+        out.shape = (len(picked), *self.shape[1:])
+        out.words, out.areas = self.words[picked], self.areas[picked]
+        out.rows, out.cols = self.rows[picked], self.cols[picked]
+        return out
+
+    @staticmethod
+    def concatenate(parts: Sequence[PackedMasks], size_hw: tuple[int, int]) -> PackedMasks:
+        """``parts`` one after another (all ``size_hw``); no parts gives zero masks of ``size_hw``."""
+        if any(part.shape[1:] != tuple(size_hw) for part in parts):
+            raise ValueError(f"every part must be {tuple(size_hw)}")
+        if not parts:
+            return PackedMasks(np.zeros((0, *size_hw), dtype=bool))
+        out = object.__new__(PackedMasks)
+        out.shape = (sum(len(part) for part in parts), *size_hw)
+        for name in ("words", "areas", "rows", "cols"):
+            setattr(out, name, np.concatenate([getattr(part, name) for part in parts]))
+        return out
 
     def intersections(self, i: int, others: PackedMasks, js: np.ndarray) -> np.ndarray:
         """Pixels shared by mask ``i`` of ``self`` and each mask ``js`` of ``others``: ``(len(js),)`` ``int64``.

@@ -352,6 +352,12 @@ def pairwise_mask_iou(a: MaskArray, b: MaskArray) -> MaskArray:
     return _pairwise(a, b, _iou)
 
 
+def packed_mask_iou(a: PackedMasks, b: PackedMasks) -> np.ndarray:
+    """:func:`pairwise_mask_iou` of masks already packed: ``(len(a), len(b))`` ``float32`` numpy."""
+    counts = torch.from_numpy(a.intersection_matrix(b)).to(torch.float32)
+    return _iou(counts, _areas(a), _areas(b)).numpy()
+
+
 def pairwise_mask_iom(a: MaskArray, b: MaskArray) -> MaskArray:
     """Intersection over the smaller area of every pair: ``(Na, Nb)`` ``float32``, like
     :func:`pairwise_mask_iou`. A pair involving an empty mask scores 0.

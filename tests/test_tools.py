@@ -188,6 +188,13 @@ def test_match_existing_agrees_with_full_frame_iou():
             best = int(np.argmax(ious))
             expected.append(10 + best if ious[best] > threshold else None)
         assert _match_existing(state, new, threshold, size) == expected
+        cache: dict = {}  # packed copies: decoded once, then taken from the cache
+        assert _match_existing(state, new, threshold, size, cache) == expected
+        assert sorted(cache) == [("packed_mask", 10 + i) for i in range(6)]
+        assert _match_existing(state, new, threshold, size, cache) == expected
+    # the cache is what is used: mask 10's packed copy swapped for mask 12's makes mask 2 match id 10
+    cache[("packed_mask", 10)] = cache[("packed_mask", 12)]
+    assert _match_existing(state, new[:1], 0.5, size, cache) == [10]
 
 
 def test_repeated_phrase_and_phrase_budget_are_model_retries(engine):
