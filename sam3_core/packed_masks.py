@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from sam3_core.errors import UsageError
+
 # Set bits of every byte value: the popcount of numpy < 2.0, which lacks ``np.bitwise_count``.
 _BYTE_BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1).astype(np.int64)
 
@@ -51,7 +53,7 @@ class PackedMasks:
 
     def __init__(self, masks: np.ndarray) -> None:
         if masks.ndim != 3 or masks.dtype != np.bool_:
-            raise ValueError(f"PackedMasks needs (N, H, W) bool masks, got {masks.dtype} {masks.shape}")
+            raise UsageError(f"PackedMasks needs (N, H, W) bool masks, got {masks.dtype} {masks.shape}")
         n, height, width = masks.shape
         packed = np.packbits(masks, axis=2)  # (N, H, ceil(W / 8)) uint8
         pad = -packed.shape[2] % 8
@@ -80,7 +82,7 @@ class PackedMasks:
     def concatenate(parts: Sequence[PackedMasks], size_hw: tuple[int, int]) -> PackedMasks:
         """``parts`` one after another (all ``size_hw``); no parts gives zero masks of ``size_hw``."""
         if any(part.shape[1:] != tuple(size_hw) for part in parts):
-            raise ValueError(f"every part must be {tuple(size_hw)}")
+            raise UsageError(f"every part must be {tuple(size_hw)}")
         if not parts:
             return PackedMasks(np.zeros((0, *size_hw), dtype=bool))
         out = object.__new__(PackedMasks)
@@ -110,7 +112,7 @@ class PackedMasks:
     def intersection_matrix(self, others: PackedMasks) -> np.ndarray:
         """Pixels shared by every pair: ``(len(self), len(others))`` ``int64``."""
         if self.shape[1:] != others.shape[1:]:
-            raise ValueError(f"masks must share (H, W), got {self.shape[1:]} and {others.shape[1:]}")
+            raise UsageError(f"masks must share (H, W), got {self.shape[1:]} and {others.shape[1:]}")
         everyone = np.arange(len(others))
         out = np.zeros((len(self), len(others)), dtype=np.int64)
         for i in range(len(self)):

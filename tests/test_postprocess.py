@@ -449,3 +449,18 @@ def test_packed_masks_boxes_areas_and_degenerate_shapes() -> None:
         assert remove_overlaps_iom(empty, np.ones(shape[0])) == []
     with pytest.raises(UsageError):
         pairwise_mask_iom(masks, masks[:, :, :64])
+
+
+def test_packed_masks_take_concatenate_and_misuse() -> None:
+    rng = np.random.default_rng(9)
+    masks = _random_instances(rng, 5, 12, 70)
+    packed = PackedMasks(masks)
+    rebuilt = PackedMasks.concatenate([packed.take([3]), packed.take([0, 1])], (12, 70))
+    expected = PackedMasks(masks[[3, 0, 1]])
+    np.testing.assert_array_equal(rebuilt.intersection_matrix(packed), expected.intersection_matrix(packed))
+    np.testing.assert_array_equal(rebuilt.areas, expected.areas)
+    assert len(PackedMasks.concatenate([], (12, 70))) == 0
+    with pytest.raises(UsageError):
+        PackedMasks.concatenate([packed], (12, 71))
+    with pytest.raises(UsageError):
+        PackedMasks(masks.astype(np.uint8))
