@@ -109,3 +109,20 @@ def test_arrivals_during_a_batch_form_the_next_batch_without_waiting_for_a_full_
     assert [f.result(timeout=5) for f in [first, *later]] == [0, 1, 2, 3]
     assert sizes == [1, 3]
     worker.close()
+
+
+def test_busy_time_covers_the_handler():
+    inside: list[float] = []
+
+    def handler(batch):
+        start = time.perf_counter()
+        for r in batch:
+            r.future.set_result(sum(range(10_000)))
+        inside.append(time.perf_counter() - start)
+
+    worker = MicroBatcher(handler, max_batch=4, max_wait_s=0)
+    for i in range(3):
+        worker.submit(Echo(i)).result(5)
+    worker.close()
+    stats = worker.stats()
+    assert stats.batches == len(inside) == 3 and stats.busy_s >= sum(inside) > 0
