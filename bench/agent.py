@@ -14,7 +14,13 @@ candidates exist), ``examine_each_mask`` over them, ``select_masks_and_return``.
   image encoding, bookkeeping), and per query the wall time minus model and SAM time (graph and
   checkpointing included); the issue's goal is at most 20 ms per step;
 * the overlay alone: :func:`sam3_core.drawing.render_masks` of the query's candidate masks (the
-  numbered set-of-mark image the model sees), and their label anchors, timed on their own.
+  numbered set-of-mark image the model sees), and their label anchors, timed on their own;
+* ``segment_phrase``'s own post-processing at the default settings (the query itself runs with
+  ``iom_threshold`` and ``duplicate_iou`` at 1 so that every mask stays a candidate, which skips the
+  overlap and duplicate checks): overlap removal by IoM over the query's masks, the duplicate check
+  of their second half against the first half as the masks already on the thread (their RLEs decoded,
+  and again with their packed copies in the query cache, as the tool keeps them for later phrases),
+  and the RLE encoding of the new masks, timed on their own.
 
     python -m bench.agent                                  # 200 ms per call, 8 masks, 640x480 image
     python -m bench.agent --latency-ms 50 --repeats 5 --out /tmp/agent.json
@@ -49,9 +55,10 @@ from agent.testing import Reply, ScriptedLLM, message_texts
 from agent.trace import overhead_per_step
 from sam3_core import Sam3Engine
 from sam3_core.drawing import label_anchors, render_masks
+from sam3_core.postprocess import masks_to_rle, remove_overlaps_iom
 from sam3_core.tiny import write_tiny_checkpoint
 from tools.registry import ToolEnv
-from tools.segmentation import examine_each_mask, verify_mask
+from tools.segmentation import _match_existing, examine_each_mask, verify_mask
 
 logger = logging.getLogger("bench.agent")
 PHRASES = ["cup", "woman", "table", "chair", "bottle", "person", "dog", "car", "tree", "window"]
@@ -148,6 +155,31 @@ def overlay_timing(image: np.ndarray, records: list[MaskRecord], rounds: int = 3
     return {"masks": len(ids), "render_s": statistics.median(render), "anchors_s": statistics.median(anchors)}
 
 
+def postprocess_timing(image: np.ndarray, records: list[MaskRecord], rounds: int = 3) -> dict[str, Any]:
+    """Median seconds of ``segment_phrase``'s post-processing of ``records``' masks at the default settings."""
+    defaults = AgentSettings()
+    masks = decode_masks(records, image.shape[:2])
+    scores = np.array([r["score"] for r in records])
+    half = len(records) // 2
+    state = State(**{**new_query(QUERY, "bench"), "masks": records[:half]})
+    parts: dict[str, list[float]] = {"iom_s": [], "duplicates_s": [], "duplicates_cached_s": [], "rle_s": []}
+    for _ in range(rounds):
+        start = time.perf_counter()
+        remove_overlaps_iom(masks, scores, defaults.iom_threshold)
+        parts["iom_s"].append(time.perf_counter() - start)
+        cache: dict = {}
+        for key in ("duplicates_s", "duplicates_cached_s"):  # RLEs decoded, then packed copies from the cache
+            start = time.perf_counter()
+            _match_existing(state, masks[half:], defaults.duplicate_iou, image.shape[:2], cache)
+            parts[key].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        masks_to_rle(masks[half:])
+        parts["rle_s"].append(time.perf_counter() - start)
+    medians = {key: statistics.median(values) for key, values in parts.items()}
+    total = medians["iom_s"] + medians["duplicates_s"] + medians["rle_s"]
+    return {"masks": len(records), **medians, "total_s": total}
+
+
 def step_overheads(answer: AgentAnswer) -> dict[str, Any]:
     """The agent's own time from the trace: per node run, per main-loop step, per node kind, per query."""
     trace, timings = answer.trace, answer.timings
@@ -181,6 +213,8 @@ def summarise(runs: list[dict[str, Any]], latency_s: float) -> dict[str, Any]:
         "overlay_masks": runs[0]["overlay"]["masks"],
         "overlay_render_s": statistics.median(run["overlay"]["render_s"] for run in runs),
         "overlay_anchors_s": statistics.median(run["overlay"]["anchors_s"] for run in runs),
+        **{f"postprocess_{key}": statistics.median(run["postprocess"][key] for run in runs)
+           for key in ("iom_s", "duplicates_s", "duplicates_cached_s", "rle_s", "total_s")},
     }
 
 
@@ -202,12 +236,13 @@ async def bench(engine: Sam3Engine, server: ScriptedLLM, args: argparse.Namespac
         cold = await cold_examine(engine, llm, image, settings, candidates)
         overhead = step_overheads(answer)
         overlay = overlay_timing(image, masks)  # every mask of the run: the set the model was shown
+        postprocess = postprocess_timing(image, masks)
         runs.append({
             "repeat": repeat, "masks_examined": verify["model_calls"], "examine_s": verify["total_s"],
             "verify_s": verify["verify_s"], "examine_cold_s": cold, "one_call_s": statistics.median(sequential),
             "sequential_s": sum(sequential), "overhead_per_step_s": overhead["per_step_s"],
             "overhead_graph_s": overhead["per_step_with_graph_s"], "overhead": overhead, "trace": answer.trace,
-            "overlay": overlay,
+            "overlay": overlay, "postprocess": postprocess,
         })
         logger.info("repeat %d: examine %d masks %.3f s (cold %.3f s), one call %.3f s, %d sequential calls %.3f s, "
                     "overhead %.1f ms/step", repeat, verify["model_calls"], verify["total_s"], cold,
@@ -255,6 +290,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logger.info("overlay of %d masks at %dx%d: %.1f ms to draw, of which %.1f ms label anchors",
                 s["overlay_masks"], *report["image_size"][::-1], s["overlay_render_s"] * 1e3,
                 s["overlay_anchors_s"] * 1e3)
+    logger.info("segment_phrase post-processing of %d masks at the default settings: %.1f ms (IoM overlap removal "
+                "%.1f ms, duplicate check %.1f ms or %.1f ms with packed copies cached, RLE %.1f ms)",
+                s["overlay_masks"], s["postprocess_total_s"] * 1e3, s["postprocess_iom_s"] * 1e3,
+                s["postprocess_duplicates_s"] * 1e3, s["postprocess_duplicates_cached_s"] * 1e3,
+                s["postprocess_rle_s"] * 1e3)
     logger.info("written %s", args.out)
     return report
 

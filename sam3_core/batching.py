@@ -36,6 +36,8 @@ class BatchStats:
     batches: int = 0
     requests: int = 0
     largest_batch: int = 0
+    #: Seconds the worker spent inside the handler (busy serving batches), summed over batches.
+    busy_s: float = 0.0
 
 
 class MicroBatcher:
@@ -117,6 +119,7 @@ class MicroBatcher:
                 self._stats.batches += 1
                 self._stats.requests += len(batch)
                 self._stats.largest_batch = max(self._stats.largest_batch, len(batch))
+            started = time.perf_counter()
             try:
                 self._handler(batch)
             except BaseException as exc:  # the worker must survive anything a batch throws
@@ -124,6 +127,9 @@ class MicroBatcher:
                 for request in batch:
                     if not request.future.done():
                         request.future.set_exception(exc)
+            finally:
+                with self._lock:
+                    self._stats.busy_s += time.perf_counter() - started
         # Drain anything that raced with close() so no caller waits forever.
         while True:
             try:

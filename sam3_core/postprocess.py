@@ -7,9 +7,13 @@ Conventions shared by every function here:
 * Inputs may be :class:`numpy.ndarray` or :class:`torch.Tensor` (on any device). Array results come
   back as the same kind: a numpy input gives numpy, a tensor input gives a tensor on the input's device.
   Polygons and RLE dicts are plain Python objects whatever the input.
-* The pairwise work (intersections of every pair of masks) is one matrix product of the flattened
-  masks in ``float32`` on the masks' device, split into chunks along the pixel axis to bound memory.
-  ``float32`` (never ``float16``) keeps the counts exact up to 2**24 pixels per chunk.
+* The pairwise work (intersections of pairs of masks) counts exact integers. On the CPU the masks are
+  bit-packed along rows (64 pixels per word) and each pair is counted with AND + popcount inside the
+  first mask's bounding rows and words only; pairs whose bounding boxes do not meet count 0 without
+  being touched. Greedy suppression counts only the pairs it needs (a kept mask against the masks not
+  removed yet). On other devices it is one matrix product of the flattened masks in ``float32``, split
+  into chunks along the pixel axis (``float32``, never ``float16``: exact up to 2**24 pixels per chunk).
+  Both give the same counts; ratios are then computed the same way, in ``float32``.
 * Boxes are ``xyxy`` in pixel units with exclusive ``x2``/``y2`` (``x2`` = last column + 1), the same
   box as :func:`pycocotools.mask.toBbox` gives once its ``xywh`` is turned into ``xyxy``.
 * Polygons are COCO polygons: a list of flat ``[x0, y0, x1, y1, ...]`` lists on the pixel-corner grid
@@ -26,6 +30,7 @@ import torch
 from pycocotools import mask as mask_utils
 
 from sam3_core.errors import InputError, UsageError
+from sam3_core.packed_masks import PackedMasks
 
 MaskArray: TypeAlias = np.ndarray | torch.Tensor
 Scores: TypeAlias = np.ndarray | torch.Tensor | Sequence[float]
@@ -92,7 +97,9 @@ def masks_to_rle(masks: MaskArray) -> list[dict[str, Any]]:
     array = _to_bool_numpy(masks, 3)
     if array.shape[0] == 0:
         return []
-    fortran = np.asfortranarray(array.transpose(1, 2, 0).astype(np.uint8))
+    # pycocotools wants (H, W, N) uint8 in Fortran order, i.e. each mask column-major: one transposing
+    # copy of (N, W, H) gives exactly those bytes (bool and uint8 0/1 share them)
+    fortran = np.ascontiguousarray(array.transpose(0, 2, 1)).view(np.uint8).transpose(2, 1, 0)
     encoded = mask_utils.encode(fortran)
     return [{"size": [int(v) for v in r["size"]], "counts": r["counts"].decode("utf-8")} for r in encoded]
 
@@ -321,8 +328,20 @@ def _iom(inter: torch.Tensor, area_a: torch.Tensor, area_b: torch.Tensor) -> tor
 
 
 def _pairwise(a: MaskArray, b: MaskArray, ratio: RatioFn) -> MaskArray:
-    result = ratio(*_pairwise_counts(_to_bool_tensor(a, 3, "a"), _to_bool_tensor(b, 3, "b")))
+    ta, tb = _to_bool_tensor(a, 3, "a"), _to_bool_tensor(b, 3, "b")
+    if ta.device.type != "cpu":
+        return _like(ratio(*_pairwise_counts(ta, tb)), a)
+    if ta.shape[1:] != tb.shape[1:]:
+        raise UsageError(f"masks must share (H, W), got {tuple(ta.shape[1:])} and {tuple(tb.shape[1:])}")
+    packed_a, packed_b = PackedMasks(ta.numpy()), PackedMasks(tb.cpu().numpy())
+    counts = torch.from_numpy(packed_a.intersection_matrix(packed_b))
+    result = ratio(counts.to(torch.float32), *(_areas(p) for p in (packed_a, packed_b)))
     return _like(result, a)
+
+
+def _areas(packed: PackedMasks) -> torch.Tensor:
+    """``float32`` areas, converted from the exact counts as the matrix path converts its sums."""
+    return torch.from_numpy(packed.areas).to(torch.float32)
 
 
 def pairwise_mask_iou(a: MaskArray, b: MaskArray) -> MaskArray:
@@ -331,6 +350,12 @@ def pairwise_mask_iou(a: MaskArray, b: MaskArray) -> MaskArray:
     A pair of two empty masks scores 0. Computed on ``a``'s device; returned as ``a``'s kind.
     """
     return _pairwise(a, b, _iou)
+
+
+def packed_mask_iou(a: PackedMasks, b: PackedMasks) -> np.ndarray:
+    """:func:`pairwise_mask_iou` of masks already packed: ``(len(a), len(b))`` ``float32`` numpy."""
+    counts = torch.from_numpy(a.intersection_matrix(b)).to(torch.float32)
+    return _iou(counts, _areas(a), _areas(b)).numpy()
 
 
 def pairwise_mask_iom(a: MaskArray, b: MaskArray) -> MaskArray:
@@ -351,21 +376,59 @@ def _scores_tensor(scores: Scores, count: int) -> torch.Tensor:
 
 
 def _greedy_keep(masks: MaskArray, scores: Scores, threshold: float, ratio: RatioFn) -> KeepIndices:
-    """Greedy suppression shared by :func:`remove_overlaps_iom` and :func:`mask_nms`."""
+    """Greedy suppression shared by :func:`remove_overlaps_iom` and :func:`mask_nms`.
+
+    Both ratios are at most 1 (the intersection never exceeds the smaller area nor the union, and the
+    ``float32`` quotient of ``x <= y`` is ``<= 1``), so a threshold ``>= 1`` removes nothing but empty
+    masks and no pair is counted.
+    """
     tensor = _to_bool_tensor(masks, 3)
     order = torch.argsort(_scores_tensor(scores, tensor.shape[0]), descending=True, stable=True)
+    if tensor.device.type != "cpu":
+        kept = _greedy_matrix(tensor, order, threshold, ratio)
+    else:
+        kept = _greedy_packed(PackedMasks(tensor.numpy()), order.numpy(), threshold, ratio)
+    keep = torch.as_tensor(kept, dtype=torch.int64)
+    return keep.to(tensor.device) if isinstance(masks, torch.Tensor) else keep.tolist()
+
+
+def _greedy_matrix(tensor: torch.Tensor, order: torch.Tensor, threshold: float, ratio: RatioFn) -> list[int]:
+    """Kept indices from the full pairwise matrix (one matrix product; for masks on an accelerator)."""
     nonempty = tensor.flatten(1).any(dim=1).cpu()
     order = order[nonempty[order]]
+    if threshold >= 1:
+        return order.tolist()
     ranked = tensor[order.to(tensor.device)]
     overlapping = (ratio(*_pairwise_counts(ranked, ranked)) > threshold).cpu().numpy()
     removed = np.zeros(len(order), dtype=bool)
     kept: list[int] = []
     for i in range(len(order)):
         if not removed[i]:
-            kept.append(i)
+            kept.append(int(order[i]))
             removed |= overlapping[i]
-    keep = order[kept]
-    return keep.to(tensor.device) if isinstance(masks, torch.Tensor) else keep.tolist()
+    return kept
+
+
+def _greedy_packed(packed: PackedMasks, order: np.ndarray, threshold: float, ratio: RatioFn) -> list[int]:
+    """Kept indices, counting only a kept mask against the lower-ranked masks still alive (CPU)."""
+    order = order[packed.areas[order] > 0]
+    if threshold >= 1:
+        return order.tolist()
+    areas = _areas(packed)
+    alive = np.ones(len(order), dtype=bool)
+    kept: list[int] = []
+    for rank, index in enumerate(order.tolist()):
+        if not alive[rank]:
+            continue
+        kept.append(index)
+        rest = rank + 1 + np.flatnonzero(alive[rank + 1 :])
+        if len(rest) == 0:
+            break
+        others = order[rest]
+        inter = torch.from_numpy(packed.intersections(index, packed, others)).to(torch.float32)
+        overlapping = ratio(inter[None], areas[index : index + 1], areas[torch.from_numpy(others)])[0] > threshold
+        alive[rest[overlapping.numpy()]] = False
+    return kept
 
 
 def remove_overlaps_iom(masks: MaskArray, scores: Scores, iom_threshold: float = 0.5) -> KeepIndices:

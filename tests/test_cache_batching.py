@@ -86,3 +86,43 @@ def test_lone_request_waits_at_most_max_wait():
     worker.submit(Echo(0)).result(5)
     assert time.monotonic() - start < 2.0
     worker.close()
+
+
+def test_arrivals_during_a_batch_form_the_next_batch_without_waiting_for_a_full_one():
+    # The eval waves: requests arriving while a batch runs must not wait for max_batch company; the
+    # worker takes whatever queued as soon as it is free (here 3 requests, far below max_batch=32).
+    started, release, sizes = threading.Event(), threading.Event(), []
+
+    def handler(batch):
+        sizes.append(len(batch))
+        if len(sizes) == 1:
+            started.set()
+            release.wait(5)
+        for r in batch:
+            r.future.set_result(r.value)
+
+    worker = MicroBatcher(handler, max_batch=32, max_wait_s=0)
+    first = worker.submit(Echo(0))
+    assert started.wait(5)
+    later = [worker.submit(Echo(i)) for i in range(1, 4)]  # queued while the first batch runs
+    release.set()
+    assert [f.result(timeout=5) for f in [first, *later]] == [0, 1, 2, 3]
+    assert sizes == [1, 3]
+    worker.close()
+
+
+def test_busy_time_covers_the_handler():
+    inside: list[float] = []
+
+    def handler(batch):
+        start = time.perf_counter()
+        for r in batch:
+            r.future.set_result(sum(range(10_000)))
+        inside.append(time.perf_counter() - start)
+
+    worker = MicroBatcher(handler, max_batch=4, max_wait_s=0)
+    for i in range(3):
+        worker.submit(Echo(i)).result(5)
+    worker.close()
+    stats = worker.stats()
+    assert stats.batches == len(inside) == 3 and stats.busy_s >= sum(inside) > 0

@@ -34,7 +34,7 @@ from tools import (
     tool,
     tools_for,
 )
-from tools.segmentation import parse_verdict
+from tools.segmentation import _match_existing, parse_verdict
 
 #: Seed of the test image; not the ``rng`` fixture's seed, so the shared engine's cache stays cold for
 #: the engine tests that count cache misses.
@@ -157,6 +157,44 @@ def test_duplicates_reuse_existing_ids(engine):
     assert "found no new masks" in out.text
     assert f"already found earlier: ids {json.dumps(kept)}" in out.text
     assert f"rejected earlier: ids [{rejected_id}] (still rejected)" in out.text
+
+
+def test_duplicate_iou_of_one_never_matches_but_just_below_one_does(engine):
+    # IoU is at most 1, so duplicate_iou=1 skips the check; identical masks (IoU exactly 1) match below it
+    first = apply(fresh_state(engine), run_tool(engine, segment_phrase, fresh_state(engine), {"text_prompt": "cup"},
+                                                SETTINGS))
+    follow_up = dataclasses.replace(first, phrases_tried=[])
+    for threshold, new_masks in ((1.0, len(first.masks)), (0.999, 0)):
+        settings = AgentSettings(score_threshold=0.2, duplicate_iou=threshold)
+        out = run_tool(engine, segment_phrase, follow_up, {"text_prompt": "cup"}, settings)
+        assert len(out.update["masks"]) == len(first.masks) + new_masks
+
+
+def test_match_existing_agrees_with_full_frame_iou():
+    rng = np.random.default_rng(7)
+    size = (23, 70)
+    existing = np.zeros((6, *size), dtype=bool)
+    for i, (y, x) in enumerate(rng.integers(0, 20, size=(6, 2))):
+        existing[i, y : y + 3 + i, x : x + 2 * i + 1] = True
+    existing[5] = False  # an empty mask on the thread never matches
+    new = np.concatenate([existing[[2, 0]], rng.random((3, *size)) < 0.5, np.zeros((1, *size), dtype=bool)])
+    new[1, 0, 0] ^= True  # almost a copy of mask 0
+    records = [{"id": 10 + i, "rle": rle} for i, rle in enumerate(masks_to_rle(existing))]
+    state = State(**{**new_query("q", "k"), "masks": records})
+    for threshold in (0.0, 0.5, 0.9, 0.999):
+        expected = []
+        for mask in new:
+            ious = [(mask & e).sum() / max((mask | e).sum(), 1) for e in existing]
+            best = int(np.argmax(ious))
+            expected.append(10 + best if ious[best] > threshold else None)
+        assert _match_existing(state, new, threshold, size) == expected
+        cache: dict = {}  # packed copies: decoded once, then taken from the cache
+        assert _match_existing(state, new, threshold, size, cache) == expected
+        assert sorted(cache) == [("packed_mask", 10 + i) for i in range(6)]
+        assert _match_existing(state, new, threshold, size, cache) == expected
+    # the cache is what is used: mask 10's packed copy swapped for mask 12's makes mask 2 match id 10
+    cache[("packed_mask", 10)] = cache[("packed_mask", 12)]
+    assert _match_existing(state, new[:1], 0.5, size, cache) == [10]
 
 
 def test_repeated_phrase_and_phrase_budget_are_model_retries(engine):

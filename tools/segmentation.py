@@ -28,7 +28,7 @@ import dataclasses
 import logging
 import re
 import threading
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Hashable
 from concurrent.futures import Future
 from typing import Annotated, Any, TypeVar
 
@@ -38,12 +38,13 @@ from pydantic import Field
 from agent import tool_protocol as tp
 from agent.context import Context
 from agent.settings import AgentSettings
-from agent.state import MaskRecord, State, decode_masks
+from agent.state import MaskRecord, State
 from agent.trace import StepMeter
 from prompts import render_prompt
 from sam3_core.drawing import render_single_mask, zoomed_crop
 from sam3_core.errors import InputError, ModelRetry, UsageError
-from sam3_core.postprocess import masks_to_rle, pairwise_mask_iou, remove_overlaps_iom, rle_to_mask
+from sam3_core.packed_masks import PackedMasks
+from sam3_core.postprocess import masks_to_rle, packed_mask_iou, remove_overlaps_iom, rle_to_mask
 from tools.registry import Tool, ToolEnv, ToolOutcome, tool
 
 logger = logging.getLogger(__name__)
@@ -136,17 +137,44 @@ async def _run_sam(ctx: Context, phrase: str, meter: StepMeter) -> tuple[np.ndar
     return result.masks[keep], result.scores[keep], result.boxes[keep]
 
 
-def _match_existing(state: State, masks: np.ndarray, threshold: float, size_hw: tuple[int, int]) -> list[int | None]:
-    """For each new mask, the id of the existing mask it duplicates (IoU > threshold), or None."""
-    if not state.masks or len(masks) == 0:
+def _match_existing(state: State, masks: np.ndarray | PackedMasks, threshold: float, size_hw: tuple[int, int],
+                    cache: dict[Hashable, Any] | None = None) -> list[int | None]:
+    """For each new mask, the id of the existing mask it duplicates (IoU > threshold), or None.
+
+    IoU is at most 1, so a threshold >= 1 finds no duplicates: the existing masks are not even decoded.
+    The existing masks' packed copies are taken from ``cache`` (the query's ``ctx.cache``, filled by
+    :func:`_remember_packed`) where present; the others are decoded from their RLE and added to it.
+    """
+    if not state.masks or len(masks) == 0 or threshold >= 1:
         return [None] * len(masks)
-    existing = decode_masks(state.masks, size_hw)
-    iou = pairwise_mask_iou(masks, existing)
+    new = masks if isinstance(masks, PackedMasks) else PackedMasks(np.asarray(masks, dtype=bool))
+    parts = []
+    for record in state.masks:
+        part = cache.get(_packed_key(record["id"])) if cache is not None else None
+        if part is None:
+            part = PackedMasks(rle_to_mask(record["rle"])[None])
+            if cache is not None:
+                cache[_packed_key(record["id"])] = part
+        parts.append(part)
+    iou = packed_mask_iou(new, PackedMasks.concatenate(parts, size_hw))
     out: list[int | None] = []
     for row in iou:
         best = int(np.argmax(row))
         out.append(state.masks[best]["id"] if row[best] > threshold else None)
     return out
+
+
+def _packed_key(mask_id: int) -> tuple[str, int]:
+    """The ``ctx.cache`` key of a mask's bit-packed copy (for the duplicate checks of later phrases)."""
+    return ("packed_mask", mask_id)
+
+
+def _remember_packed(cache: dict[Hashable, Any], packed: PackedMasks, matches: list[int | None],
+                     records: list[MaskRecord]) -> None:
+    """Keep the new records' packed masks, so that the next phrase's duplicate check need not decode them."""
+    fresh = [i for i, match in enumerate(matches) if match is None]
+    for i, record in zip(fresh, records):
+        cache[_packed_key(record["id"])] = packed.take([i])
 
 
 def _new_records(state: State, phrase: str, masks: np.ndarray, scores: np.ndarray, boxes: np.ndarray,
@@ -199,8 +227,10 @@ async def segment_phrase(
     phrase = normalise_phrase(text_prompt)
     check_phrase(state, ctx.settings, phrase)
     masks, scores, boxes = await _run_sam(ctx, phrase, env.meter)
-    matches = _match_existing(state, masks, ctx.settings.duplicate_iou, ctx.image.size_hw)
+    packed = PackedMasks(np.asarray(masks, dtype=bool))
+    matches = _match_existing(state, packed, ctx.settings.duplicate_iou, ctx.image.size_hw, ctx.cache)
     records = _new_records(state, phrase, masks, scores, boxes, matches)
+    _remember_packed(ctx.cache, packed, matches, records)
     tried = [*state.phrases_tried, phrase]
     new_ids = [r["id"] for r in records]
     duplicates = [m for m in matches if m is not None]
