@@ -4,9 +4,8 @@ Every image is asked every phrase of the vocabulary (the categories), like COCO 
 For AP all queries are kept, ranked by ``sigmoid(logit) * sigmoid(presence)``; for cgF1 only those
 scoring at least 0.5, and each (image, phrase) pair is one SA-Co pair (negative when the phrase is absent).
 
-cgF1 comes from ``eval.saco.metrics.cgf1_from_masks`` (the SA-Co evaluation) when that module is
-installed; otherwise from :func:`_cgf1_fallback` here, which follows the same definition:
-cgF1 = 100 x pmF1 x IL_MCC, averaged over IoU thresholds 0.50:0.05:0.95.
+cgF1 comes from ``eval.saco.metrics.cgf1_from_masks`` (the SA-Co evaluation, as the official evaluator
+defines it): cgF1 = 100 x pmF1 x IL_MCC, averaged over IoU thresholds 0.50:0.05:0.95.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
-from scipy.optimize import linear_sum_assignment
 
 from sam3_core.phrases import MAX_TEXT_TOKENS
 
@@ -115,41 +113,11 @@ def _pairs(records: list[ImageRecord], predictions: list[dict]) -> list[tuple[np
     return pairs
 
 
-def _cgf1_fallback(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
-    """cgF1, pmF1 and IL_MCC (SA-Co definition, percentages) over (gt masks, kept predicted masks) pairs."""
-    tp = np.zeros(len(IOU_THRESHOLDS))
-    fp_pos = np.zeros(len(IOU_THRESHOLDS))
-    fn = np.zeros(len(IOU_THRESHOLDS))
-    il = {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
-    for gt, pred in pairs:
-        has_gt, has_pred = len(gt) > 0, len(pred) > 0
-        il[("t" if has_gt == has_pred else "f") + ("p" if has_pred else "n")] += 1
-        if not has_gt:
-            continue
-        iou = mask_utils.iou([_encode(m) for m in pred], [_encode(m) for m in gt], [0] * len(gt)) if has_pred \
-            else np.zeros((0, len(gt)))
-        rows, cols = linear_sum_assignment(-np.asarray(iou)) if has_pred else ([], [])
-        matched = np.asarray(iou)[rows, cols] if has_pred else np.zeros(0)
-        hits = np.array([(matched >= t).sum() for t in IOU_THRESHOLDS])
-        tp += hits
-        fn += len(gt) - hits
-        if has_pred:
-            fp_pos += len(pred) - hits
-    precision = tp / (tp + fp_pos + 1e-4)
-    recall = tp / (tp + fn + 1e-4)
-    pmf1 = 2 * precision * recall / (precision + recall + 1e-4)
-    t_p, f_p, t_n, f_n = il["tp"], il["fp"], il["tn"], il["fn"]
-    mcc = (t_p * t_n - f_p * f_n) / (np.sqrt(float((t_p + f_p) * (t_p + f_n) * (t_n + f_p) * (t_n + f_n))) + 1e-6)
-    return {"cgF1": float(100 * (pmf1 * mcc).mean()), "pmF1": float(100 * pmf1.mean()), "IL_MCC": float(mcc)}
-
-
 def cgf1(records: list[ImageRecord], predictions: list[dict]) -> dict[str, float]:
     """cgF1 (0-100), pmF1 (0-100) and IL_MCC ([-1, 1]) of ``predictions`` from :func:`predict`."""
+    from eval.saco.metrics import ImagePhraseGT, ImagePhrasePred, cgf1_from_masks
+
     pairs = _pairs(records, predictions)
-    try:
-        from eval.saco.metrics import ImagePhraseGT, ImagePhrasePred, cgf1_from_masks
-    except ImportError:
-        return _cgf1_fallback(pairs)
     gts = [ImagePhraseGT(pair_id=i, masks=gt) for i, (gt, _) in enumerate(pairs)]
     preds = [ImagePhrasePred(pair_id=i, masks=pred, scores=[1.0] * len(pred)) for i, (_, pred) in enumerate(pairs)]
     summary = cgf1_from_masks(gts, preds)

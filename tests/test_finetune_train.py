@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from finetune.evaluate import _cgf1_fallback, evaluate, mask_ap
+from finetune.evaluate import cgf1, evaluate, mask_ap
 from finetune.specs import DetectorSpec, write_detector_checkpoint
 from finetune.synthetic import SyntheticSpec, write_synthetic_dataset
 from finetune.trainer import FinetuneConfig, finetune
@@ -100,11 +100,9 @@ def test_metrics_of_perfect_and_empty_predictions(dataset):
             perfect.append({"image_id": r.image_id, "phrase": p, "scores": np.ones(len(own)),
                             "masks": np.stack(own) if own else np.zeros((0, 56, 56), bool)})
     assert mask_ap(records, perfect, phrases)["AP"] == pytest.approx(1.0)
-    from finetune.evaluate import _pairs
-
-    assert _cgf1_fallback(_pairs(records, perfect))["cgF1"] == pytest.approx(100.0, abs=0.1)
+    assert cgf1(records, perfect)["cgF1"] == pytest.approx(100.0, abs=0.1)
     empty = [{**p, "scores": np.zeros(0), "masks": p["masks"][:0]} for p in perfect]
-    assert _cgf1_fallback(_pairs(records, empty))["cgF1"] == 0.0
+    assert cgf1(records, empty)["cgF1"] == 0.0
     assert mask_ap(records, empty, phrases)["AP"] == 0.0
 
 
