@@ -29,7 +29,6 @@ from .model import base_sam3, expand_vision
 logger = logging.getLogger(__name__)
 
 SCORE_THRESHOLD = 0.5
-IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 
 
 @torch.no_grad()
