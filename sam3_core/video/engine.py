@@ -34,6 +34,7 @@ import torch
 from ..errors import PromptError, UsageError, VideoError
 from ..loading import DEFAULT_MODEL_ID, _check_loaded, _translate_load_errors, resolve_device, resolve_dtype
 from ..phrases import clean_phrases
+from . import batched
 from .cleanup import suppress_duplicates
 from .frames import FrameSource, check_index, open_video
 from .options import VideoOptions, apply_options
@@ -83,6 +84,10 @@ class VideoEngine:
         self.model, self.processor = model, processor
         self.device, self.dtype, self.options = device, dtype, options
         self.settings = apply_options(model, options)
+        if options.batch_objects:
+            batched.install(model.tracker_model, options.max_objects_per_pass)
+        else:
+            batched.uninstall(model.tracker_model)
         self.policy = RetentionPolicy.for_tracker(model.tracker_model.config, self.settings.hotstart_delay)
         size = processor.video_processor.size
         self.input_size = (int(size["height"]), int(size["width"]))
