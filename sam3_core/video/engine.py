@@ -88,7 +88,10 @@ class VideoEngine:
             batched.install(model.tracker_model, options.max_objects_per_pass)
         else:
             batched.uninstall(model.tracker_model)
-        self.policy = RetentionPolicy.for_tracker(model.tracker_model.config, self.settings.hotstart_delay)
+        offload = device.type != "cpu" if options.offload_to_cpu is None else options.offload_to_cpu
+        self.policy = RetentionPolicy.for_tracker(
+            model.tracker_model.config, self.settings.hotstart_delay,
+            offload_device=torch.device("cpu") if offload and device.type != "cpu" else None)
         size = processor.video_processor.size
         self.input_size = (int(size["height"]), int(size["width"]))
         self._sessions = SessionRegistry(options.max_sessions, options.idle_timeout_s, clock)
