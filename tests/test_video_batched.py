@@ -154,21 +154,21 @@ def test_memory_stays_flat_with_many_objects(video_checkpoint):
 def test_cold_memories_are_offloaded(video_checkpoint):
     """Outputs kept only for the start frame's neighbourhood move to the offload device; hot ones stay."""
     with open_engine(video_checkpoint, True) as engine:
-        session = engine.start_session(moving_shapes(30, height=48, width=64))
+        session = engine.start_session(moving_shapes(14, height=48, width=64))
         engine.add_points(session, 0, [[12, 15]])
         engine.add_points(session, 0, [[40, 30]])
-        list(engine.propagate(session, 0, max_frames=25))
+        list(engine.propagate(session, 0))
         state = engine._sessions.get(session).state
         policy = RetentionPolicy(window=engine.policy.window, max_cond_frames=engine.policy.max_cond_frames,
                                  hotstart_delay=0, offload_device=torch.device("meta"))
         assert engine.policy.offload_device is None  # nothing to offload to on a CPU engine
-        trim_session(state, 24, policy, anchors=(0,))
+        trim_session(state, 13, policy, anchors=(0,))
         for outputs in state.output_dict_per_obj.values():
             for frame_idx, stored in outputs["non_cond_frame_outputs"].items():
-                cold = abs(frame_idx - 24) > policy.window
+                cold = abs(frame_idx - 13) > policy.window
                 for key in OFFLOADED_KEYS:
                     assert (stored[key].device.type == "meta") == cold, (frame_idx, key)
                 assert stored["object_pointer"].device.type == "cpu"
             assert all(stored["maskmem_features"].device.type == "cpu"
                        for stored in outputs["cond_frame_outputs"].values())
-            assert any(abs(t - 24) > policy.window for t in outputs["non_cond_frame_outputs"])
+            assert any(abs(t - 13) > policy.window for t in outputs["non_cond_frame_outputs"])

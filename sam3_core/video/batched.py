@@ -214,7 +214,7 @@ def _propagate_group(tracker, state, frame_idx: int, group: Sequence[_Plain]) ->
     # (1, B, HW, C) -> (B, C, H, W); transformers' reshape here assumes one object.
     pix_feat = conditioned.reshape(size, height * width, channels).transpose(1, 2).reshape(
         size, channels, height, width)
-    high_res = [x.permute(1, 2, 0).reshape(1, x.size(2), *s).expand(size, -1, -1, -1)
+    high_res = [x.permute(1, 2, 0).reshape(1, x.size(2), *s)
                 for x, s in zip(feats[:-1], tracker.backbone_feature_sizes[:-1])]
     decoded = decode_masks(tracker, pix_feat, high_res, tracker._use_multimask(False, None))
     return [{key: value[i:i + 1] for key, value in decoded.items()} for i in range(size)]
@@ -226,7 +226,8 @@ def decode_masks(tracker, pix_feat: torch.Tensor, high_res_features: list[torch.
 
     Args:
         pix_feat: ``(B, C, H, W)`` memory-conditioned features.
-        high_res_features: the two higher-resolution maps, ``(B, C_i, H_i, W_i)`` each.
+        high_res_features: the two higher-resolution maps of the frame, ``(1, C_i, H_i, W_i)`` each (the decoder
+            only adds them, so one copy broadcasts over the objects).
         multimask: pick the best of the multi-mask outputs by predicted IoU (as in tracking).
 
     Returns:
@@ -235,11 +236,13 @@ def decode_masks(tracker, pix_feat: torch.Tensor, high_res_features: list[torch.
     """
     size = pix_feat.shape[0]
     device, dtype = pix_feat.device, pix_feat.dtype
-    positional = tracker.get_image_wide_positional_embeddings().repeat(size, 1, 1, 1)
-    points = torch.zeros(size, 1, 1, 2, dtype=dtype, device=device)
-    labels = -torch.ones(size, 1, 1, dtype=torch.int32, device=device)  # "no point": padding for the prompt
+    # The positional map and the (empty) prompt are the same for every object: computed once, broadcast.
+    positional = tracker.get_image_wide_positional_embeddings()
+    points = torch.zeros(1, 1, 1, 2, dtype=dtype, device=device)
+    labels = -torch.ones(1, 1, 1, dtype=torch.int32, device=device)  # "no point": padding for the prompt
     sparse, dense = tracker.prompt_encoder(input_points=points, input_labels=labels, input_boxes=None,
                                            input_masks=None)
+    sparse = sparse.expand(size, -1, -1, -1)
     masks, iou, tokens, score_logits = tracker.mask_decoder(
         image_embeddings=pix_feat, image_positional_embeddings=positional, sparse_prompt_embeddings=sparse,
         dense_prompt_embeddings=dense, multimask_output=multimask, high_resolution_features=high_res_features)
