@@ -15,9 +15,9 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
-from sam3_core.drawing import render_masks
+from sam3_core.drawing import font, render_masks
 
 _SHEET_BACKGROUND = (24, 24, 24)
 _CAPTION_COLOR = (255, 255, 255)
@@ -86,14 +86,6 @@ def render_cell(frame: np.ndarray, masks: np.ndarray, ids: list[int], scale: flo
     return render_masks(image, masks, ids)
 
 
-def _caption_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    """Pillow's bundled font at ``size`` px; the fixed-size bitmap font without FreeType."""
-    try:
-        return ImageFont.load_default(size=size)
-    except (ImportError, OSError, TypeError):  # Pillow without FreeType
-        return ImageFont.load_default()
-
-
 def contact_sheet(cells: Sequence[Image.Image], captions: Sequence[str], columns: int | None = None) -> Image.Image:
     """Tile ``cells`` (same size) in a grid, row by row, each under a caption bar (e.g. ``"frame 12"``).
 
@@ -105,13 +97,13 @@ def contact_sheet(cells: Sequence[Image.Image], captions: Sequence[str], columns
     rows = math.ceil(len(cells) / columns)
     width, height = cells[0].size
     bar = max(12, round(min(width, height) * 0.09))
-    font = _caption_font(max(9, bar - 3))
+    caption_font = font(max(9, bar - 3))
     sheet = Image.new("RGB", (columns * width + (columns - 1) * _GAP, rows * (height + bar) + (rows - 1) * _GAP),
                       _SHEET_BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     for index, (cell, caption) in enumerate(zip(cells, captions)):
         left = (index % columns) * (width + _GAP)
         top = (index // columns) * (height + bar + _GAP)
-        draw.text((left + 3, top + 2), caption, fill=_CAPTION_COLOR, font=font)
+        draw.text((left + 3, top + 2), caption, fill=_CAPTION_COLOR, font=caption_font)
         sheet.paste(cell.resize((width, height)) if cell.size != (width, height) else cell, (left, top + bar))
     return sheet

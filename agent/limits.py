@@ -1,6 +1,6 @@
 """The limits of a query (steps, wall time, tokens) and the best answer returned when one is reached.
 
-A query has three budgets in :class:`~agent.state.AgentSettings`: ``max_steps`` (main-loop replies),
+A query has three budgets in :class:`~agent.settings.AgentSettings`: ``max_steps`` (main-loop replies),
 ``max_seconds`` (wall time since the query started) and ``max_tokens`` (LLM tokens of the query,
 verification included). :func:`limit_reached` is checked before every main-loop model call; the
 wall-time limit is also enforced *during* model calls and tools by :func:`before_deadline`, which

@@ -19,67 +19,28 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
 import random
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
+import httpx
 import openai
 
+from agent import reply_limits
 from agent import tool_protocol as tp
 from agent.image_urls import ImageLike, image_part
-from sam3_core.errors import ModelRetry, RunFailed, UsageError
+from agent.llm_config import LLMConfig
+from sam3_core.errors import ModelRetry, RunFailed
+
+__all__ = ["LLMClient", "LLMConfig", "LLMReply", "Usage"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _RETRYABLE_STATUS = frozenset({408, 429})
-
-
-def _default_api_key() -> str:
-    return os.environ.get("OPENAI_API_KEY") or "EMPTY"
-
-
-@dataclass(frozen=True)
-class LLMConfig:
-    """Where the LLM is and how to call it.
-
-    ``model`` empty means: ask the endpoint (``GET /v1/models``) and use the first model it serves.
-    ``max_retries`` counts retries after the first attempt. ``image_max_pixels`` is the pixel budget
-    of each image sent (None: no resizing). ``extra_body`` is merged into every request (e.g.
-    ``{"chat_template_kwargs": {"enable_thinking": False}}`` or ``{"top_k": 20}`` for vLLM).
-    ``max_concurrency`` caps requests in flight from this client (None: no cap).
-    """
-
-    base_url: str = "http://localhost:8000/v1"
-    model: str = ""
-    api_key: str = field(default_factory=_default_api_key, repr=False)
-    timeout_s: float = 120.0
-    max_retries: int = 4
-    backoff_initial_s: float = 1.0
-    backoff_max_s: float = 30.0
-    temperature: float = 0.0
-    max_tokens: int = 4096
-    image_max_pixels: int | None = 1024 * 1024
-    image_format: Literal["jpeg", "png"] = "jpeg"
-    tool_protocol: tp.Protocol = tp.DEFAULT_PROTOCOL
-    max_concurrency: int | None = None
-    extra_body: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.tool_protocol not in tp.PROTOCOLS:
-            raise UsageError(f"tool_protocol must be one of {tp.PROTOCOLS}, got {self.tool_protocol!r}")
-        if self.image_format not in ("jpeg", "png"):
-            raise UsageError(f"image_format must be 'jpeg' or 'png', got {self.image_format!r}")
-        if self.timeout_s <= 0 or self.max_retries < 0 or min(self.backoff_initial_s, self.backoff_max_s) < 0:
-            raise UsageError("timeout_s must be > 0; max_retries and backoff times must be >= 0")
-        if self.image_max_pixels is not None and self.image_max_pixels < 1:
-            raise UsageError(f"image_max_pixels must be >= 1 or None, got {self.image_max_pixels}")
-        if self.max_concurrency is not None and self.max_concurrency < 1:
-            raise UsageError(f"max_concurrency must be >= 1 or None, got {self.max_concurrency}")
 
 
 @dataclass
@@ -288,13 +249,18 @@ class LLMClient:
     may be shared by any number of coroutines of one event loop.
     """
 
-    def __init__(self, config: LLMConfig | None = None, *, rng: random.Random | None = None) -> None:
+    def __init__(self, config: LLMConfig | None = None, *, rng: random.Random | None = None,
+                 http_client: httpx.AsyncClient | None = None) -> None:
+        """``http_client`` replaces the SDK's own (e.g. one over :class:`agent.testing.ScriptedTransport`)."""
         self.config = config or LLMConfig()
         self._openai = openai.AsyncOpenAI(
             base_url=self.config.base_url,
             api_key=self.config.api_key,
             timeout=self.config.timeout_s,
             max_retries=0,
+            # A caller's client (tests: agent.testing.ScriptedModel) is used as given; the default one
+            # bounds every response body (agent.reply_limits).
+            http_client=http_client or reply_limits.bounded_http_client(self.config),
         )
         self._usage = Usage()
         self._usage_lock = threading.Lock()
@@ -338,7 +304,9 @@ class LLMClient:
             return self._model
         async with self._model_lock:
             if not self._model:
-                page = await self._with_retries(self._openai.models.list, Usage(), "list its models")
+                page = await self._with_retries(
+                    lambda: reply_limits.readable(self._openai.models.list(), self.config.base_url), Usage(),
+                    "list its models")
                 if not page.data:
                     url = self.config.base_url
                     raise RunFailed(f"LLM endpoint {url} serves no models", cause="llm_bad_response")
@@ -374,7 +342,9 @@ class LLMClient:
                     ) from exc
                 delay = self._backoff(attempt, failure.retry_after)
                 usage.retries += 1
-                logger.warning(
+                # INFO, not WARNING: a retry that succeeds is routine, and a final failure is raised with the
+                # URL and the attempts made, so the caller reports an unreachable endpoint once.
+                logger.info(
                     "LLM %s at %s failed (%s); retry %d/%d in %.2fs",
                     what, cfg.base_url, failure.detail, attempt, cfg.max_retries, delay,
                 )
@@ -404,19 +374,17 @@ class LLMClient:
         started = time.perf_counter()
         async with self._slots or contextlib.nullcontext():
             completion = await self._with_retries(
-                lambda: self._openai.chat.completions.create(**request), usage, "answer a chat request"
+                lambda: reply_limits.readable(self._openai.chat.completions.create(**request), cfg.base_url),
+                usage, "answer a chat request",
             )
-        if not completion.choices:
+        try:  # bounded, checked and parsed off the event loop (see agent.reply_limits)
+            reply_limits.count_usage(completion, usage, cfg.base_url)
+            reply = await asyncio.to_thread(reply_limits.read_choice, completion, cfg, specs, _build_reply)
+        except RunFailed:
             usage.failures += 1
+            raise
+        finally:
             self._record(usage)
-            raise RunFailed(f"LLM endpoint {cfg.base_url} returned no choices", cause="llm_bad_response")
-        if completion.usage is not None:
-            usage.prompt_tokens = completion.usage.prompt_tokens or 0
-            usage.completion_tokens = completion.usage.completion_tokens or 0
-            total = completion.usage.total_tokens
-            usage.total_tokens = total or usage.prompt_tokens + usage.completion_tokens
-        self._record(usage)
-        reply = _build_reply(completion.choices[0], cfg.tool_protocol, specs)
         reply.usage, reply.latency_s = usage, time.perf_counter() - started
         if reply.finish_reason == "length":
             logger.warning("LLM reply was cut at max_tokens=%s", request["max_tokens"])

@@ -11,6 +11,8 @@
     answer.mask                        # (H, W) bool union of the chosen masks
     answer.to_json()                   # the result summary (result.json), timings included
     answer.trace_json()                # the step-by-step trace with timings (trace.json)
+    answer.plot()                      # a PIL image: the overlay with a legend of ids and phrases
+    answer.save("out/")                # mask.png, overlay.png, result.json, trace.json
 
 A query that ends without an answer is **not** an exception: :class:`AgentAnswer` carries the status
 (``budget_exhausted`` when a limit -- ``max_steps``, ``max_seconds``, ``max_tokens`` -- was reached,
@@ -33,145 +35,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
+import os
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 
+from agent.answers import AgentAnswer, AgentRunFailed, AnswerStatus
+from agent.context import Context
 from agent.graph import build_graph, recursion_limit
 from agent.llm import LLMClient, LLMConfig, Usage
-from agent.state import (
-    INVALID_REPLIES,
-    AgentSettings,
-    Context,
-    State,
-    Status,
-    decode_masks,
-    new_query,
-    state_from_values,
-)
+from agent.settings import AgentSettings
+from agent.state import INVALID_REPLIES, State, decode_masks, new_query, state_from_values
 from sam3_core.engine import Sam3Engine
-from sam3_core.errors import InputError, RunFailed, UsageError
+from sam3_core.errors import InputError, UsageError
 from sam3_core.images import ImageInput, LoadedImage
 
 logger = logging.getLogger(__name__)
 
-
-class AnswerStatus:
-    """``ok`` / ``raise_for_status`` for answers that have ``query``, ``status`` and ``error`` (image and video)."""
-
-    query: str
-    status: Status
-    error: str
-
-    @property
-    def ok(self) -> bool:
-        """True when the model gave an answer (masks, or that there is none)."""
-        return self.status in ("answered", "no_mask")
-
-    def raise_for_status(self) -> None:
-        """Raise :class:`RunFailed` (``cause`` = status) unless :attr:`ok`."""
-        if not self.ok:
-            raise RunFailed(f"query {self.query!r} ended without an answer: {self.error}", cause=self.status)
+__all__ = ["AgentAnswer", "AgentRunFailed", "AnswerStatus", "run_agent", "run_agent_sync", "using_client"]
 
 
-@dataclass
-class AgentAnswer(AnswerStatus):
-    """The outcome of one query.
-
-    Attributes:
-        query: the query as given.
-        status: ``answered``, ``no_mask``, ``budget_exhausted`` or ``failed`` (see :data:`agent.state.Status`).
-        mask_ids: ids of the answer's masks: the chosen masks when ``answered``; the **best answer so
-            far** when ``budget_exhausted`` -- the candidates accepted by ``examine_each_mask`` during
-            this query if any, otherwise the highest-scoring candidate (not rejected) found by a phrase
-            of this query, otherwise none (see :mod:`agent.limits`); empty for ``no_mask`` and ``failed``.
-        masks: ``(K, H, W)`` bool, one per id. boxes: ``(K, 4)`` float32 pixel ``x1, y1, x2, y2``.
-        scores: SAM 3 score per mask. phrases: the phrase that found each mask.
-        error: why there is no answer (``budget_exhausted``: names the limit and its value; ``failed``);
-            empty otherwise.
-        steps: main-loop LLM replies used. verify_calls: verification questions asked.
-        phrases_tried: phrases sent to SAM 3 for this query.
-        thread_id: the thread to continue with a follow-up query.
-        usage: LLM tokens and calls of this query (verification included).
-        cause: in a word, why the query ended without an answer: the limit (``max_steps``,
-            ``max_seconds``, ``max_tokens``) for ``budget_exhausted``; ``invalid_replies`` or the LLM
-            failure's cause (``llm_timeout``, ...) for ``failed``; empty otherwise.
-        trace: one record per graph node run, with timings (see :mod:`agent.trace` for the keys).
-        timings: the query's totals: ``wall_s``, ``model_s``, ``sam_s``, ``verify_s``, ``overhead_s``,
-            ``step_overhead_s``, ``model_calls``, ``tokens``, ... (see :func:`agent.trace.totals`).
-    """
-
-    query: str
-    status: Status
-    mask_ids: list[int]
-    masks: np.ndarray
-    boxes: np.ndarray
-    scores: list[float]
-    phrases: list[str]
-    error: str
-    steps: int
-    verify_calls: int
-    phrases_tried: list[str]
-    thread_id: str
-    usage: Usage
-    cause: str = ""
-    trace: list[dict[str, Any]] = field(default_factory=list)
-    timings: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def mask(self) -> np.ndarray:
-        """The union of the answer's masks, ``(H, W)`` bool (all False when there are none)."""
-        return self.masks.any(axis=0)
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready summary (no mask arrays; boxes in pixels; the timings but not the trace)."""
-        return {
-            "query": self.query, "status": self.status, "mask_ids": self.mask_ids, "error": self.error,
-            "cause": self.cause, "boxes": [[round(float(v), 1) for v in box] for box in self.boxes],
-            "scores": self.scores, "phrases": self.phrases, "steps": self.steps, "verify_calls": self.verify_calls,
-            "phrases_tried": self.phrases_tried, "thread_id": self.thread_id, "usage": dataclasses.asdict(self.usage),
-            "timings": dict(self.timings),
-        }
-
-    def trace_json(self) -> dict[str, Any]:
-        """The JSON-ready trace document: how the query ended, its timings and one record per node run."""
-        return {
-            "query": self.query, "status": self.status, "cause": self.cause, "error": self.error,
-            "mask_ids": self.mask_ids, "thread_id": self.thread_id, "timings": dict(self.timings),
-            "steps": [dict(record) for record in self.trace],
-        }
-
-
-class AgentRunFailed(RunFailed):
-    """The LLM endpoint failed during a query; ``answer`` is the query so far (status ``failed``).
-
-    ``cause`` is the endpoint failure's cause (``llm_timeout``, ``llm_unavailable``, ...); ``trace`` and
-    ``timings`` are the answer's, so a caller can still save the trace.
-    """
-
-    def __init__(self, message: str, *, cause: str, answer: AgentAnswer) -> None:
-        super().__init__(message, cause=cause)
-        self.answer = answer
-
-    @property
-    def trace(self) -> list[dict[str, Any]]:
-        """The trace of the query up to the failure (the failed call included)."""
-        return self.answer.trace
-
-    @property
-    def timings(self) -> dict[str, Any]:
-        """The totals of :attr:`trace`."""
-        return self.answer.timings
-
-
-def _answer(state: State, image: LoadedImage, thread_id: str, usage: Usage) -> AgentAnswer:
+def _answer(state: State, image: LoadedImage, thread_id: str, usage: Usage, source: str = "") -> AgentAnswer:
     """Build the :class:`AgentAnswer` from the final state."""
     ids = state.answer_ids or []
     records = [m for i in ids if (m := state.mask_by_id(i)) is not None]
@@ -181,7 +70,7 @@ def _answer(state: State, image: LoadedImage, thread_id: str, usage: Usage) -> A
         scores=[m["score"] for m in records], phrases=[m["phrase"] for m in records], error=state.error,
         steps=state.step, verify_calls=state.verify_calls, phrases_tried=list(state.phrases_tried),
         thread_id=thread_id, usage=usage, cause=state.cause, trace=[dict(r) for r in state.trace],
-        timings=dict(state.timings),
+        timings=dict(state.timings), image=image, source=source,
     )
 
 
@@ -251,7 +140,8 @@ async def run_agent(
         values = await graph.ainvoke(new_query(query.strip(), loaded.key), config, context=context)
         usage = client.usage
     state = state_from_values(values)
-    answer = _answer(state, loaded, thread_id, usage)
+    source = os.fspath(image) if isinstance(image, (str, os.PathLike)) else ""
+    answer = _answer(state, loaded, thread_id, usage, source)
     logger.info("query %r: %s %s (%d steps, %d LLM calls, %.2f s)", answer.query, answer.status, answer.mask_ids,
                 answer.steps, usage.calls, answer.timings.get("wall_s", 0.0))
     if state.status == "failed" and state.cause != INVALID_REPLIES:

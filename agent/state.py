@@ -1,43 +1,37 @@
-"""The agent's graph state (checkpointed) and run context (not checkpointed).
+"""The agent's graph state: what LangGraph checkpoints after every step, for every medium.
 
-:class:`State` is what LangGraph stores after every step, so it holds only small, plain values:
-strings, numbers, lists and dicts. Masks are kept as COCO RLE (:class:`MaskRecord`) and decoded with
-:func:`decode_masks` when a node needs pixels; the image itself is never stored, only its content key.
-
-:class:`Context` is LangGraph's run context (``context_schema``): the LLM client, the SAM 3 engine, the
-image of the run and the :class:`AgentSettings`. It is handed to every node through
-``runtime.context`` and is never written to the checkpointer.
+:class:`State` holds only small, plain values: strings, numbers, lists and dicts. Masks are kept as
+COCO RLE (:class:`MaskRecord`) and decoded with :func:`decode_masks` when a node needs pixels; the
+image itself is never stored, only its content key. The run context (LLM client, engine, image or
+video; never checkpointed) is in :mod:`agent.context`.
 
 A thread (one ``thread_id``) belongs to one image. Each query on it starts with :func:`new_query`,
 which resets the per-query fields (conversation, counters, answer) and keeps the masks, so a
 follow-up query can reuse masks found for an earlier one with their ids.
 
-The same :class:`State` and graph serve the video agent (:mod:`agent.video_agent`): its run context
-(:class:`agent.video_context.VideoContext`) brings its own :class:`Media` hooks (tools, conversation),
-``State.masks`` then holds masklet records (objects tracked through the video) and ``State.image_key``
-the video's key. :class:`ImageParts` (images within the pixel budget, cached per query) is shared by both
-run contexts.
+The same :class:`State` serves the video agent (:mod:`agent.video_agent`): ``State.masks`` then holds
+masklet records (objects tracked through the video) and ``State.image_key`` the video's key.
+
+This module imports nothing from :mod:`tools` (the tools import it).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict
+from typing import Any, Literal, TypedDict
 
 import numpy as np
 
-from agent.image_urls import ImageLike, image_part
-from agent.llm import LLMClient
 from agent.settings import AgentSettings
-from sam3_core.engine import Sam3Engine
-from sam3_core.images import LoadedImage
 from sam3_core.postprocess import rle_to_mask
 
-if TYPE_CHECKING:
-    from tools.registry import Tool
+__all__ = [
+    "FINAL_STATUSES", "INVALID_REPLIES", "LIMITS", "AgentSettings", "Anchor", "MaskRecord", "PendingCall",
+    "State", "Status", "decode_masks", "new_query", "state_from_values",
+]
 
 #: How a query ended. ``running`` while the graph works on it; ``answered``: masks were selected;
 #: ``no_mask``: the model reported that the target is not in the image; ``budget_exhausted``: a limit
@@ -74,9 +68,11 @@ class MaskRecord(TypedDict):
 
 
 class PendingCall(TypedDict):
-    """A validated tool call waiting to be run: name, arguments, call id and the assistant message."""
+    """A validated tool call waiting to be run: name, kind (the tool's :data:`~tools.registry.ToolKind`,
+    which the router reads), arguments, call id and the assistant message."""
 
     name: str
+    kind: str
     arguments: dict[str, Any]
     id: str
     message: dict[str, Any]
@@ -188,105 +184,11 @@ def decode_masks(records: Sequence[MaskRecord], size_hw: tuple[int, int]) -> np.
     return np.stack([rle_to_mask(r["rle"]) for r in records])
 
 
-class ImageParts:
-    """Image parts within the run's pixel budget, shared by the image and the video run contexts.
+def __getattr__(name: str) -> Any:
+    # ``agent.state.Context`` was the image run context's home; it lives in :mod:`agent.context` now and
+    # is imported on first use so that this module stays free of the engine and the tools.
+    if name == "Context":
+        from agent.context import Context
 
-    The class using it provides ``llm`` (an :class:`LLMClient`), ``settings`` (an :class:`AgentSettings`)
-    and ``cache`` (a per-query dict).
-    """
-
-    llm: LLMClient
-    settings: AgentSettings
-    cache: dict[Hashable, Any]
-
-    @property
-    def pixel_budget(self) -> int | None:
-        """Most pixels of each image sent to the LLM (None: no limit)."""
-        return self.settings.image_max_pixels or self.llm.config.image_max_pixels
-
-    def image_part(self, image: ImageLike) -> dict[str, Any]:
-        """An OpenAI ``image_url`` part for ``image`` within the pixel budget of this run."""
-        return image_part(image, self.pixel_budget, self.llm.config.image_format)
-
-    def cached_part(self, key: Hashable, make: Callable[[], ImageLike]) -> dict[str, Any]:
-        """:meth:`image_part` of ``make()``, made once per ``key`` for the life of this context."""
-        part = self.cache.get(key)
-        if part is None:
-            part = self.cache[key] = self.image_part(make())
-        return part
-
-
-class Media(Protocol):
-    """What the shared agent graph (:mod:`agent.graph`) asks of the medium a run works on.
-
-    The graph's nodes, router, retries, limits, trace, LLM client and tool protocol are the same for
-    every medium; a run context's ``media`` supplies the rest. :data:`agent.graph.IMAGE_MEDIA` is the
-    image agent's, :data:`agent.video_agent.VIDEO_MEDIA` the video agent's. ``ctx`` is the run context.
-    """
-
-    def key(self, ctx: Any) -> str:
-        """The content key of the run's image or video; the thread's ``State.image_key`` must equal it."""
-        ...
-
-    def tools(self, ctx: Any) -> list[Tool]:
-        """The tools offered to the model, in the order they are listed."""
-        ...
-
-    def opening(self, state: State, ctx: Any) -> list[dict[str, Any]]:
-        """The fixed start of every conversation: the system prompt, then the query with the raw input."""
-        ...
-
-    def result_parts(self, state: State, ctx: Any) -> list[dict[str, Any]]:
-        """Image parts showing the current candidates ([] when there are none); they go with the latest
-        pruning tool result (the anchor), so only the newest overlay is ever in the conversation."""
-        ...
-
-    def earlier_text(self, state: State) -> str:
-        """The note sent with :meth:`result_parts` when a query starts on a thread with candidates."""
-        ...
-
-    def before_model_call(self, state: State, ctx: Any) -> None:
-        """Start background work before a main-loop call (the image agent prepares verification)."""
-        ...
-
-
-class RunContext(Protocol):
-    """What the shared graph reads from a run context: the image :class:`Context` or a video one."""
-
-    #: The multimodal LLM (its config picks the tool protocol).
-    llm: LLMClient
-    #: Limits and switches (a video run's are an :class:`AgentSettings` subclass).
-    settings: AgentSettings
-    #: The medium's hooks; None: the image agent's.
-    media: Media | None
-    #: Per-query cache.
-    cache: dict[Hashable, Any]
-
-
-@dataclass(frozen=True)
-class Context(ImageParts):
-    """Run dependencies given to every node as ``runtime.context`` (never checkpointed).
-
-    A context lives for one query (:func:`agent.runner.run_agent` makes a new one each time), so its
-    :attr:`cache` holds what does not change during the query: the raw image's part
-    (:meth:`raw_image_part`), overlays keyed by what they show (:meth:`cached_part`), and verification
-    questions prepared in the background (:func:`tools.segmentation.prepare_verification`).
-    """
-
-    #: The multimodal LLM (its config picks the tool protocol).
-    llm: LLMClient
-    #: The SAM 3 engine.
-    engine: Sam3Engine
-    #: The image of the thread; its key must match ``State.image_key``.
-    image: LoadedImage
-    #: Limits and switches.
-    settings: AgentSettings = field(default_factory=AgentSettings)
-    #: The medium's hooks for the graph (:class:`Media`); None: the image agent's
-    #: (:data:`agent.graph.IMAGE_MEDIA`).
-    media: Media | None = None
-    #: Per-query cache (see above); keys are tuples whose first item says what they hold.
-    cache: dict[Hashable, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
-
-    def raw_image_part(self) -> dict[str, Any]:
-        """The image part of the run's image itself (encoded once per context)."""
-        return self.cached_part(("raw", self.image.key), lambda: self.image.pixels)
+        return Context
+    raise AttributeError(f"module 'agent.state' has no attribute {name!r}")

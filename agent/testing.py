@@ -1,22 +1,36 @@
-"""A scripted OpenAI-compatible chat server for tests: real HTTP on 127.0.0.1, standard library only.
+"""Scripted stand-ins for the multimodal LLM, for the project's tests and benchmarks and for users' own tests.
 
-It answers ``POST /v1/chat/completions`` (non-streaming) and ``GET /v1/models``. Each chat request
-gets the next :class:`Reply` of the script, or whatever ``responder(body)`` returns (None: fall back
-to the script), so concurrent requests can be answered by their content. Every request body is
-recorded. When the script runs out the server answers HTTP 500 and records the problem in
-:attr:`ScriptedLLM.errors`. Typical use::
+One script -- a list of :class:`Reply` and/or a ``responder(body)`` that answers a request by its content --
+served two ways:
 
-    with ScriptedLLM([Reply.call("segment_phrase", text_prompt="cat"), Reply.text("done")]) as server:
-        config = LLMConfig(base_url=server.base_url, model=server.model)
-        ...
-    assert len(server.requests) == 2
+* :class:`ScriptedModel`: in process, no sockets. An httpx transport answers the real ``openai`` client, so
+  request building, retries, timeouts and reply parsing of :class:`agent.llm.LLMClient` run as they would
+  against a real endpoint. ``model.client()`` gives such a client; pass it wherever an ``LLMClient`` is taken
+  (:func:`agent.runner.run_agent`, :func:`eval.runner.run_eval`, ...).
+* :class:`ScriptedLLM`: a real OpenAI-compatible HTTP server on 127.0.0.1 (standard library only), for code
+  that takes only a URL (the command line, the HTTP API, another process).
 
-The project's tests wrap it in a pytest fixture (``tests/conftest.py``); users can do the same: start an
-empty server, add replies with :meth:`ScriptedLLM.add`, and check :attr:`ScriptedLLM.errors` at the end.
+Both answer ``POST /v1/chat/completions`` (non-streaming) and ``GET /v1/models``; each chat request gets the
+responder's reply or, when it returns None, the next reply of the script. Every request body and its headers
+are recorded. When the script runs out (or the responder raises) the request gets HTTP 500 and the problem is
+recorded in ``errors``: check that list at the end of a test. Typical use::
+
+    model = ScriptedModel([Reply.text_call("segment_phrase", text_prompt="cat"),
+                           Reply.text_call("select_masks_and_return", mask_ids=[1])])
+    async with model.client() as llm:
+        answer = await run_agent(engine, llm, "cat.jpg", "the cat")
+    assert model.remaining == 0 and not model.errors
+
+    with ScriptedLLM(["hello"]) as server:       # the same, over HTTP
+        config = server.config()                  # LLMConfig(base_url=server.base_url, model=server.model)
+
+Nothing here imports pytest; the project's fixtures (``scripted_llm``, ``scripted_model``) live in
+``tests/conftest.py``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -26,9 +40,18 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+if TYPE_CHECKING:
+    from agent.llm import LLMClient, LLMConfig
 
 logger = logging.getLogger(__name__)
+
+#: The base URL of every :class:`ScriptedModel` (``.invalid`` never resolves, so nothing can leak out).
+IN_PROCESS_BASE_URL = "http://scripted-llm.invalid/v1"
+Responder = Callable[[dict[str, Any]], "Reply | str | None"]
 
 
 @dataclass
@@ -60,8 +83,13 @@ class Reply:
 
     @classmethod
     def call(cls, name: str, _id: str | None = None, **arguments: Any) -> Reply:
-        """A native tool call (``message.tool_calls``)."""
+        """A native tool call (``message.tool_calls``; for ``tool_protocol="native"``)."""
         return cls(tool_calls=[{"name": name, "arguments": arguments, "id": _id}])
+
+    @classmethod
+    def text_call(cls, name: str, **arguments: Any) -> Reply:
+        """A tool call in the text protocol (the default): ``<tool_call>{"name", "arguments"}</tool_call>``."""
+        return cls(content=f"<tool_call>{json.dumps({'name': name, 'arguments': arguments})}</tool_call>")
 
     @classmethod
     def error(cls, status: int, message: str = "scripted error", **kw: Any) -> Reply:
@@ -98,24 +126,25 @@ def completion_body(reply: Reply, model: str) -> dict[str, Any]:
     }
 
 
-class _Server(ThreadingHTTPServer):
-    """A listen backlog like a real server's: the default of 5 drops connections when many verification
-    calls arrive at once, and the client then waits a second to retry."""
+@dataclass(frozen=True)
+class _Answer:
+    """What to send for one request: status, JSON text, extra headers, and how long to wait first."""
 
-    request_queue_size = 1024
-    daemon_threads = True
+    status: int
+    body: str
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
 
 
-class ScriptedLLM:
-    """The scripted server; a context manager (``start``/``stop``). Thread-safe."""
+def _error_json(status: int, message: str, kind: str) -> str:
+    return json.dumps({"error": {"message": message, "type": kind, "code": status}})
 
-    def __init__(
-        self,
-        script: Iterable[Reply | str] = (),
-        *,
-        responder: Callable[[dict[str, Any]], Reply | str | None] | None = None,
-        model: str = "scripted-model",
-    ) -> None:
+
+class _Script:
+    """The script, the responder and the records, shared by both ways of serving them. Thread-safe."""
+
+    def __init__(self, script: Iterable[Reply | str] = (), *, responder: Responder | None = None,
+                 model: str = "scripted-model") -> None:
         self.model = model
         self.responder = responder
         self._script: deque[Reply] = deque()
@@ -123,13 +152,7 @@ class ScriptedLLM:
         self._errors: list[str] = []
         self._headers: list[dict[str, str]] = []
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._port: int | None = None
         self.add(*script)
-
-    # ------------------------------------------------------------------ script and records
 
     def add(self, *replies: Reply | str) -> None:
         """Append replies to the script (a string is a plain text reply)."""
@@ -150,7 +173,7 @@ class ScriptedLLM:
 
     @property
     def errors(self) -> list[str]:
-        """Problems the server met (script exhausted, responder crashed, bad request JSON)."""
+        """Problems met (script exhausted, responder crashed, request not JSON); empty when all went well."""
         with self._lock:
             return list(self._errors)
 
@@ -162,12 +185,30 @@ class ScriptedLLM:
 
     @property
     def base_url(self) -> str:
-        """``http://127.0.0.1:<port>/v1`` of the server (kept after ``stop`` for assertions)."""
-        if self._port is None:
-            raise RuntimeError("ScriptedLLM was never started")
-        return f"http://127.0.0.1:{self._port}/v1"
+        raise NotImplementedError
 
-    def _handle(self, raw: bytes, headers: dict[str, str]) -> Reply:
+    def config(self, **overrides: Any) -> LLMConfig:
+        """An :class:`~agent.llm.LLMConfig` pointing at this script (``overrides`` are its other fields)."""
+        from agent.llm import LLMConfig
+
+        return LLMConfig(**{"base_url": self.base_url, "model": self.model, "api_key": "scripted", **overrides})
+
+    def _route(self, method: str, path: str, raw: bytes, headers: dict[str, str]) -> _Answer:
+        """The answer to one HTTP request (``path`` without the host, e.g. ``/v1/models``)."""
+        path = path.split("?", 1)[0].rstrip("/")
+        if method == "GET" and path == "/v1/models":
+            model = {"id": self.model, "object": "model", "created": 0, "owned_by": "scripted"}
+            return _Answer(200, json.dumps({"object": "list", "data": [model]}))
+        if method != "POST" or path != "/v1/chat/completions":
+            return _Answer(404, _error_json(404, f"no route {method} {path}", "not_found"))
+        reply = self._pick(raw, headers)
+        if reply.status != 200:
+            body = reply.raw_body or _error_json(reply.status, reply.error_message, "scripted_error")
+        else:
+            body = reply.raw_body or json.dumps(completion_body(reply, self.model))
+        return _Answer(reply.status, body, dict(reply.headers), reply.delay_s)
+
+    def _pick(self, raw: bytes, headers: dict[str, str]) -> Reply:
         """Record one chat request and pick its reply (responder first, then the script)."""
         try:
             body = json.loads(raw)
@@ -189,12 +230,118 @@ class ScriptedLLM:
         return self._fail(f"script exhausted: no reply left for request #{len(self.requests)}")
 
     def _fail(self, problem: str) -> Reply:
-        logger.error("ScriptedLLM: %s", problem)
+        logger.error("scripted LLM: %s", problem)
         with self._lock:
             self._errors.append(problem)
-        return Reply.error(500, f"ScriptedLLM: {problem}")
+        return Reply.error(500, f"scripted LLM: {problem}")
 
-    # ------------------------------------------------------------------ lifecycle
+
+# ---------------------------------------------------------------------- in process
+
+
+class ScriptedTransport(httpx.AsyncBaseTransport, httpx.BaseTransport):
+    """An httpx transport answering from a script; works in ``httpx.AsyncClient`` and ``httpx.Client``.
+
+    A reply's ``delay_s`` is slept; when it is longer than the request's read timeout the transport sleeps
+    the timeout and raises :class:`httpx.ReadTimeout`, as a real connection would (the reply is consumed).
+    """
+
+    def __init__(self, script: _Script) -> None:
+        self._script = script
+
+    def _answer(self, request: httpx.Request) -> tuple[_Answer, float, bool]:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        answer = self._script._route(request.method, request.url.path, request.content, headers)
+        read_timeout = (request.extensions.get("timeout") or {}).get("read")
+        if read_timeout is not None and answer.delay_s > read_timeout:
+            return answer, read_timeout, True
+        return answer, answer.delay_s, False
+
+    @staticmethod
+    def _response(answer: _Answer) -> httpx.Response:
+        headers = {"content-type": "application/json", **answer.headers}
+        return httpx.Response(answer.status, headers=headers, content=answer.body.encode())
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        request.read()
+        answer, wait_s, timed_out = self._answer(request)
+        time.sleep(wait_s)
+        if timed_out:
+            raise httpx.ReadTimeout("scripted reply slower than the read timeout", request=request)
+        return self._response(answer)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        answer, wait_s, timed_out = self._answer(request)
+        await asyncio.sleep(wait_s)
+        if timed_out:
+            raise httpx.ReadTimeout("scripted reply slower than the read timeout", request=request)
+        return self._response(answer)
+
+
+class ScriptedModel(_Script):
+    """The script served in process (no sockets, no threads): see the module docstring.
+
+    ``client(**overrides)`` is an :class:`~agent.llm.LLMClient` (close it, e.g. ``async with``) whose
+    requests reach this script; ``config()`` its :class:`~agent.llm.LLMConfig`; ``transport()`` the bare
+    httpx transport, for ``httpx.Client(transport=...)`` or another OpenAI SDK client. A context manager
+    too (nothing to start), so it can replace :class:`ScriptedLLM` in a ``with`` statement.
+    """
+
+    @property
+    def base_url(self) -> str:
+        """:data:`IN_PROCESS_BASE_URL` (requests never leave the process)."""
+        return IN_PROCESS_BASE_URL
+
+    def transport(self) -> ScriptedTransport:
+        """A new httpx transport answering from this script."""
+        return ScriptedTransport(self)
+
+    def http_client(self) -> httpx.AsyncClient:
+        """A new ``httpx.AsyncClient`` over :meth:`transport` (for ``openai.AsyncOpenAI(http_client=...)``)."""
+        return httpx.AsyncClient(transport=self.transport())
+
+    def client(self, **overrides: Any) -> LLMClient:
+        """A new :class:`~agent.llm.LLMClient` for :meth:`config` (``overrides``) over this script."""
+        from agent.llm import LLMClient
+
+        return LLMClient(self.config(**overrides), http_client=self.http_client())
+
+    def __enter__(self) -> ScriptedModel:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+# ---------------------------------------------------------------------- over HTTP
+
+
+class _Server(ThreadingHTTPServer):
+    """A listen backlog like a real server's: the default of 5 drops connections when many verification
+    calls arrive at once, and the client then waits a second to retry."""
+
+    request_queue_size = 1024
+    daemon_threads = True
+
+
+class ScriptedLLM(_Script):
+    """The script served over HTTP on 127.0.0.1; a context manager (``start``/``stop``). Thread-safe."""
+
+    def __init__(self, script: Iterable[Reply | str] = (), *, responder: Responder | None = None,
+                 model: str = "scripted-model") -> None:
+        super().__init__(script, responder=responder, model=model)
+        self._stopping = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._port: int | None = None
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:<port>/v1`` of the server (kept after ``stop`` for assertions)."""
+        if self._port is None:
+            raise RuntimeError("ScriptedLLM was never started")
+        return f"http://127.0.0.1:{self._port}/v1"
 
     def start(self) -> ScriptedLLM:
         """Bind a free port on 127.0.0.1 and serve in a background thread."""
@@ -235,42 +382,25 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("ScriptedLLM: " + format, *args)
 
-    def _send(self, status: int, payload: dict | str, headers: dict[str, str] | None = None) -> None:
-        data = (payload if isinstance(payload, str) else json.dumps(payload)).encode()
+    def _serve(self) -> None:
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        answer = self.scripted._route(self.command, self.path, raw, headers)
+        if answer.delay_s and self.scripted._stopping.wait(answer.delay_s):
+            return  # the server is stopping: abandon the delayed reply
+        data = answer.body.encode()
         try:
-            self.send_response(status)
+            self.send_response(answer.status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
-            for key, value in (headers or {}).items():
+            for key, value in answer.headers.items():
                 self.send_header(key, value)
             self.end_headers()
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
             logger.debug("ScriptedLLM: client closed the connection before the reply")
 
-    def _not_found(self) -> None:
-        self._send(404, {"error": {"message": f"no route {self.command} {self.path}", "type": "not_found"}})
-
-    def do_GET(self) -> None:
-        if self.path.rstrip("/") != "/v1/models":
-            self._not_found()
-            return
-        model = {"id": self.scripted.model, "object": "model", "created": 0, "owned_by": "scripted"}
-        self._send(200, {"object": "list", "data": [model]})
-
-    def do_POST(self) -> None:
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if self.path.rstrip("/") != "/v1/chat/completions":
-            self._not_found()
-            return
-        reply = self.scripted._handle(raw, {k.lower(): v for k, v in self.headers.items()})
-        if reply.delay_s and self.scripted._stopping.wait(reply.delay_s):
-            return  # the server is stopping: abandon the delayed reply
-        if reply.status != 200:
-            error = {"message": reply.error_message, "type": "scripted_error", "code": reply.status}
-            self._send(reply.status, reply.raw_body or {"error": error}, reply.headers)
-        else:
-            self._send(200, reply.raw_body or completion_body(reply, self.scripted.model), reply.headers)
+    do_GET = do_POST = _serve
 
 
 def _make_handler(server: ScriptedLLM) -> type[BaseHTTPRequestHandler]:

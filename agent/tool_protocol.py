@@ -43,7 +43,7 @@ import pydantic
 
 from sam3_core.errors import ModelRetry, UsageError
 
-from .lenient_json import first_json_object, loads_lenient
+from .lenient_json import fenced_objects, first_json_object, loads_lenient, tagged_blocks
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +53,8 @@ PROTOCOLS: tuple[str, ...] = ("native", "text")
 
 _OPEN_TAG = re.compile(r"<tool_call\s*>", re.IGNORECASE)
 _CLOSE_TAG = re.compile(r"</tool_call\s*>", re.IGNORECASE)
-_THINK_BLOCK = re.compile(r"<think>(.*?)</think>", re.IGNORECASE | re.DOTALL)
-_FENCE = re.compile(r"^```[a-zA-Z]*\s*(.*?)\s*```$", re.DOTALL)
-_FENCED_OBJECT = re.compile(r"```[a-zA-Z]*\s*(\{.*?\})\s*```", re.DOTALL)
+_THINK_OPEN = re.compile(r"<think>", re.IGNORECASE)
+_THINK_CLOSE = re.compile(r"</think>", re.IGNORECASE)
 
 
 class ToolSpec(NamedTuple):
@@ -225,8 +224,8 @@ def split_reasoning(text: str) -> tuple[str, str]:
     if first_close >= 0 and (first_open < 0 or first_close < first_open):
         reasoning.append(text[:first_close])
         text = text[first_close + len("</think>") :]
-    reasoning += _THINK_BLOCK.findall(text)
-    text = _THINK_BLOCK.sub("", text)
+    blocks, text = tagged_blocks(text, _THINK_OPEN, _THINK_CLOSE)  # linear: replies are hostile input
+    reasoning += blocks
     dangling = text.lower().find("<think>")
     if dangling >= 0:
         reasoning.append(text[dangling + len("<think>") :])
@@ -306,7 +305,7 @@ def _untagged_call(text: str, specs: Sequence[ToolSpec | tuple]) -> tuple[ToolCa
     stripped = text.strip()
     whole = stripped.startswith("{") and stripped.endswith("}")
     candidates = [(stripped, stripped)] if whole else []
-    candidates += [(m.group(0), m.group(1)) for m in _FENCED_OBJECT.finditer(text)]
+    candidates += fenced_objects(text)
     for span, candidate in candidates:
         try:
             obj = loads_lenient(candidate)

@@ -1,10 +1,11 @@
 """The video agent's run context (its settings are in :mod:`agent.settings`).
 
-:class:`VideoContext` is the LangGraph run context of a video query: what :class:`~agent.state.Context`
+:class:`VideoContext` is the LangGraph run context of a video query: what :class:`~agent.context.Context`
 is to an image query. It carries the LLM client, the :class:`~sam3_core.video.VideoEngine`, the video
 (opened once for drawing keyframes), the query's :class:`~agent.masklets.MaskletStore` and the media
-hooks (:data:`agent.video_agent.VIDEO_MEDIA`) through which the shared graph offers the video tools and
-builds the conversation. Like the image context, it lives for one query and is never checkpointed.
+hooks (:data:`agent.media.video.VIDEO_MEDIA`) through which the shared graph offers the video tools and
+builds the conversation. It is the peer of the image :class:`agent.context.Context`; both implement
+:class:`agent.context.RunContext`. Like the image context, it lives for one query and is never checkpointed.
 """
 
 from __future__ import annotations
@@ -12,19 +13,30 @@ from __future__ import annotations
 import os
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from agent.context import ImageParts
 from agent.keyframes import choose_keyframes
 from agent.llm import LLMClient
 from agent.masklets import MaskletStore, Track
-from agent.settings import AgentSettings, VideoSettings
-from agent.state import ImageParts, Media, State
+from agent.settings import VIDEO_AGENT_DEFAULTS, AgentSettings, VideoSettings
+from agent.state import State
 from sam3_core.video import FrameSource, VideoEngine
+
+if TYPE_CHECKING:
+    from agent.media.base import Media
 
 #: A video the agent accepts: a file, a folder of frames, or frames in memory (``(T, H, W, 3)`` uint8).
 VideoInput = str | os.PathLike | np.ndarray | Sequence[np.ndarray]
+
+
+def _video_media() -> Media:
+    # Imported when a context is made: the video media imports the video tools, which import this module.
+    from agent.media.video import VIDEO_MEDIA
+
+    return VIDEO_MEDIA
 
 
 @dataclass(frozen=True)
@@ -39,10 +51,10 @@ class VideoContext(ImageParts):
     video: VideoInput
     #: The same video, decoded on demand, for drawing keyframes.
     source: FrameSource
-    #: The graph's hooks for videos (:data:`agent.video_agent.VIDEO_MEDIA`).
-    media: Media
     #: Limits and switches shared with the image agent (budgets, thresholds).
-    settings: AgentSettings = field(default_factory=lambda: AgentSettings(score_threshold=0.0, verification=False))
+    settings: AgentSettings = VIDEO_AGENT_DEFAULTS
+    #: The graph's hooks for videos (:data:`agent.media.video.VIDEO_MEDIA`).
+    media: Media = field(default_factory=_video_media)
     #: How much of the video is tracked while exploring, keyframes shown, refinement.
     video_settings: VideoSettings = field(default_factory=VideoSettings)
     #: The masklets' tracks and open sessions of this query.

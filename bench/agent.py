@@ -14,8 +14,8 @@ candidates exist), ``examine_each_mask`` over them, ``select_masks_and_return``.
   image encoding, bookkeeping), and per query the wall time minus model and SAM time (graph and
   checkpointing included).
 
-    python bench/agent.py                                    # 200 ms per call, 8 masks, 640x480 image
-    python bench/agent.py --latency-ms 50 --repeats 5 --out /tmp/agent.json
+    python -m bench.agent                                  # 200 ms per call, 8 masks, 640x480 image
+    python -m bench.agent --latency-ms 50 --repeats 5 --out /tmp/agent.json
 
 The scripted server is given a listen backlog like a real server's (uvicorn: 2048): with Python's
 default of 5, eight connections opened at once overflow it and the kernel retries the dropped ones
@@ -38,20 +38,17 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-from agent.graph import build_graph  # noqa: E402
-from agent.llm import LLMClient, LLMConfig  # noqa: E402
-from agent.runner import AgentAnswer, run_agent  # noqa: E402
-from agent.settings import AgentSettings  # noqa: E402
-from agent.state import Context, MaskRecord, State, new_query  # noqa: E402
-from agent.testing import Reply, ScriptedLLM, message_texts  # noqa: E402
-from agent.trace import overhead_per_step  # noqa: E402
-from sam3_core import Sam3Engine  # noqa: E402
-from sam3_core.tiny import write_tiny_checkpoint  # noqa: E402
-from tools.registry import ToolEnv  # noqa: E402
-from tools.segmentation import examine_each_mask, verify_mask  # noqa: E402
+from agent.graph import build_graph
+from agent.llm import LLMClient, LLMConfig
+from agent.runner import AgentAnswer, run_agent
+from agent.settings import AgentSettings
+from agent.state import Context, MaskRecord, State, new_query
+from agent.testing import Reply, ScriptedLLM, message_texts
+from agent.trace import overhead_per_step
+from sam3_core import Sam3Engine
+from sam3_core.tiny import write_tiny_checkpoint
+from tools.registry import ToolEnv
+from tools.segmentation import examine_each_mask, verify_mask
 
 logger = logging.getLogger("bench.agent")
 PHRASES = ["cup", "woman", "table", "chair", "bottle", "person", "dog", "car", "tree", "window"]
@@ -79,11 +76,6 @@ def plan_phrases(engine: Sam3Engine, image: np.ndarray, settings: AgentSettings,
     raise SystemExit(f"the tiny model found only {total} masks for {PHRASES}; lower --score-threshold")
 
 
-def tool_call(name: str, **arguments: Any) -> Reply:
-    """A scripted text-protocol tool call."""
-    return Reply.text(f"<tool_call>{json.dumps({'name': name, 'arguments': arguments})}</tool_call>")
-
-
 def responder(latency_s: float):
     """Answers every verification question with Accept after ``latency_s`` (the main loop uses the script)."""
 
@@ -98,8 +90,8 @@ def responder(latency_s: float):
 async def one_query(engine: Sam3Engine, server: ScriptedLLM, llm: LLMConfig, image: np.ndarray,
                     settings: AgentSettings, phrases: list[str], latency_s: float) -> tuple[AgentAnswer, list]:
     """Run the scripted query; returns the answer and the thread's mask records."""
-    script = [tool_call("segment_phrase", text_prompt=p) for p in phrases]
-    script += [tool_call("examine_each_mask"), tool_call("select_masks_and_return", mask_ids=[1])]
+    script = [Reply.text_call("segment_phrase", text_prompt=p) for p in phrases]
+    script += [Reply.text_call("examine_each_mask"), Reply.text_call("select_masks_and_return", mask_ids=[1])]
     for reply in script:
         reply.delay_s = latency_s
     server.add(*script)
@@ -197,7 +189,7 @@ async def bench(engine: Sam3Engine, server: ScriptedLLM, args: argparse.Namespac
     return {"phrases": phrases, "image_size": [height, width], "summary": summarise(runs, latency), "runs": runs}
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--latency-ms", type=float, default=200.0, help="fixed latency of every LLM call")
     parser.add_argument("--masks", type=int, default=8, help="candidate masks to examine (at least)")
@@ -206,13 +198,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--score-threshold", type=float, default=0.2, help="the tiny model scores about 0.25")
     parser.add_argument("--checkpoint", help="a SAM 3 checkpoint folder (default: a fresh tiny random one)")
     parser.add_argument("--out", default="bench/results/agent.json")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
-def main() -> None:
-    args = parse_args()
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout)
-    logger.setLevel(logging.INFO)
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark with command-line ``argv``; writes and returns the report."""
+    args = parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = args.checkpoint or str(write_tiny_checkpoint(folder, seed=0))
         with Sam3Engine.from_pretrained(checkpoint, device="cpu") as engine, \
@@ -235,7 +226,10 @@ def main() -> None:
                 "per node run", s["overhead_per_step_s"] * 1e3, s["overhead_per_step_with_graph_s"] * 1e3,
                 s["overhead_per_record_max_s"] * 1e3)
     logger.info("written %s", args.out)
+    return report
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout)
+    logger.setLevel(logging.INFO)
     main()

@@ -4,8 +4,8 @@ Everything is measured in one run on one machine and reported as ratios, so the 
 like with like. The baseline is the official SAM 3 Agent's way of calling SAM 3: one plain
 ``Sam3Processor`` + ``Sam3Model`` call per phrase, re-encoding the image every time.
 
-    python bench/engine.py                                  # mid-size random SAM 3 on CPU
-    python bench/engine.py --full-size --device cuda        # the released architecture, bf16 on GPU
+    python -m bench.engine                                  # mid-size random SAM 3 on CPU
+    python -m bench.engine --full-size --device cuda        # the released architecture, bf16 on GPU
 
 Random weights time like the real checkpoint: latency depends on shapes, not values.
 """
@@ -161,7 +161,8 @@ def bench_concurrency(engine: Sam3Engine, images, repeats) -> dict:
             "speedup": seq_s / conc_s, "images_per_s_concurrent": len(images) / conc_s}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark with command-line ``argv``; writes and returns the report."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full-size", action="store_true", help="the released architecture (1008 px)")
     parser.add_argument("--tiny", action="store_true", help="the test-sized model (smoke runs)")
@@ -170,10 +171,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--callers", type=int, default=8)
     parser.add_argument("--out", default="bench/results/engine.json")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    torch.set_grad_enabled(False)
+    args = parser.parse_args(argv)
+    with torch.no_grad():  # a context, not set_grad_enabled: main() also runs inside the test process
+        return run(args)
 
+
+def run(args: argparse.Namespace) -> dict:
+    """The whole benchmark for parsed ``args``."""
     if args.full_size:
         config, image_size, label = full_size_config(), 1008, "full-size"
     elif args.tiny:
@@ -213,7 +217,9 @@ def main() -> None:
     logger.info("cached image: encode %.1f ms, first phrase %.1f ms, each extra phrase %.2f ms",
                 cached["encode_ms"], cached["cached_1_phrase_ms"], cached["extra_phrase_ms"])
     logger.info("written %s", args.out)
+    return report
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     main()

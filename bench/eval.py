@@ -1,10 +1,10 @@
 """Evaluation throughput: queries per second of a benchmark run at concurrency 1 vs 16, agent and SAM 3 alone.
 
-A synthetic ReasonSeg split (``tests/eval_fixtures.py``'s writer: small labelme-style images, short and
+A synthetic ReasonSeg split (:func:`eval.testing.write_reasonseg`: small labelme-style images, short and
 long queries) is written to a temporary folder and run through the real runner
 (:func:`eval.runner.run_eval`, the code behind ``sam3-agent eval reasonseg``; the command line itself is
 exercised by ``tests/test_eval_cli.py``) with one shared tiny random SAM 3 on CPU. The LLM is the
-scripted OpenAI-compatible test server (real HTTP on 127.0.0.1, :class:`eval_fixtures.AgentScript`)
+scripted OpenAI-compatible test server (real HTTP on 127.0.0.1, :class:`eval.testing.AgentScript`)
 answering every call after a fixed latency: each query takes two calls (``segment_phrase``, then
 ``select_masks_and_return``), so at concurrency 1 a query costs about two latencies and the LLM
 dominates, as with a real model server. The server runs in a process of its own, as a real one would:
@@ -17,8 +17,8 @@ queries per second, the statuses, and the LLM requests the server saw (in all, a
 issue's bar: concurrency 16 gives at least 8x the queries per second of concurrency 1. The ``direct``
 planner (no LLM) shows SAM 3 alone.
 
-    python bench/eval.py                                      # 32 queries, 300 ms per LLM call, 3 repeats
-    python bench/eval.py --samples 8 --latency-ms 50 --repeats 1 --out /tmp/eval.json
+    python -m bench.eval                                    # 32 queries, 300 ms per LLM call, 3 repeats
+    python -m bench.eval --samples 8 --latency-ms 50 --repeats 1 --out /tmp/eval.json
 """
 
 from __future__ import annotations
@@ -36,30 +36,26 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-from eval_fixtures import write_reasonseg  # noqa: E402
-
-from agent.llm import LLMConfig  # noqa: E402
-from agent.settings import AgentSettings  # noqa: E402
-from eval.planners import DirectSettings  # noqa: E402
-from eval.runner import RunOptions, run_eval  # noqa: E402
-from eval.tasks import TaskSpec, load_task  # noqa: E402
-from sam3_core import Sam3Engine  # noqa: E402
-from sam3_core.tiny import write_tiny_checkpoint  # noqa: E402
+from agent.llm import LLMConfig
+from agent.settings import AgentSettings
+from eval.planners import DirectSettings
+from eval.runner import RunOptions, run_eval
+from eval.tasks import TaskSpec, load_task
+from eval.testing import write_reasonseg
+from sam3_core import Sam3Engine
+from sam3_core.tiny import write_tiny_checkpoint
 
 logger = logging.getLogger("bench.eval")
+ROOT = Path(__file__).resolve().parents[1]
 BAR = 8.0
 #: The scripted LLM server as a child process: prints its URL, serves until stdin closes, prints its stats.
 SERVER = """
 import json, sys
-sys.path[:0] = sys.argv[2:]
-from eval_fixtures import AgentScript
+from eval.testing import AgentScript
 from agent.testing import ScriptedLLM
 script = AgentScript(delay_s=float(sys.argv[1]))
 with ScriptedLLM(responder=script) as server:
@@ -73,8 +69,9 @@ print(json.dumps(stats), flush=True)
 @contextmanager
 def llm_server(latency_s: float) -> Iterator[tuple[str, dict[str, Any]]]:
     """A scripted LLM server in a child process: yields its base URL and a dict filled with its stats at exit."""
-    child = subprocess.Popen([sys.executable, "-c", SERVER, str(latency_s), str(ROOT / "tests")],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    # cwd: ``python -c`` imports from the working folder, so the repository's packages are found uninstalled
+    child = subprocess.Popen([sys.executable, "-c", SERVER, str(latency_s)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, cwd=ROOT)
     stats: dict[str, Any] = {}
     try:
         base_url = child.stdout.readline().strip()
@@ -93,13 +90,16 @@ async def one_run(engine: Sam3Engine, data: Path, out: Path, planner: str, concu
     task = load_task(TaskSpec("reasonseg", str(data), "val"))
     options = RunOptions(concurrency=concurrency, limit=args.samples, progress=False, worst_k=0)
     engine.cache.clear()  # every run encodes its images itself
-    with llm_server(args.latency_ms / 1000) as (base_url, server):
-        llm = LLMConfig(base_url=base_url, model="scripted-model", api_key="bench", max_retries=0, timeout_s=60)
-        settings = (DirectSettings(score_threshold=args.score_threshold) if planner == "direct"
+    direct = planner == "direct"
+    # the direct planner is given no LLM at all, so it needs no server (and makes no requests)
+    serving = nullcontext((None, {"requests": 0, "max_in_flight": 0})) if direct else llm_server(args.latency_ms / 1000)
+    with serving as (base_url, server):
+        llm = None if direct else LLMConfig(base_url=base_url, model="scripted-model", api_key="bench", max_retries=0,
+                                            timeout_s=60)
+        settings = (DirectSettings(score_threshold=args.score_threshold) if direct
                     else AgentSettings(score_threshold=args.score_threshold))
         started = time.perf_counter()
-        report = await run_eval(task, out, engine, None if planner == "direct" else llm, sam3_model="tiny",
-                                settings=settings, options=options)
+        report = await run_eval(task, out, engine, llm, sam3_model="tiny", settings=settings, options=options)
         wall = time.perf_counter() - started
     if server.get("errors"):
         raise SystemExit(f"the scripted server met problems: {server['errors']}")
@@ -161,10 +161,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark with command-line ``argv``; writes and returns the report."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout)
-    logger.setLevel(logging.INFO)
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         data = write_reasonseg(work / "reasonseg", copies=math.ceil(args.samples / 4))
@@ -183,7 +182,10 @@ def main(argv: list[str] | None = None) -> None:
     logger.info("direct (SAM 3 alone, no LLM): %.2f queries/s at concurrency %d, %.2f at 1",
                 s[f"direct_qps_c{args.concurrency}"], args.concurrency, s["direct_qps_c1"])
     logger.info("written %s", args.out)
+    return report
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout)
+    logger.setLevel(logging.INFO)
     main()

@@ -5,8 +5,8 @@ measured alone: RSS after warm-up and after the load (and the peak) show whether
 Requests cycle through a pool of distinct images (``--images``; the engine's cache holds them after
 the first round) and phrases; every response must be HTTP 200.
 
-    python bench/serve.py                                   # tiny random SAM 3 on CPU, 1/8/32 callers
-    python bench/serve.py --model /path/to/sam3 --requests 500 --levels 1 8 32 64
+    python -m bench.serve                                   # tiny random SAM 3 on CPU, 1/8/32 callers
+    python -m bench.serve --model /path/to/sam3 --requests 500 --levels 1 8 32 64
 
 The default tiny checkpoint has random weights: the figures measure the serving path (HTTP, JSON,
 image decoding, batching, RLE), not SAM 3's real cost.
@@ -175,7 +175,6 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         model = args.model
         if model is None:
-            sys.path.insert(0, str(ROOT))
             from sam3_core.tiny import write_tiny_checkpoint
 
             model = str(write_tiny_checkpoint(Path(tmp) / "tiny", seed=0))

@@ -14,9 +14,9 @@ not timed): wall-clock ms and fps, and the process's CPU time per frame (all thr
 shared machine). Ratios compare like with like within one run: ``slowdown_vs_first`` against the first object
 count of the same mode and path, ``speedup_vs_per_object`` of the batched path against the per-object one.
 
-    python bench/video.py                                  # tiny random SAM 3 on CPU
-    python bench/video.py --spec mid --frames 6            # the mid-size CPU model of bench/engine.py
-    python bench/video.py --full-size --device cuda        # the released architecture, bf16 on GPU
+    python -m bench.video                                  # tiny random SAM 3 on CPU
+    python -m bench.video --spec mid --frames 6            # the mid-size CPU model of bench/engine.py
+    python -m bench.video --full-size --device cuda        # the released architecture, bf16 on GPU
 
 Random weights time like the real checkpoint for the networks (latency depends on shapes, not values); the mask
 clean-up after them depends on the masks, which random weights make unlike real ones.
@@ -146,7 +146,8 @@ def build_engines(args: argparse.Namespace, folder: Path) -> dict[str, VideoEngi
     return engines
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark with command-line ``argv``; writes and returns the report."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spec", choices=["tiny", "mid"], default="tiny", help="CPU model size")
     parser.add_argument("--full-size", action="store_true", help="the released architecture (use with a GPU)")
@@ -162,13 +163,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--size", type=int, nargs=2, default=[240, 320], metavar=("H", "W"), help="video frame size")
     parser.add_argument("--out", default="bench/results/video.json")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    torch.manual_seed(0)
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory() as tmp:
-        engines = build_engines(args, Path(tmp))
+    with torch.random.fork_rng():  # seeded without touching the caller's RNG (main() also runs in the tests)
+        torch.manual_seed(0)
+        with tempfile.TemporaryDirectory() as tmp:
+            engines = build_engines(args, Path(tmp))
     frames = make_frames(args.frames + 1, *args.size)
     rows = bench(engines, frames, args.objects, args.modes, args.repeats)
     engine = next(iter(engines.values()))
@@ -184,7 +185,9 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
     logger.info("report written to %s", args.out)
+    return report
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     main()

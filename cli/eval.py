@@ -11,7 +11,7 @@
 
 ``--planner direct`` is the "SAM 3 alone" baseline: the query's main noun phrase (a heuristic, no
 LLM) goes straight to SAM 3; the best mask is the answer (OmniLabel: every instance above
-``--score-threshold``, ranked by score). The LLM options are then unused. See :mod:`eval.planners`.
+``--threshold``, ranked by score). The LLM options are then unused. See :mod:`eval.planners`.
 
 Register it with :func:`add_eval_commands` on the main parser's sub-parsers; each command sets
 ``func`` (called with the parsed arguments, returning the exit status).
@@ -27,7 +27,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent import tool_protocol as tp
+from cli.eval_ray import add_ray_arguments
+from cli.options import add_agent_options, add_llm_options, add_model_options, add_threshold_options
 from eval.planners import DEFAULT_MAX_WORDS, DEFAULT_PLANNER, PLANNERS
 
 if TYPE_CHECKING:
@@ -48,26 +49,19 @@ def _add_common(parser: argparse.ArgumentParser, default_split: str) -> None:
     parser.add_argument("--out", required=True, help="run folder: predictions.jsonl, run.json, report.*")
     parser.add_argument("--concurrency", type=int, default=8, help="queries run at once (default: 8)")
     parser.add_argument("--limit", type=int, help="only the first K queries of the split")
-    parser.add_argument("--model", default="facebook/sam3", help="SAM 3 hub id or local checkpoint folder")
-    parser.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
-    parser.add_argument("--dtype", help="bf16, fp16 or fp32 (default: bf16 on GPU, fp32 on CPU)")
     parser.add_argument("--planner", choices=PLANNERS, default=DEFAULT_PLANNER,
                         help="agent: an LLM uses SAM 3 (default); direct: SAM 3 alone on the query's noun phrase, "
                              "no LLM (the baseline)")
     parser.add_argument("--max-words", type=int, default=DEFAULT_MAX_WORDS,
                         help=f"direct planner: most words of the noun phrase (default: {DEFAULT_MAX_WORDS})")
-    parser.add_argument("--llm-url", default="http://localhost:8000/v1", help="OpenAI-compatible endpoint")
-    parser.add_argument("--llm-model", default="", help="model name (default: the first the endpoint serves)")
-    parser.add_argument("--tool-protocol", choices=tp.PROTOCOLS, default=tp.DEFAULT_PROTOCOL,
-                        help="how the LLM calls tools")
-    parser.add_argument("--llm-timeout", type=float, default=120.0, help="seconds per LLM request")
-    parser.add_argument("--llm-retries", type=int, default=4, help="retries of a failed LLM request")
-    parser.add_argument("--score-threshold", type=float, default=0.5, help="SAM 3 instance score threshold")
-    parser.add_argument("--max-steps", type=int, default=12, help="LLM replies per query")
-    parser.add_argument("--no-verification", action="store_true", help="do not offer examine_each_mask")
     parser.add_argument("--worst", type=int, default=8, choices=range(9), metavar="K",
                         help="overlays of the K worst cases, 0..8 (default: 8)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_threshold_options(parser, mask=False)
+    add_agent_options(parser)
+    add_llm_options(parser)
+    add_model_options(parser, max_pixels=False)
+    add_ray_arguments(parser)
 
 
 def add_eval_commands(subparsers: Any) -> argparse.ArgumentParser:
@@ -94,6 +88,10 @@ def add_eval_commands(subparsers: Any) -> argparse.ArgumentParser:
     omnilabel.add_argument("--image-dir", help="image root (default: the JSON's folder)")
     omnilabel.set_defaults(func=run_command, eval_dataset="omnilabel")
 
+    from cli.eval_saco import add_saco_command  # imports this module's helpers
+
+    add_saco_command(commands)
+
     score = commands.add_parser("score", help="recompute a run's metrics and report from its predictions")
     score.add_argument("run_dir", help="a run folder written by an eval command")
     score.add_argument("--worst", type=int, default=8, choices=range(9), metavar="K", help="worst-case overlays")
@@ -119,6 +117,10 @@ def task_spec(args: argparse.Namespace) -> TaskSpec:
 
 def _headline(report: dict[str, Any]) -> str:
     metrics = report["metrics"]
+    if report["dataset"] in ("saco", "saco_video"):
+        from eval.saco.report import saco_headline
+
+        return saco_headline(report)
     if report["dataset"] == "omnilabel":
         return f"AP {metrics['AP']:.4f}" if "AP" in metrics else "AP not computed"
     if not metrics:
@@ -129,6 +131,10 @@ def _headline(report: dict[str, Any]) -> str:
 async def _run_with_engine(args: argparse.Namespace, task: Task, client: LLMClient | None,
                            settings: PlannerSettings) -> dict[str, Any]:
     """Check the run folder, load SAM 3, run the benchmark, close SAM 3 (``client`` None: direct planner)."""
+    if getattr(args, "ray", None):  # Ray actors load their own engines
+        from cli.eval_ray import run_on_ray
+
+        return await run_on_ray(args, task, client, settings)
     from eval.records import prepare_run_dir
     from eval.runner import RunOptions, run_config, run_eval
     from sam3_core.engine import Sam3Engine
@@ -149,20 +155,24 @@ async def _run_with_engine(args: argparse.Namespace, task: Task, client: LLMClie
 
 
 async def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    from agent.llm import LLMClient, LLMConfig
+    from agent.llm import LLMClient
     from agent.settings import AgentSettings
+    from cli.common import check_llm, check_model
+    from cli.options import llm_config
     from eval.planners import DirectSettings
     from eval.tasks import load_task
 
     task = load_task(task_spec(args))
     task.items()  # read the dataset before loading any model: a bad path fails fast
+    if args.planner != "direct":
+        check_llm(args.llm_url, args.llm_api_key or "")  # nothing listening: say so once, before loading SAM 3
+    check_model(args.model)  # and the checkpoint: a hub id that cannot be fetched fails in seconds
     if args.planner == "direct":
-        direct = DirectSettings(score_threshold=args.score_threshold, max_words=args.max_words)
+        direct = DirectSettings(score_threshold=args.threshold, max_words=args.max_words)
         return await _run_with_engine(args, task, None, direct.for_task(task.ranked_detections))
-    settings = AgentSettings(score_threshold=args.score_threshold, max_steps=args.max_steps,
-                             verification=not args.no_verification)
-    llm = LLMConfig(base_url=args.llm_url, model=args.llm_model, tool_protocol=args.tool_protocol,
-                    timeout_s=args.llm_timeout, max_retries=args.llm_retries)
+    settings = AgentSettings(score_threshold=args.threshold, max_steps=args.max_steps,
+                             verification=not args.no_verify)
+    llm = llm_config(args)
     async with LLMClient(llm) as client:
         return await _run_with_engine(args, task, client, settings)
 

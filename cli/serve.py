@@ -12,10 +12,13 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from agent.llm import LLMConfig
 from agent.settings import AgentSettings
-from sam3_core.images import DEFAULT_MAX_PIXELS
+from cli.options import add_agent_options, add_llm_options, add_model_options, add_threshold_options, llm_config
+
+if TYPE_CHECKING:
+    from agent.llm_config import LLMConfig
 
 logger = logging.getLogger("sam3_agent.serve")
 
@@ -24,16 +27,11 @@ DEFAULT_CHAT_DB = "sam3-agent-chat.sqlite"
 
 
 def _llm_config(args: argparse.Namespace) -> LLMConfig | None:
-    if not args.llm_url:
-        return None
-    api_key = args.llm_api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
-    return LLMConfig(base_url=args.llm_url, model=args.llm_model, api_key=api_key, tool_protocol=args.tool_protocol,
-                     timeout_s=args.llm_timeout)
+    return llm_config(args)
 
 
 def _agent_settings(args: argparse.Namespace) -> AgentSettings:
-    return AgentSettings(score_threshold=args.score_threshold, max_steps=args.max_steps,
-                         verification=not args.no_verification)
+    return AgentSettings(score_threshold=args.threshold, max_steps=args.max_steps, verification=not args.no_verify)
 
 
 def _engine_factory(args: argparse.Namespace):
@@ -112,22 +110,12 @@ def _shared_factories(args: argparse.Namespace):
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("model and agent")
-    group.add_argument("--model", default="facebook/sam3", help="SAM 3 hub id or local checkpoint folder")
-    group.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
-    group.add_argument("--dtype", help="bf16, fp16 or fp32 (default: bf16 on GPU, fp32 on CPU)")
-    group.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
-    group.add_argument("--llm-url", help="OpenAI-compatible endpoint of the multimodal LLM, e.g. "
-                                         "http://localhost:8001/v1 (without it the agent is off)")
-    group.add_argument("--llm-model", default="", help="model name (default: the first one the endpoint serves)")
-    group.add_argument("--llm-api-key", help="API key (default: $OPENAI_API_KEY)")
-    group.add_argument("--llm-timeout", type=float, default=120.0, help="seconds per LLM call")
-    group.add_argument("--tool-protocol", choices=["text", "native"], default="text",
-                       help="text: tool calls written in the reply (works anywhere); native: function calling")
-    group.add_argument("--score-threshold", type=float, default=0.5, help="SAM 3 score threshold (default 0.5)")
-    group.add_argument("--max-steps", type=int, default=12, help="most LLM replies per agent query")
-    group.add_argument("--no-verification", action="store_true", help="do not offer per-mask verification")
-    group.add_argument("--agent-timeout", type=float, default=300.0, help="seconds per agent query")
+    add_model_options(parser)
+    add_threshold_options(parser, mask=False)
+    add_agent_options(parser)
+    add_llm_options(parser, required_url=False)
+    group = parser.add_argument_group("serving")
+    group.add_argument("--agent-timeout", type=float, default=300.0, help="seconds per agent query (default: 300)")
     group.add_argument("--video", action="store_true",
                        help="also serve video tracking (serve/chat share one copy of the weights with images; "
                             "mcp loads a second copy)")

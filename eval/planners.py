@@ -226,15 +226,17 @@ def planner_name(settings: PlannerSettings) -> str:
     return "direct" if isinstance(settings, DirectSettings) else "agent"
 
 
-async def direct_answer(engine: Sam3Engine, image: str | Path, query: str, settings: DirectSettings) -> AgentAnswer:
-    """Answer ``query`` with SAM 3 alone: its noun phrase, one SAM 3 call, the best (or every) instance."""
+async def direct_answer(engine: Sam3Engine, image: str | Path, query: str, settings: DirectSettings,
+                        phrase: str | None = None) -> AgentAnswer:
+    """Answer ``query`` with SAM 3 alone: its noun phrase (or ``phrase`` as given), one SAM 3 call, the best
+    (or every) instance."""
     from agent.llm import Usage
     from agent.runner import AgentAnswer
 
     if settings.keep == "auto":
         raise UsageError("resolve DirectSettings.keep with for_task() first")
     started = time.perf_counter()
-    phrase = noun_phrase(query, settings.max_words)
+    phrase = phrase or noun_phrase(query, settings.max_words)
     (result,) = await engine.asegment(image, [phrase], score_threshold=settings.score_threshold)
     wall = time.perf_counter() - started
     count = min(len(result), 1) if settings.keep == "best" else len(result)  # scores are sorted high to low

@@ -57,7 +57,7 @@ def _rescore(task: Task, records: Sequence[Mapping[str, Any]]) -> list[tuple[Eva
             logger.warning("record %s is not a sample of this split; left out", record["id"])
             continue
         index, item = items[record["id"]]
-        fields = task.score(item, decode_record_masks(record), record.get("scores", []))
+        fields = task.score_record(item, record)
         changed = [k for k in fields if k in record and record[k] != fields[k]]
         if changed:
             logger.warning("sample %s scores differently now (%s): has the ground truth changed?", item.id, changed)
@@ -175,13 +175,18 @@ def score_run(run_dir: str | Path, task: Task | None = None, worst_k: int = MAX_
     if isinstance(task, OmniLabelTask):
         write_json(folder / OMNILABEL_PREDICTIONS, [d for _, _, fields in scored for d in fields["detections"]],
                    compact=True)
+    if task.spec.dataset in ("saco", "saco_video"):
+        from eval.saco.predictions import write_predictions
+
+        write_predictions(folder, task.spec.dataset == "saco_video", [(item, record) for item, record, _ in scored])
     logger.info("report written to %s", folder / REPORT_MD)
     return report
 
 
 # ------------------------------------------------------------------------------------------------ markdown
 
-_TITLES = {"reasonseg": "ReasonSeg", "refcoco": "RefCOCO", "omnilabel": "OmniLabel"}
+_TITLES = {"reasonseg": "ReasonSeg", "refcoco": "RefCOCO", "omnilabel": "OmniLabel", "saco": "SA-Co",
+           "saco_video": "SA-Co/VEval"}
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
@@ -198,6 +203,10 @@ def _metric_lines(report: Mapping[str, Any]) -> list[str]:
     metrics = report["metrics"]
     if not metrics:
         return ["No samples scored yet."]
+    if report["dataset"] in ("saco", "saco_video"):
+        from eval.saco.report import saco_metric_lines
+
+        return saco_metric_lines(report)
     if report["dataset"] != "omnilabel":
         rows = [(g, _fmt(m["gIoU"]), _fmt(m["cIoU"]), m["count"]) for g, m in metrics.items()]
         return _table(["group", "gIoU", "cIoU", "samples"], rows)

@@ -18,7 +18,8 @@ Up to ``concurrency`` agents run at once (an :class:`asyncio.Semaphore`), all sh
 :class:`~agent.llm.LLMClient` and one compiled agent graph (each query on its own thread, deleted from
 the graph's in-memory checkpointer when the query ends, so a long run does not grow). Each finished
 sample is scored and appended to ``predictions.jsonl`` (see :mod:`eval.records`); samples already
-there are skipped, so a killed run resumes where it stopped. A sample whose agent run raises (the LLM
+there are skipped, so a killed run resumes where it stopped; a second run on a folder in use is refused
+(:mod:`eval.run_lock`). A sample whose agent run raises (the LLM
 timed out, the endpoint failed) or ends without an answer is recorded with its status and cause,
 scored as an empty prediction, and the run goes on. At the end :func:`eval.report.score_run` writes
 the report.
@@ -46,9 +47,10 @@ from agent.graph import build_graph
 from agent.llm import LLMClient, LLMConfig, Usage
 from agent.runner import AgentAnswer, run_agent
 from agent.settings import AgentSettings
-from eval.planners import DirectSettings, direct_answer, planner_name
+from eval.planners import DirectSettings, planner_name
 from eval.records import FORMAT_VERSION, PredictionLog, prepare_run_dir
 from eval.report import score_run
+from eval.run_lock import locked_run_dir
 from eval.tasks import EvalItem, Task
 from sam3_core.engine import Sam3Engine
 from sam3_core.errors import RunFailed, Sam3AgentError, UsageError
@@ -102,9 +104,14 @@ def run_config(task: Task, sam3_model: str, llm: LLMConfig | None, llm_model: st
 class Progress:
     """A tqdm bar on stderr (rate, ETA, running metric) when available and stderr is a terminal."""
 
+    #: Seconds between two plain progress lines when stderr is not a terminal (logs, CI).
+    LINE_EVERY_S = 30.0
+
     def __init__(self, total: int, done: int, enabled: bool, metric: str | None) -> None:
         self.metric = metric
         self._bar = None
+        # Not a terminal: a bar's carriage returns would garble the log, so plain lines instead.
+        self._plain = [done, total, time.monotonic()] if enabled and not sys.stderr.isatty() else None
         if enabled and sys.stderr.isatty():
             try:
                 from tqdm import tqdm
@@ -121,6 +128,11 @@ class Progress:
 
     def update(self, value: float | None) -> None:
         """One more sample done; ``value`` is the running metric (None: not shown)."""
+        if self._plain is not None:
+            self._plain[0] += 1
+            if time.monotonic() - self._plain[2] >= self.LINE_EVERY_S or self._plain[0] == self._plain[1]:
+                self._plain[2] = time.monotonic()
+                logging.getLogger("sam3_agent.eval").info("eval: %d/%d queries done", *self._plain[:2])
         if self._bar is None:
             return
         if self.metric and value is not None:
@@ -152,6 +164,7 @@ def _record(item: EvalItem, answer: AgentAnswer | None, failure: BaseException |
         "llm_calls": usage.calls, "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens, "total_tokens": usage.total_tokens,
         "seconds": round(seconds, 4),
+        **(getattr(answer, "extra_fields", None) or {}),  # e.g. a video answer's masklets
     }
 
 
@@ -177,7 +190,7 @@ class _Run:
 async def _answer(run: _Run, item: EvalItem) -> AgentAnswer:
     """The planner's answer to one query."""
     if isinstance(run.settings, DirectSettings):
-        return await direct_answer(run.engine, item.image_path, item.query, run.settings)
+        return await run.task.direct(run.engine, item, run.settings)
     if run.client is None:
         raise UsageError("the agent planner needs an LLM client")
     thread_id = f"eval-{uuid.uuid4().hex}"
@@ -205,8 +218,8 @@ async def _run_sample(run: _Run, item: EvalItem) -> dict[str, Any]:
     counted = answer if answer is not None else getattr(failure, "answer", None)
     usage = counted.usage if counted is not None else Usage()
     record = _record(item, answer, failure, usage, time.perf_counter() - started)
-    masks, scores = (answer.masks, answer.scores) if answer is not None else (NO_MASKS, [])
-    fields = await asyncio.to_thread(run.task.score, item, masks, scores)
+    masks = answer.masks if answer is not None else NO_MASKS
+    fields = await asyncio.to_thread(run.task.score_record, item, record, masks)
     return {**record, **fields}
 
 
@@ -239,6 +252,7 @@ async def _shared_client(llm: LLMConfig | LLMClient | None) -> AsyncIterator[LLM
         yield client
 
 
+@locked_run_dir  # one run per folder at a time (eval.run_lock)
 async def run_eval(task: Task, run_dir: str | Path, engine: Sam3Engine, llm: LLMConfig | LLMClient | None, *,
                    sam3_model: str, settings: PlannerSettings | None = None,
                    options: RunOptions | None = None) -> dict[str, Any]:
@@ -249,6 +263,7 @@ async def run_eval(task: Task, run_dir: str | Path, engine: Sam3Engine, llm: LLM
 
     Raises:
         ConfigMismatch: ``run_dir`` holds a run with another configuration.
+        RunDirLocked: another run is using ``run_dir`` now (the error names its pid).
         RunFailed: the LLM endpoint cannot tell its model name (nothing was run).
         InputError: the dataset cannot be read.
         UsageError: the agent planner without an ``llm``.
@@ -258,6 +273,8 @@ async def run_eval(task: Task, run_dir: str | Path, engine: Sam3Engine, llm: LLM
         settings, llm = settings.for_task(task.ranked_detections), None
     elif llm is None:
         raise UsageError("the agent planner needs an LLM (an LLMConfig or LLMClient); or use DirectSettings")
+    if planner_name(settings) not in task.planners:
+        raise UsageError(f"{task.spec.dataset} is answered by the {' or '.join(task.planners)} planner only")
     items = task.items()
     items = items[: options.limit] if options.limit is not None else items
     async with _shared_client(llm) as client:

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -33,11 +33,15 @@ from eval.metrics import IoUAccumulator, IoURecord, intersection_and_union
 from eval.omnilabel_ap import evaluate_omnilabel
 from sam3_core.drawing import render_final
 from sam3_core.errors import InputError
-from sam3_core.postprocess import masks_to_boxes
+from sam3_core.postprocess import masks_to_boxes, rle_to_mask
+
+if TYPE_CHECKING:
+    from agent.runner import AgentAnswer
+    from eval.planners import DirectSettings
 
 logger = logging.getLogger(__name__)
 
-DATASETS = ("reasonseg", "refcoco", "omnilabel")
+DATASETS = ("reasonseg", "refcoco", "omnilabel", "saco", "saco_video")
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,8 @@ class Task:
     progress_name: str | None = None
     #: True when every chosen mask is scored as a ranked detection (AP), not as one region.
     ranked_detections: bool = False
+    #: The planners that can answer this task's queries.
+    planners: tuple[str, ...] = ("agent", "direct")
 
     def __init__(self, spec: TaskSpec) -> None:
         self.spec = spec
@@ -105,6 +111,19 @@ class Task:
     def score(self, item: EvalItem, masks: np.ndarray, scores: Sequence[float]) -> dict[str, Any]:
         """Per-sample result fields of a prediction (``(K, H, W)`` chosen masks, one score each)."""
         raise NotImplementedError
+
+    def score_record(self, item: EvalItem, record: Mapping[str, Any], masks: np.ndarray | None = None) -> dict:
+        """:meth:`score` of a stored record (``masks``: its decoded masks when the caller has them)."""
+        if masks is None:
+            rles = record.get("masks", [])
+            masks = np.stack([rle_to_mask(r) for r in rles]) if rles else np.zeros((0, 1, 1), dtype=bool)
+        return self.score(item, masks, record.get("scores", []))
+
+    async def direct(self, engine: Any, item: EvalItem, settings: DirectSettings) -> AgentAnswer:
+        """The ``direct`` planner's answer (SAM 3 alone on the query's noun phrase)."""
+        from eval.planners import direct_answer
+
+        return await direct_answer(engine, item.image_path, item.query, settings)
 
     def quality(self, item: EvalItem, fields: Mapping[str, Any]) -> float:
         """How good one scored sample is, in ``[0, 1]``; the lowest are the "worst cases"."""
@@ -314,4 +333,8 @@ def load_task(spec: TaskSpec) -> Task:
         return RefCocoTask(spec)
     if spec.dataset == "omnilabel":
         return OmniLabelTask(spec)
+    if spec.dataset in ("saco", "saco_video"):
+        from eval.saco.task import load_saco_task  # imports this module
+
+        return load_saco_task(spec)
     raise InputError(f"unknown dataset {spec.dataset!r}; expected one of {', '.join(DATASETS)}")

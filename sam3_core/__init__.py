@@ -14,8 +14,10 @@ import importlib
 from typing import Any
 
 from .errors import (
+    AdmissionError,
     CheckpointError,
     ImageError,
+    ImageTooLarge,
     InputError,
     ModelRetry,
     PromptError,
@@ -25,18 +27,24 @@ from .errors import (
 )
 
 _LAZY = {
+    "AdmissionLimits": "admission",
     "EngineOptions": "engine",
     "Sam3Engine": "engine",
     "LoadedImage": "images",
     "load_image": "images",
     "PhraseResult": "results",
     "RefineResult": "results",
+    "SegmentationResults": "results",
+    "plot_results": "plotting",
 }
 
 __all__ = [
+    "AdmissionError",
+    "AdmissionLimits",
     "CheckpointError",
     "EngineOptions",
     "ImageError",
+    "ImageTooLarge",
     "InputError",
     "LoadedImage",
     "ModelRetry",
@@ -46,8 +54,10 @@ __all__ = [
     "RunFailed",
     "Sam3AgentError",
     "Sam3Engine",
+    "SegmentationResults",
     "UsageError",
     "load_image",
+    "plot_results",
 ]
 
 

@@ -14,9 +14,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .admission import too_many_masks
 from .cache import tensor_bytes
+from .errors import AdmissionError
 from .phrases import MAX_TEXT_TOKENS
 from .results import PhraseResult
+
+#: Pixels of float32 upsampled masks held at once (4 M pixels = 16 MB) while making full-size masks.
+UPSAMPLE_CHUNK_PIXELS = 4_000_000
 
 
 @dataclass
@@ -44,7 +49,8 @@ class PromptSpec:
 
     ``boxes`` are normalised ``cx, cy, w, h`` (as ``Sam3Model`` expects), ``box_labels`` 1 positive /
     0 negative. Instances scoring at or below ``score_threshold`` are dropped; mask probabilities above
-    ``mask_threshold`` are foreground.
+    ``mask_threshold`` are foreground. When more than ``max_masks`` instances are kept, the row yields an
+    :class:`~sam3_core.errors.AdmissionError` instead of a result (no full-size mask is made).
     """
 
     phrase: str
@@ -53,6 +59,7 @@ class PromptSpec:
     truncated: bool = False
     score_threshold: float = 0.5
     mask_threshold: float = 0.5
+    max_masks: int | None = None
 
 
 @torch.inference_mode()
@@ -162,25 +169,30 @@ def run_prompts(detector, tokenizer, items: list[tuple[ImageFeatures, list[Promp
     return grouped
 
 
-def postprocess_outputs(outputs, prompts: list[PromptSpec], sizes: list[tuple[int, int]]) -> list[PhraseResult]:
+def postprocess_outputs(outputs, prompts: list[PromptSpec],
+                        sizes: list[tuple[int, int]]) -> list[PhraseResult | AdmissionError]:
     """Scores, boxes and masks per prompt, computed as ``Sam3Processor.post_process_instance_segmentation``
-    does (same operations in the same order), but with boolean masks and instances sorted by score."""
+    does (same operations in the same order), but with boolean masks and instances sorted by score.
+
+    A row whose kept instances exceed its ``max_masks`` gets an :class:`AdmissionError` in its place, so
+    that only its own request fails."""
     scores_all = outputs.pred_logits.float().sigmoid() * outputs.presence_logits.float().sigmoid()
     presence = outputs.presence_logits.float().sigmoid()[:, 0]
     results = []
     for row, (prompt, (height, width)) in enumerate(zip(prompts, sizes)):
         keep = scores_all[row] > prompt.score_threshold
+        found = int(keep.sum())
+        if prompt.max_masks is not None and found > prompt.max_masks:
+            results.append(too_many_masks(found, prompt.max_masks, height * width))
+            continue
         order = torch.argsort(scores_all[row][keep], descending=True, stable=True)
         scores = scores_all[row][keep][order]
         scale = torch.tensor([width, height, width, height], device=scores.device, dtype=torch.float32)
         boxes = outputs.pred_boxes[row].float()[keep][order] * scale
-        masks = outputs.pred_masks[row][keep][order].float().sigmoid()
-        if len(masks):
-            masks = F.interpolate(masks[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-        masks = masks > prompt.mask_threshold
+        masks = full_size_masks(outputs.pred_masks[row][keep][order], (height, width), prompt.mask_threshold)
         results.append(PhraseResult(
             phrase=prompt.phrase,
-            masks=masks.cpu().numpy() if len(masks) else np.zeros((0, height, width), dtype=bool),
+            masks=masks,
             boxes=boxes.cpu().numpy().astype(np.float32).reshape(-1, 4),
             scores=scores.cpu().numpy().astype(np.float32),
             presence_score=float(presence[row]),
@@ -188,3 +200,19 @@ def postprocess_outputs(outputs, prompts: list[PromptSpec], sizes: list[tuple[in
             truncated=prompt.truncated,
         ))
     return results
+
+
+def full_size_masks(logits: torch.Tensor, size_hw: tuple[int, int], mask_threshold: float) -> np.ndarray:
+    """Low-resolution mask logits ``(K, h, w)`` to boolean masks ``(K, H, W)``.
+
+    Upsampled a few masks at a time, so the float32 intermediate stays near
+    :data:`UPSAMPLE_CHUNK_PIXELS` pixels whatever ``K`` is; the output is the only full-size allocation.
+    """
+    height, width = size_hw
+    out = np.zeros((len(logits), height, width), dtype=bool)
+    step = max(1, UPSAMPLE_CHUNK_PIXELS // max(1, height * width))
+    for start in range(0, len(logits), step):
+        probs = logits[start : start + step].float().sigmoid()
+        upsampled = F.interpolate(probs[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+        out[start : start + step] = (upsampled > mask_threshold).cpu().numpy()
+    return out

@@ -226,6 +226,11 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
+def font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """The font labels are drawn in, at ``size`` px (Pillow's bundled font; cached)."""
+    return _font(size)
+
+
 def _tint(canvas: np.ndarray, mask: np.ndarray, color: RGB, alpha: float, outline: int) -> None:
     """Blend ``color`` into ``canvas`` (float ``(H, W, 3)``) over ``mask``, then paint its inner outline."""
     box = _bbox(mask)

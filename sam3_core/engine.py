@@ -23,16 +23,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .admission import AdmissionLimits, check_admission, max_masks_per_phrase
 from .batching import MicroBatcher
 from .cache import CacheStats, FeatureCache
 from .detector import MAX_TEXT_TOKENS, ImageFeatures, PromptSpec, SerialTokenizer, cached_bytes, count_tokens
 from .errors import PromptError, UsageError
+from .geometry import check_threshold, clip_boxes
 from .handler import BatchHandler, EncodeRequest, EngineCounters, RefineRequest, SegmentRequest
 from .images import DEFAULT_MAX_PIXELS, ImageInput, LoadedImage, load_image
 from .loading import DEFAULT_MODEL_ID, load_models, resolve_device, resolve_dtype
 from .phrases import clean_phrases
-from .results import PhraseResult, RefineResult
-from .tracker import validate_clicks
+from .results import RefineResult, SegmentationResults
+from .tracker import clean_mask_input, validate_clicks
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +52,8 @@ class EngineOptions:
         max_wait_ms: longest a request waits for others to join its batch.
         max_encode_batch: most images per vision-encoder pass.
         max_prompts_per_pass: most (image, phrase) rows per detector pass; bounds activation memory.
+        admission: the per-request budget (phrases, boxes, estimated memory) checked before a request
+            is queued; ``None`` uses :class:`~sam3_core.admission.AdmissionLimits` with ``max_pixels``.
     """
 
     cache_bytes: int = 2 * GIB
@@ -58,6 +62,12 @@ class EngineOptions:
     max_wait_ms: float = 2.0
     max_encode_batch: int = 8
     max_prompts_per_pass: int = 64
+    admission: AdmissionLimits | None = None
+
+    @property
+    def limits(self) -> AdmissionLimits:
+        """The admission budget in force."""
+        return self.admission if self.admission is not None else AdmissionLimits(max_pixels=self.max_pixels)
 
 
 class Sam3Engine:
@@ -123,8 +133,12 @@ class Sam3Engine:
     def segment(self, image: ImageInput, phrases: str | Sequence[str] | None,
                 exemplar_boxes: Sequence[Sequence[float]] | None = None,
                 exemplar_labels: Sequence[int | bool] | None = None,
-                score_threshold: float = 0.5, mask_threshold: float = 0.5) -> list[PhraseResult]:
+                score_threshold: float = 0.5, mask_threshold: float = 0.5,
+                output_formats: Sequence[str] = ()) -> SegmentationResults:
         """Find every instance of each phrase; one :class:`PhraseResult` per phrase, in order.
+
+        The list returned is a :class:`~sam3_core.results.SegmentationResults`: it keeps the image, so
+        ``.plot()`` draws the numbered masks with a legend and ``.save(path)`` writes the picture or JSON.
 
         Args:
             image: path, bytes, PIL image or array (see :func:`sam3_core.images.load_image`).
@@ -133,9 +147,16 @@ class Sam3Engine:
             exemplar_labels: per box, 1 (an instance of the concept) or 0 (not one); default all 1.
             score_threshold: keep instances whose score (object x presence) is above this.
             mask_threshold: mask probability above which a pixel is foreground.
+            output_formats: formats (``rle``, ``png``, ``polygons``) the caller will render every mask in;
+                only counted in the admission budget.
+
+        Raises:
+            PromptError: a phrase, box or threshold is invalid (not finite, off the image, ...).
+            AdmissionError: the request is over a limit of ``options.limits`` (named in ``limit``).
         """
-        return self._worker.submit(self._segment_request(image, phrases, exemplar_boxes, exemplar_labels,
-                                                         score_threshold, mask_threshold)).result()
+        request = self._segment_request(image, phrases, exemplar_boxes, exemplar_labels, score_threshold,
+                                        mask_threshold, output_formats)
+        return SegmentationResults(request.image, self._worker.submit(request).result())
 
     def refine(self, image: ImageInput, points: Sequence[Sequence[float]] | None = None,
                point_labels: Sequence[int] | None = None, box: Sequence[float] | None = None,
@@ -153,14 +174,16 @@ class Sam3Engine:
 
     # -- public async API --------------------------------------------------------------------------
 
-    async def asegment(self, image: ImageInput, phrases: str | Sequence[str] | None, **kwargs) -> list[PhraseResult]:
+    async def asegment(self, image: ImageInput, phrases: str | Sequence[str] | None,
+                       **kwargs) -> SegmentationResults:
         """:meth:`segment` for asyncio; concurrent calls are batched together."""
         request = await asyncio.to_thread(self._segment_request, image, phrases,
                                           kwargs.pop("exemplar_boxes", None), kwargs.pop("exemplar_labels", None),
-                                          kwargs.pop("score_threshold", 0.5), kwargs.pop("mask_threshold", 0.5))
+                                          kwargs.pop("score_threshold", 0.5), kwargs.pop("mask_threshold", 0.5),
+                                          kwargs.pop("output_formats", ()))
         if kwargs:
             raise UsageError(f"unexpected arguments to asegment: {sorted(kwargs)}")
-        return await asyncio.wrap_future(self._worker.submit(request))
+        return SegmentationResults(request.image, await asyncio.wrap_future(self._worker.submit(request)))
 
     async def arefine(self, image: ImageInput, points=None, point_labels=None, box=None, mask_input=None,
                       multimask: bool | None = None) -> RefineResult:
@@ -198,10 +221,18 @@ class Sam3Engine:
     # -- request building (runs in the caller's thread) --------------------------------------------
 
     def _segment_request(self, image, phrases, exemplar_boxes, exemplar_labels, score_threshold,
-                         mask_threshold) -> SegmentRequest:
+                         mask_threshold, output_formats=()) -> SegmentRequest:
+        score_threshold = check_threshold(score_threshold, "score_threshold")
+        mask_threshold = check_threshold(mask_threshold, "mask_threshold")
+        has_boxes = exemplar_boxes is not None and len(exemplar_boxes) > 0
+        texts = _check_phrases(phrases, has_boxes=has_boxes)
         loaded = self.load(image)
-        texts = _check_phrases(phrases, has_boxes=bool(exemplar_boxes))
         boxes, labels = _exemplar_tensors(exemplar_boxes, exemplar_labels, loaded.size_hw)
+        # Refused here, in the caller's thread, before the request can occupy the worker.
+        limits, pixels, formats = self.options.limits, loaded.height * loaded.width, tuple(output_formats)
+        check_admission(limits, pixels=pixels, phrases=len(texts), exemplar_boxes=0 if boxes is None else len(boxes),
+                        formats=formats)
+        max_masks = max_masks_per_phrase(limits, pixels=pixels, phrases=len(texts), formats=formats)
         tokenizer = self.tokenizer
         prompts = []
         for text in texts:
@@ -209,8 +240,7 @@ class Sam3Engine:
             if truncated:
                 warnings.warn(f"phrase {text[:40]!r}... is longer than SAM 3's {MAX_TEXT_TOKENS} tokens and "
                               "was truncated; use a short noun phrase", stacklevel=4)
-            prompts.append(PromptSpec(text, boxes, labels, truncated, float(score_threshold),
-                                      float(mask_threshold)))
+            prompts.append(PromptSpec(text, boxes, labels, truncated, score_threshold, mask_threshold, max_masks))
         return SegmentRequest(image=loaded, prompts=prompts)
 
     def _refine_request(self, image, points, point_labels, box, mask_input, multimask) -> RefineRequest:
@@ -218,10 +248,9 @@ class Sam3Engine:
             raise UsageError("this engine was loaded without the tracker (a detector-only checkpoint or "
                              "with_tracker=False); refine needs it")
         loaded = self.load(image)
-        points = [list(p) for p in points] if points is not None else None
-        point_labels = [int(v) for v in point_labels] if point_labels is not None else None
-        box = list(box) if box is not None else None
-        validate_clicks(points, point_labels, box, loaded.size_hw)
+        points, point_labels, box = validate_clicks(points, point_labels, box, loaded.size_hw)
+        mask_input = clean_mask_input(mask_input)
+        check_admission(self.options.limits, pixels=loaded.height * loaded.width, phrases=1)
         return RefineRequest(image=loaded, points=points, point_labels=point_labels, box=box,
                              mask_input=mask_input, multimask=multimask)
 
@@ -235,17 +264,19 @@ def _check_phrases(phrases: str | Sequence[str] | None, *, has_boxes: bool) -> l
 
 
 def _exemplar_tensors(boxes, labels, size_hw: tuple[int, int]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Pixel xyxy boxes to the normalised cx, cy, w, h the model takes, with labels 1/0."""
-    if not boxes:
-        if labels:
+    """Pixel xyxy boxes, clipped to the image, to the normalised cx, cy, w, h the model takes, with labels 1/0.
+
+    Clipping bounds what a box can cost: ``roi_align`` samples in proportion to the box's area.
+    """
+    if boxes is None or len(boxes) == 0:
+        if labels is not None and len(labels) > 0:
             raise PromptError("exemplar_labels given without exemplar_boxes")
         return None, None
-    array = np.asarray(boxes, dtype=np.float64)
-    if array.ndim != 2 or array.shape[1] != 4 or not np.isfinite(array).all():
-        raise PromptError(f"exemplar_boxes must be a list of pixel [x1, y1, x2, y2] boxes, got shape {array.shape}")
-    if (array[:, 2] <= array[:, 0]).any() or (array[:, 3] <= array[:, 1]).any():
-        raise PromptError("every exemplar box needs x2 > x1 and y2 > y1 (pixel x1, y1, x2, y2)")
-    labels = [1] * len(array) if labels is None else [int(v) for v in labels]
+    array = clip_boxes(boxes, size_hw, what="exemplar_boxes")
+    try:
+        labels = [1] * len(array) if labels is None else [int(v) for v in labels]
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise PromptError(f"exemplar_labels must be 1 or 0 per box: {exc}") from exc
     if len(labels) != len(array) or any(v not in (0, 1) for v in labels):
         raise PromptError("exemplar_labels must hold one 1 (positive) or 0 (negative) per exemplar box")
     height, width = size_hw

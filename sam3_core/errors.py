@@ -35,6 +35,28 @@ class PromptError(InputError):
     """A text phrase, point, box or mask prompt is invalid."""
 
 
+class AdmissionError(InputError):
+    """A request would cost more than a configured budget (pixels, phrases, boxes or estimated memory).
+
+    Raised before the request reaches the engine's worker, or (for the number of masks, known only
+    after the model ran) for that request alone. HTTP front ends answer 413 (or 422).
+
+    Attributes:
+        limit: the name of the limit, as in :class:`sam3_core.admission.AdmissionLimits`
+            (``"max_pixels"``, ``"max_phrases"``, ``"max_exemplar_boxes"``, ``"max_request_bytes"``).
+        value: what the request needed. maximum: the limit's value.
+    """
+
+    def __init__(self, message: str, *, limit: str, value: float, maximum: float) -> None:
+        super().__init__(message)
+        self.limit, self.value, self.maximum = limit, value, maximum
+
+
+class ImageTooLarge(ImageError, AdmissionError):
+    """An image over the pixel limit (``limit == "max_pixels"``): both an :class:`ImageError` and an
+    :class:`AdmissionError`, so front ends can answer every budget refusal alike (413)."""
+
+
 class VideoError(InputError):
     """A video cannot be read or has no frames, or a frame index, session or object id is unknown."""
 

@@ -23,6 +23,16 @@ from .tracker import run_refine, tracker_embeddings
 logger = logging.getLogger(__name__)
 
 
+def preprocess(image_processor, images: list[LoadedImage]) -> torch.Tensor:
+    """``(B, 3, S, S)`` pixel values of ``(H, W, 3)`` RGB images.
+
+    The layout is stated, not guessed: the processor's guess reads an image 1 or 3 pixels high as
+    channels-first (a 1-pixel-high image then fails, a 3-pixel-high one is silently transposed).
+    """
+    return image_processor(images=[image.pixels for image in images], return_tensors="pt",
+                           input_data_format="channels_last")["pixel_values"]
+
+
 @dataclass
 class EncodeRequest(Request):
     image: LoadedImage
@@ -103,25 +113,31 @@ class BatchHandler:
                 missing[key] = request.image
         images = list(missing.values())
         for start in range(0, len(images), self.max_encode_batch):
-            chunk = images[start : start + self.max_encode_batch]
-            try:
-                encoded = self._encode(chunk)
-            except Exception as exc:
-                logger.exception("encoding %d images failed", len(chunk))
-                failed = {image.key for image in chunk}
-                for request in batch:
-                    if request.image.key in failed and not request.future.done():
-                        request.future.set_exception(exc)
-                continue
-            for image, feat in zip(chunk, encoded):
-                found[image.key] = feat
-                self.cache.put(image.key, feat)
+            self._encode_chunk(images[start : start + self.max_encode_batch], batch, found)
         return found
 
+    def _encode_chunk(self, chunk: list[LoadedImage], batch: list[Request], found: dict[str, ImageFeatures]) -> None:
+        """Encode ``chunk`` in one pass; if that fails, image by image, so that one image the
+        preprocessing or the model cannot take fails only the requests that sent it."""
+        try:
+            encoded = self._encode(chunk)
+        except Exception as exc:
+            if len(chunk) > 1:
+                logger.warning("encoding %d images together failed (%s); encoding them one by one", len(chunk), exc)
+                for image in chunk:
+                    self._encode_chunk([image], batch, found)
+                return
+            logger.exception("encoding a %dx%d image failed", chunk[0].width, chunk[0].height)
+            for request in batch:
+                if request.image.key == chunk[0].key and not request.future.done():
+                    request.future.set_exception(exc)
+            return
+        for image, feat in zip(chunk, encoded):
+            found[image.key] = feat
+            self.cache.put(image.key, feat)
+
     def _encode(self, images: list[LoadedImage]) -> list[ImageFeatures]:
-        pixel_values = self.processor.image_processor(
-            images=[image.pixels for image in images], return_tensors="pt"
-        )["pixel_values"].to(self.device, self.dtype)
+        pixel_values = preprocess(self.processor.image_processor, images).to(self.device, self.dtype)
         self.counters.images_encoded += len(images)
         self.counters.encoder_passes += 1
         return encode_images(self.detector, pixel_values, [image.size_hw for image in images],
@@ -144,7 +160,12 @@ class BatchHandler:
             for start in range(0, len(rows), self.max_prompts_per_pass):
                 self._run_rows(rows[start : start + self.max_prompts_per_pass], features, results, failed)
         for request in requests:
-            if id(request) not in failed and not request.future.done():
+            if id(request) in failed or request.future.done():
+                continue
+            refused = [r for r in results[id(request)] if isinstance(r, Exception)]
+            if refused:  # a phrase over the request's budget (see sam3_core.admission) fails it alone
+                request.future.set_exception(refused[0])
+            else:
                 request.future.set_result(results[id(request)])
 
     def _run_rows(self, rows, features, results, failed) -> None:

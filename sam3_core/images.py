@@ -15,15 +15,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError
+from .errors import ImageError, ImageTooLarge
 
 ImageInput = str | os.PathLike | bytes | bytearray | Image.Image | np.ndarray
 
-#: Default upper bound on width * height. 64 MP is far above any benchmark image but stops a
-#: decompression bomb or a mistaken 30k x 30k scan from exhausting host memory.
-DEFAULT_MAX_PIXELS = 64_000_000
+#: Default upper bound on width * height: 25 MP (5000 x 5000). Decoding and preprocessing were measured
+#: at about 19 bytes of peak memory per pixel (``python -m bench.engine_memory``; see
+#: :data:`sam3_core.admission.BYTES_PER_PIXEL`), so the largest image admitted costs ~0.5 GB before any
+#: mask exists, and each full-size mask with every output format ~5.5 B/px more. The former 64 MP let a
+#: 62 KB PNG cost 1.2 GB just to decode and 3.9 GB with its masks. SAM 3 sees every image at 1008 px,
+#: so larger photos gain nothing but mask resolution: downscale them, or raise ``max_pixels``.
+DEFAULT_MAX_PIXELS = 25_000_000
 
 
 @dataclass(frozen=True)
@@ -98,10 +102,9 @@ def _check_size(width: int, height: int, max_pixels: int, what: str) -> None:
     if width <= 0 or height <= 0:
         raise ImageError(f"{what} has zero size ({width}x{height})")
     if width * height > max_pixels:
-        raise ImageError(
+        raise ImageTooLarge(
             f"{what} is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}; "
-            "downscale it or raise max_pixels"
-        )
+            "downscale it or raise max_pixels", limit="max_pixels", value=width * height, maximum=max_pixels)
 
 
 def _decode(stream: io.IOBase, max_pixels: int, what: str) -> np.ndarray:
@@ -123,7 +126,9 @@ def _decode(stream: io.IOBase, max_pixels: int, what: str) -> np.ndarray:
 def _pil_to_rgb(image: Image.Image, max_pixels: int, what: str) -> np.ndarray:
     _check_size(image.width, image.height, max_pixels, what)
     try:
-        image = ImageOps.exif_transpose(image)
+        # Transposing copies the whole image: only do it when the orientation tag asks for it.
+        if image.getexif().get(ExifTags.Base.Orientation, 1) not in (1, None):
+            image = ImageOps.exif_transpose(image)
     except Exception as exc:  # a broken EXIF block must not lose an otherwise good image
         raise ImageError(f"cannot apply the EXIF orientation of {what}: {exc}") from exc
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
@@ -132,7 +137,9 @@ def _pil_to_rgb(image: Image.Image, max_pixels: int, what: str) -> np.ndarray:
         # Transparent pixels keep their colour; alpha is dropped rather than composited, as SAM 3's
         # own preprocessing does, so that the masks line up with what the user sees in most viewers.
         image = image.convert("RGBA")
-    return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    if image.mode != "RGB":  # convert() copies even an RGB image; each copy is 4 bytes a pixel
+        image = image.convert("RGB")
+    return np.asarray(image, dtype=np.uint8).copy()
 
 
 def _array_to_rgb(array: np.ndarray, max_pixels: int) -> np.ndarray:

@@ -23,11 +23,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .defaults import DEFAULT_MODEL_ID
 from .errors import CheckpointError
+from .hub import hub_access
+
+__all__ = ["DEFAULT_MODEL_ID", "LoadedModels", "hub_access", "load_models"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL_ID = "facebook/sam3"
 
 # Key renames that take a sam3_video checkpoint into a Sam3TrackerModel. transformers ships the same
 # mapping for "sam3_tracker", but in 5.20 its ``tracker_model.(.+) -> \1`` rule does not fire, which
@@ -80,6 +83,7 @@ def load_models(model_id: str, *, with_tracker: bool = True, token: str | None =
     from transformers import Sam3Model, Sam3Processor, Sam3TrackerModel, Sam3TrackerProcessor
 
     common = {"token": token} if token else {}
+    common.update(hub_access(model_id, token))
     with _translate_load_errors(model_id):
         processor = Sam3Processor.from_pretrained(model_id, **common)
         detector, info = Sam3Model.from_pretrained(model_id, output_loading_info=True, **common)
@@ -134,6 +138,7 @@ def image_models_from_video(video_model: nn.Module, model_id: str, *, token: str
     from transformers import Sam3Processor, Sam3TrackerConfig, Sam3TrackerModel, Sam3TrackerProcessor
 
     common = {"token": token} if token else {}
+    common.update(hub_access(model_id, token))
     with _translate_load_errors(model_id):
         processor = Sam3Processor.from_pretrained(model_id, **common)
     fields = video_model.config.tracker_config.to_dict()

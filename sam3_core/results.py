@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+from PIL import Image
 
+from .errors import UsageError
+from .images import ImageInput, load_image
+from .plotting import plot_results, results_document, save_results
 from .postprocess import masks_to_rle
 
 
@@ -60,6 +67,44 @@ class PhraseResult(LazyRles):
                 for score, box, rle in zip(self.scores, self.boxes, self.rles)
             ],
         }
+
+    def plot(self, image: ImageInput, **options: Any) -> Image.Image:
+        """This phrase's instances drawn on ``image`` (the one segmented), numbered from 1, with a legend;
+        see :func:`sam3_core.plotting.plot_results` for ``options``."""
+        return plot_results(image, [self], **options)
+
+    def save(self, path: str | Path, image: ImageInput | None = None, **options: Any) -> Path:
+        """Write :meth:`plot` (``.png``, ``.jpg``, ...; needs ``image``) or the JSON document (``.json``)."""
+        if image is None and Path(path).suffix.lower() != ".json":
+            raise UsageError("saving a picture needs the image: result.save(path, image)")
+        return save_results(path, image, [self], **options)
+
+
+class SegmentationResults(list[PhraseResult]):
+    """The results of one :meth:`Sam3Engine.segment` call together with their image, so they can draw
+    themselves: a plain list of :class:`PhraseResult` (one per phrase) with an ``image`` attribute.
+
+    ``SegmentationResults(image, engine.segment(image, ["dog", "cat"])).plot()`` gives the overlay with
+    its legend; ``.save("out.png")`` / ``.save("out.json")`` write it. Instance ids run from 1 across all
+    phrases in order, the same in the picture, its legend and the JSON.
+    """
+
+    def __init__(self, image: ImageInput, results: Iterable[PhraseResult] = ()) -> None:
+        super().__init__(results)
+        #: ``(H, W, 3)`` uint8 RGB of the segmented image.
+        self.image: np.ndarray = load_image(image).pixels
+
+    def plot(self, **options: Any) -> Image.Image:
+        """The overlay with its legend (see :func:`sam3_core.plotting.plot_results` for ``options``)."""
+        return plot_results(self.image, self, **options)
+
+    def save(self, path: str | Path, **options: Any) -> Path:
+        """Write the overlay (``.png``, ``.jpg``, ``.webp``) or the JSON document (``.json``); returns ``path``."""
+        return save_results(path, self.image, self, **options)
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"image": {"height", "width"}, "results": [...]}``, each instance with its ``id``."""
+        return results_document(self, self.image.shape[:2])
 
 
 @dataclass

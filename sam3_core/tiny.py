@@ -125,14 +125,15 @@ def write_byte_tokenizer(folder: Path) -> None:
     CLIPTokenizer(vocab=vocab, merges=[]).save_pretrained(folder)
 
 
-def write_tiny_checkpoint(folder: str | Path, spec: TinySpec = TinySpec(), *, video: bool = False,
+def write_tiny_checkpoint(folder: str | Path, spec: TinySpec = TinySpec(), *, video: bool = True,
                           seed: int = 0) -> Path:
     """Write a random SAM 3 checkpoint (weights, processor, tokenizer) of shape ``spec`` into ``folder``.
 
     Args:
         folder: created if missing.
         spec: the shape; the default is the tiny CPU test model (~4.8M parameters, ~19 MB).
-        video: also write the video processor files, so ``Sam3VideoProcessor.from_pretrained`` works.
+        video: also write the video processor files, so ``Sam3VideoProcessor.from_pretrained`` works and the
+            one checkpoint serves every command (images, refinement, video); False: image-only.
         seed: weights are drawn from ``torch.manual_seed(seed)``; equal seeds give equal checkpoints.
     """
     return write_random_checkpoint(folder, tiny_config(spec), spec.image_size, video=video, seed=seed)

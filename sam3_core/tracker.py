@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from .detector import ImageFeatures
 from .errors import PromptError
+from .geometry import check_points, clip_boxes
 from .postprocess import masks_to_boxes
 from .results import RefineResult
 
@@ -40,23 +41,33 @@ def tracker_embeddings(tracker, features: ImageFeatures) -> list[torch.Tensor]:
 
 
 def validate_clicks(points: Sequence[Sequence[float]] | None, point_labels: Sequence[int] | None,
-                    box: Sequence[float] | None, size_hw: tuple[int, int]) -> None:
-    """Raise :class:`PromptError` for prompts the tracker cannot use."""
-    if not points and box is None:
+                    box: Sequence[float] | None, size_hw: tuple[int, int]
+                    ) -> tuple[list[list[float]] | None, list[int] | None, list[float] | None]:
+    """Checked refine prompts: ``(points, point_labels, box)`` with the box clipped to the image.
+
+    Points must be finite and on the ``(H, W)`` image; the box follows :func:`sam3_core.geometry.clip_boxes`.
+
+    Raises:
+        PromptError: for prompts the tracker cannot use (named in the message).
+    """
+    has_points = points is not None and len(points) > 0
+    if not has_points and box is None:
         raise PromptError("refine needs at least one point or a box")
-    if points:
-        if point_labels is None or len(point_labels) != len(points):
-            raise PromptError(f"got {len(points)} points but {0 if point_labels is None else len(point_labels)} "
+    clean_points = clean_labels = clean_box = None
+    if has_points:
+        array = check_points(points, size_hw)
+        if point_labels is None or len(point_labels) != len(array):
+            raise PromptError(f"got {len(array)} points but {0 if point_labels is None else len(point_labels)} "
                               "point labels; give one label (1 foreground, 0 background) per point")
+        clean_labels = []
         for label in point_labels:
             if label not in (0, 1):
-                raise PromptError(f"point labels must be 1 (foreground) or 0 (background), got {label}")
-        for point in points:
-            if len(point) != 2 or not all(np.isfinite(point)):
-                raise PromptError(f"each point must be a finite (x, y) pair in pixels, got {point}")
-    bad_box = box is not None and (len(box) != 4 or not all(np.isfinite(box)) or box[2] <= box[0] or box[3] <= box[1])
-    if bad_box:
-        raise PromptError(f"box must be pixel x1, y1, x2, y2 with x2 > x1 and y2 > y1, got {box}")
+                raise PromptError(f"point labels must be 1 (foreground) or 0 (background), got {label!r}")
+            clean_labels.append(int(label))
+        clean_points = array.tolist()
+    if box is not None:
+        clean_box = clip_boxes([box], size_hw, what="box")[0].tolist()
+    return clean_points, clean_labels, clean_box
 
 
 @torch.inference_mode()
@@ -99,3 +110,29 @@ def _mask_prompt(mask_input: np.ndarray | torch.Tensor, device: torch.device, dt
     if mask.dtype == torch.bool:
         mask = torch.where(mask, 10.0, -10.0)
     return mask.to(device=device, dtype=dtype)[None, None]
+
+
+def clean_mask_input(mask_input) -> np.ndarray | None:
+    """A refine ``mask_input`` checked before it reaches the worker: a 2-D bool mask is kept, anything
+    else becomes float32 logits ``(h, w)``.
+
+    Raises:
+        PromptError: not 2-D, not numeric, or a value that is not finite once in float32 (``1e39`` is not).
+    """
+    if mask_input is None:
+        return None
+    try:
+        array = np.asarray(mask_input.detach().cpu() if isinstance(mask_input, torch.Tensor) else mask_input)
+    except (TypeError, ValueError) as exc:
+        raise PromptError(f"mask_input must be a 2-D array (h, w): {exc}") from exc
+    if array.ndim != 2 or 0 in array.shape:
+        raise PromptError(f"mask_input must be a non-empty 2-D array (h, w), got shape {array.shape}")
+    if array.dtype == np.bool_:
+        return array
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise PromptError(f"mask_input must hold float logits or bools, got dtype {array.dtype}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        values = array.astype(np.float32)
+    if not np.isfinite(values).all():
+        raise PromptError("mask_input must hold finite logits (no NaN or infinity, nothing beyond float32)")
+    return values

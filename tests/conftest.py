@@ -7,16 +7,21 @@ real ``facebook/sam3`` download takes.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
 
-from agent.testing import ScriptedLLM
+from agent.testing import ScriptedLLM, ScriptedModel
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -27,11 +32,17 @@ def tiny_checkpoint(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def video_checkpoint(tmp_path_factory) -> str:
-    """A tiny random SAM 3 checkpoint with the video processor files (for the video engine and agent tests)."""
+def video_checkpoint(tiny_checkpoint) -> str:
+    """The tiny checkpoint: it has the video processor files too (one checkpoint serves every command)."""
+    return tiny_checkpoint
+
+
+@pytest.fixture(scope="session")
+def image_only_checkpoint(tmp_path_factory) -> str:
+    """A tiny checkpoint without the video files (``make-tiny-checkpoint --image-only``)."""
     from sam3_core.tiny import write_tiny_checkpoint
 
-    return str(write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_sam3_video"), video=True, seed=0))
+    return str(write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_sam3_image"), video=False, seed=0))
 
 
 @pytest.fixture(scope="session")
@@ -61,3 +72,27 @@ def scripted_llm() -> Iterator[ScriptedLLM]:
     with ScriptedLLM() as server:
         yield server
     assert not server.errors, f"ScriptedLLM problems: {server.errors}"
+
+
+@pytest.fixture
+def scripted_model() -> Iterator[ScriptedModel]:
+    """An in-process :class:`ScriptedModel` (no sockets) with an empty script; fails the test on a problem."""
+    model = ScriptedModel()
+    yield model
+    assert not model.errors, f"ScriptedModel problems: {model.errors}"
+
+
+def load_bench(name: str) -> ModuleType:
+    """The benchmark script ``bench/<name>.py`` imported (as ``bench_<name>``) to run its ``main(argv)`` in process.
+
+    Loaded from its file: the repository root need not be importable in the test process (``pytest`` run
+    from the virtual environment imports only the installed packages).
+    """
+    module_name = f"bench_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module

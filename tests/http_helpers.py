@@ -78,3 +78,33 @@ def tiny_video_engine(folder: Path, **options: Any):
                **options}
     with VideoEngine.from_pretrained(str(checkpoint), device="cpu", options=VideoOptions(**options)) as engine:
         yield engine
+
+
+#: Tolerances for comparing results across batch sizes or code paths (float arithmetic may flip a pixel on the
+#: mask's edge or move the last digits of a score; it never changes more than this).
+MAX_DIFF_FRACTION = 1e-3
+SCORE_ATOL = 1e-4
+BOX_ATOL = 1.0
+
+
+def differing_fraction(first: np.ndarray, second: np.ndarray) -> float:
+    """The fraction of pixels where two ``(H, W)`` bool masks of the same shape disagree."""
+    assert first.shape == second.shape, (first.shape, second.shape)
+    return float(np.count_nonzero(first != second)) / first.size
+
+
+def assert_masks_close(first: np.ndarray, second: np.ndarray, max_fraction: float = MAX_DIFF_FRACTION) -> None:
+    """Two masks agree on all but ``max_fraction`` of their pixels (and neither is empty unless both are)."""
+    assert bool(first.any()) == bool(second.any())
+    assert differing_fraction(first, second) <= max_fraction, differing_fraction(first, second)
+
+
+def assert_instances_close(got: list[dict[str, Any]], expected: list[dict[str, Any]]) -> None:
+    """Two lists of JSON instances (``score``, ``box_xyxy``, ``rle``) agree within the stated tolerances."""
+    from sam3_core.postprocess import rle_to_mask
+
+    assert len(got) == len(expected)
+    for one, other in zip(got, expected):
+        assert abs(one["score"] - other["score"]) <= SCORE_ATOL
+        np.testing.assert_allclose(one["box_xyxy"], other["box_xyxy"], atol=BOX_ATOL)
+        assert_masks_close(rle_to_mask(one["rle"]), rle_to_mask(other["rle"]))

@@ -8,22 +8,26 @@ overlap removal, and the two masks are different objects (IoU well below the dup
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import threading
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pytest
 from conftest import random_image
 from langgraph.checkpoint.memory import InMemorySaver
+from pydantic import Field
 
-from agent.graph import build_graph
-from agent.llm import LLMConfig
+from agent.graph import build_graph, recursion_limit
+from agent.llm import LLMClient, LLMConfig
 from agent.runner import AgentAnswer, run_agent, run_agent_sync
 from agent.settings import AgentSettings
+from agent.state import new_query, state_from_values
 from agent.testing import Reply, ScriptedLLM, image_urls, message_texts
 from sam3_core.errors import RunFailed, UsageError
+from tools.registry import ToolEnv, ToolOutcome, tool
 
 #: Seed of the test image; not the ``rng`` fixture's seed, so the shared engine's cache stays cold for
 #: the engine tests that count cache misses.
@@ -263,3 +267,116 @@ def test_checkpoint_holds_no_arrays(engine, server):
     json.dumps(values)  # raises on arrays, tensors or custom objects
     assert values["masks"][0]["rle"]["size"] == [90, 120] and isinstance(values["masks"][0]["rle"]["counts"], str)
     assert len(json.dumps(values)) < 20_000
+
+
+# ----------------------------------------------------------------------------------------- looking at answers
+
+
+def test_answer_save_writes_what_the_cli_writes_and_plot_has_a_legend(engine, server, tmp_path):
+    from PIL import Image
+
+    from sam3_core.drawing import color_for_id
+    from sam3_core.postprocess import rle_to_mask
+
+    server.add(call("segment_phrase", text_prompt="cup"), call("segment_phrase", text_prompt="woman"),
+               call("select_masks_and_return", mask_ids=[1, 2]))
+    pixels = random_image(np.random.default_rng(AGENT_SEED))
+    path = tmp_path / "scene.png"
+    Image.fromarray(pixels).save(path)
+    answer = run(engine, server, image=str(path))
+    folder = answer.save(tmp_path / "out")
+    assert sorted(p.name for p in folder.iterdir()) == ["mask.png", "overlay.png", "result.json", "trace.json"]
+    result = json.loads((folder / "result.json").read_text())
+    assert result == {"image": str(path), "image_size": {"height": 90, "width": 120},
+                      **json.loads(json.dumps(answer.to_json())), "rles": result["rles"]}
+    assert len(result["rles"]) == 2
+    for rle, mask in zip(result["rles"], answer.masks):  # RLE round trip of the same masks: exact by construction
+        assert np.array_equal(rle_to_mask(rle), mask)
+    assert json.loads((folder / "trace.json").read_text()) == json.loads(json.dumps(answer.trace_json()))
+    assert np.array_equal(np.asarray(Image.open(folder / "mask.png")) > 0, answer.mask)
+    picture = answer.plot()
+    assert picture.width > 120 and picture.height >= 90  # the overlay with a legend panel to its right
+    overlay = np.asarray(picture)[:90, :120]
+    assert (overlay[answer.mask] != pixels[answer.mask]).any()  # the masks are tinted
+    legend = np.asarray(picture)[:, 120:].reshape(-1, 3)
+    for mask_id in (1, 2):  # one swatch per id in the id's palette colour
+        assert (legend == np.array(color_for_id(mask_id))).all(axis=1).sum() >= 9
+    assert np.array_equal(np.asarray(Image.open(folder / "overlay.png")), np.asarray(picture))
+    plain = answer.save(tmp_path / "plain", legend=False)  # the overlay alone, as the CLI writes it
+    assert Image.open(plain / "overlay.png").size == (120, 90)
+    assert np.array_equal(np.asarray(Image.open(plain / "overlay.png")), overlay)
+
+
+def test_plot_needs_an_image_when_the_answer_has_none(engine, server):
+    server.add(call("report_no_mask"))
+    answer = run(engine, server)
+    assert answer.plot().width > 120  # a no_mask answer still plots: the image and a legend title
+    bare = dataclasses.replace(answer, image=None)
+    with pytest.raises(UsageError, match="no image"):
+        bare.plot()
+    assert bare.plot(image=random_image(np.random.default_rng(AGENT_SEED))).width > 120
+
+
+# ----------------------------------------------------------------------------------------- a third medium
+
+
+def test_the_graph_runs_any_medium_and_routes_by_tool_kind(server):
+    """A toy medium with its own tools (other names, same kinds) runs on the same compiled graph."""
+
+    @tool
+    async def look_for(env: ToolEnv, thing: Annotated[str, Field(description="What to look for.")]) -> ToolOutcome:
+        """Look for a thing."""
+        return ToolOutcome(text=f"found {thing}", update={"phrases_tried": [*env.state.phrases_tried, thing]},
+                           prune=True)
+
+    @tool(kind="verify")
+    async def double_check(env: ToolEnv) -> ToolOutcome:
+        """Check again."""
+        return ToolOutcome(text="checked")
+
+    @tool(kind="answer")
+    async def done(env: ToolEnv) -> ToolOutcome:
+        """Answer."""
+        return ToolOutcome(text="ok", final=True, update={"answer_ids": [], "status": "no_mask"})
+
+    class ToyMedia:
+        def key(self, ctx: Any) -> str:
+            return "toy:1"
+
+        def tools(self, ctx: Any) -> list:
+            return [look_for, double_check, done]
+
+        def opening(self, state: Any, ctx: Any) -> list[dict[str, Any]]:
+            return [{"role": "system", "content": "Find things."}, {"role": "user", "content": state.query}]
+
+        def result_parts(self, state: Any, ctx: Any) -> list[dict[str, Any]]:
+            return []
+
+        def earlier_text(self, state: Any) -> str:
+            return ""
+
+        def before_model_call(self, state: Any, ctx: Any) -> None:
+            return None
+
+    @dataclasses.dataclass(frozen=True)
+    class ToyContext:
+        llm: LLMClient
+        settings: AgentSettings
+        media: ToyMedia
+        cache: dict = dataclasses.field(default_factory=dict)
+
+    server.add(call("look_for", thing="keys"), call("double_check"), call("done"))
+
+    async def go() -> dict[str, Any]:
+        async with LLMClient(config(server)) as client:
+            graph = build_graph()
+            ctx = ToyContext(llm=client, settings=AgentSettings(), media=ToyMedia())
+            return await graph.ainvoke(new_query("where are my keys", "toy:1"),
+                                       {"configurable": {"thread_id": "toy"}, "recursion_limit": recursion_limit(
+                                           ctx.settings)}, context=ctx)
+
+    state = state_from_values(asyncio.run(go()))
+    assert state.status == "no_mask" and state.phrases_tried == ["keys"]
+    assert [(r["node"], r["tool"]) for r in state.trace if r["node"] != "call_model"] == [
+        ("run_tool", "look_for"), ("verify_masks", "double_check"), ("run_tool", "done")]
+    assert "found keys" in all_text(server.requests[1])

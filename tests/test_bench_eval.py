@@ -1,26 +1,23 @@
-"""The evaluation throughput benchmark runs end to end (tiny model, scripted LLM, small settings)."""
+"""The evaluation throughput benchmark runs end to end in process (tiny model, scripted LLM, small settings).
+
+The scripted LLM server stays a child process, as in a real benchmark run."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
+import logging
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_bench
 
 
-def test_eval_benchmark_runs(tmp_path, tiny_checkpoint):
+def test_eval_benchmark_runs(tmp_path, tiny_checkpoint, caplog):
     out = tmp_path / "eval.json"
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
     args = ["--samples", "6", "--latency-ms", "20", "--concurrency", "4", "--repeats", "1",
             "--checkpoint", tiny_checkpoint, "--out", str(out)]
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "eval.py"), *args], capture_output=True, text=True,
-                          env=env, timeout=300, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "agent (median of 1): " in done.stdout and "queries/s at concurrency 4" in done.stdout
-    assert "bar >= 8x" in done.stdout
+    with caplog.at_level(logging.INFO, logger="bench.eval"):
+        load_bench("eval").main(args)
+    assert "agent (median of 1): " in caplog.text and "queries/s at concurrency 4" in caplog.text
+    assert "bar >= 8x" in caplog.text
     report = json.loads(out.read_text())
     summary = report["summary"]
     assert summary["samples"] == 6 and summary["latency_ms"] == 20 and summary["concurrency"] == 4

@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import random_image
 from PIL import Image
+from tolerances import assert_masks_close, assert_results_close, assert_scores_close
 
 from sam3_core import CheckpointError, EngineOptions, ImageError, PromptError, Sam3Engine, UsageError
 
@@ -54,8 +55,7 @@ def test_concurrent_asegment_matches_sequential(engine, rng):
     for seq, conc in zip(sequential, concurrent):
         for a, b in zip(seq, conc):
             assert a.phrase == b.phrase
-            np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
-            assert np.array_equal(a.masks, b.masks)
+            assert_results_close(b, a)  # concurrent callers share batches: other batch sizes
     # all images were cached by the sequential pass, and the 12 callers shared detector passes
     assert engine.counters().images_encoded == before.images_encoded
     assert engine.counters().detector_passes - before.detector_passes < len(jobs)
@@ -83,7 +83,8 @@ def test_sync_calls_from_threads(engine, rng):
     for t in threads:
         t.join()
     assert len(results) == 4
-    assert all(np.array_equal(r[0].masks, expected.masks) for r in results)
+    for result in results:  # the threads' requests may be batched together
+        assert_results_close(result[0], expected)
 
 
 def test_refine_matches_tracker_forward(engine, tiny_checkpoint, rng):
@@ -104,8 +105,8 @@ def test_refine_matches_tracker_forward(engine, tiny_checkpoint, rng):
 
     result = engine.refine(image, points=[[40, 30]], point_labels=[1])
     assert result.mask.shape == image.shape[:2]
-    assert np.array_equal(result.mask, masks[best].numpy())
-    assert result.score == pytest.approx(float(out.iou_scores[0, 0, best]), abs=1e-5)
+    assert_masks_close(result.mask, masks[best].numpy())
+    assert_scores_close(result.score, float(out.iou_scores[0, 0, best]))
     again = engine.refine(image, points=[[40, 30], [10, 10]], point_labels=[1, 0], box=[5, 5, 80, 60],
                           mask_input=result.low_res_logits)
     assert again.mask.shape == image.shape[:2] and np.isfinite(again.score)
@@ -177,7 +178,7 @@ def test_closed_engine_refuses_work(tiny_checkpoint, rng):
 def test_missing_checkpoint_gives_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="folder"):
         Sam3Engine.from_pretrained(str(tmp_path / "nowhere"), device="cpu")
-    with pytest.raises(CheckpointError, match=r"offline|network|not found"):
+    with pytest.raises(CheckpointError, match=r"(?i)offline|network|not found"):
         Sam3Engine.from_pretrained("facebook/sam3-does-not-exist-here", device="cpu")
 
 

@@ -1,4 +1,8 @@
-"""The engine must give exactly what plain transformers gives, phrase by phrase."""
+"""The engine must give what plain transformers gives, phrase by phrase, within the stated tolerances.
+
+The engine batches phrases on one cached image encoding; transformers runs one phrase per call. Float sums in
+another order may flip a pixel on the mask threshold, so masks, scores and boxes are compared with
+:mod:`tolerances`, not bit for bit."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import pytest
 import torch
 from conftest import random_image
 from PIL import Image
+from tolerances import assert_results_close
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +38,7 @@ def reference(tiny_checkpoint):
 
 
 def assert_same(result, expected: dict) -> None:
-    assert len(result) == len(expected["scores"])
-    np.testing.assert_allclose(result.scores, expected["scores"], atol=1e-5, rtol=0)
-    np.testing.assert_allclose(result.boxes, expected["boxes"], atol=1e-5 * max(result.image_size), rtol=0)
-    assert np.array_equal(result.masks, expected["masks"].astype(bool))
+    assert_results_close(result, expected)
 
 
 @pytest.mark.parametrize("size", [(90, 120), (200, 64)])

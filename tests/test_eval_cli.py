@@ -1,6 +1,6 @@
 """All three benchmarks end to end from the command line: ``sam3-agent eval ...`` through ``cli.main.main``.
 
-Synthetic datasets in the real formats (:mod:`eval_fixtures`), the tiny SAM 3 checkpoint on CPU, and the
+Synthetic datasets in the real formats (:mod:`eval.testing`), the tiny SAM 3 checkpoint on CPU, and the
 scripted OpenAI-compatible server for the agent planner; the direct planner runs with no server at all.
 """
 
@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from eval_fixtures import AgentScript, write_omnilabel, write_reasonseg, write_refcoco
 
 from agent.testing import ScriptedLLM
 from cli.main import main
 from eval.records import PREDICTIONS_FILE
+from eval.testing import AgentScript, write_omnilabel, write_reasonseg, write_refcoco
 
 #: Nothing listens here: a direct run that tried to reach an LLM would fail.
 DEAD_LLM = "http://127.0.0.1:9/v1"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 
 import numpy as np
 import pytest
@@ -364,14 +363,15 @@ def test_bad_inputs_raise() -> None:
         ov.render_masks(image.astype(np.float32), np.zeros((1, 50, 60), bool), [1])
 
 
-def test_fast_enough_for_30_masks_at_1024() -> None:
+def test_renders_30_masks_at_1024() -> None:
+    """Many large masks at once (the speed of this lives in no test: no timed assertions on shared CI)."""
     rng = np.random.default_rng(1)
     image = _gradient(1024, 1024)
     masks = np.stack(
         [_disk((1024, 1024), *rng.integers(0, 1024, size=2), rng.integers(5, 300)) for _ in range(30)]
     )
-    start = time.perf_counter()
     out = ov.render_masks(image, masks, list(range(30)))
-    elapsed = time.perf_counter() - start
     assert out.size == (1024, 1024)
-    assert elapsed < 3.0, f"render took {elapsed:.2f}s"
+    changed = np.any(np.asarray(out.convert("RGB")) != image, axis=-1)
+    assert changed[masks.any(axis=0)].mean() > 0.9  # the masks are tinted
+    assert changed[~masks.any(axis=0)].mean() < 0.05  # outlines and labels stay (nearly) inside

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import dataclasses
 import inspect
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
@@ -14,9 +16,10 @@ from conftest import random_image
 from pydantic import Field
 
 from agent import tool_protocol as tp
+from agent.context import Context
 from agent.llm import LLMClient, LLMConfig
 from agent.settings import AgentSettings
-from agent.state import Context, MaskRecord, State, decode_masks, new_query
+from agent.state import MaskRecord, State, decode_masks, new_query
 from agent.testing import Reply, ScriptedLLM
 from sam3_core.errors import ModelRetry, UsageError
 from sam3_core.postprocess import masks_to_rle
@@ -253,3 +256,54 @@ def test_tools_report_sam_time_and_llm_usage_to_the_meter(engine):
     assert meter.model_calls == 1 and meter.tokens == 9 and meter.prompt_tokens == 7 and meter.sam_s == 0
     assert meter.verify_s > 0 and meter.model_s == meter.verify_s
     assert out.update["accepted_ids"] == [1]
+
+
+# ----------------------------------------------------------------------------------------- kinds and layers
+
+
+def test_every_tool_declares_its_kind_and_the_router_reads_it():
+    from agent.graph import route
+    from tools import TOOL_KINDS, VIDEO_TOOLS
+
+    assert [t.kind for t in ALL_TOOLS] == ["search", "verify", "answer", "answer"]
+    assert [t.kind for t in VIDEO_TOOLS] == ["search", "refine", "answer", "answer"]
+    assert set(TOOL_KINDS) == {"search", "verify", "refine", "answer"}
+
+    async def probe(env: ToolEnv) -> ToolOutcome:
+        """Probe."""
+
+    assert tool(probe).kind == "search" and tool(kind="refine")(probe).kind == "refine"
+    with pytest.raises(UsageError, match="kind must be one of"):
+        tool(probe, kind="lookup")  # type: ignore[arg-type]
+
+    def pending(name: str, kind: str) -> State:
+        return State(pending_call={"name": name, "kind": kind, "arguments": {}, "id": "c1", "message": {}})
+
+    assert route(pending("examine_each_mask", "answer")) == "run_tool"  # the kind decides, not the name
+    assert route(pending("look_closer", "verify")) == "verify_masks"
+    assert route(State()) == "call_model" and route(State(status="answered")) == "finish"
+
+
+def _imports(path: Path) -> set[str]:
+    """Top-level package names a module imports (type-checking-only imports included)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_tools_and_state_import_no_upper_layer():
+    root = Path(__file__).resolve().parent.parent
+    forbidden = {"serving", "eval", "cli", "fastapi", "starlette", "uvicorn", "mcp"}
+    for module in sorted((root / "tools").glob("*.py")):
+        assert not _imports(module) & forbidden, module.name
+    for name in ("state.py", "context.py", "settings.py"):  # the tools import these: no cycle back
+        assert "tools" not in _imports(root / "agent" / name), name
+    for module in sorted((root / "agent").rglob("*.py")):
+        assert not _imports(module) & forbidden, module.name
+    import agent.state
+
+    assert agent.state.Context is Context  # the old home still works

@@ -12,11 +12,9 @@ import base64
 import dataclasses
 import io
 import json
-import os
-import subprocess
-import sys
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 from video_fixtures import moving_shapes, write_mp4
@@ -26,6 +24,7 @@ from agent.llm import LLMConfig
 from agent.settings import VIDEO_AGENT_DEFAULTS, AgentSettings, VideoAgentSettings, VideoSettings
 from agent.testing import Reply, ScriptedLLM, image_urls, message_texts
 from agent.video_agent import VideoAgentAnswer, VideoAgentRunFailed, run_video_agent_sync
+from cli.main import main
 from sam3_core.errors import UsageError
 from sam3_core.video import VideoEngine, VideoOptions, open_video
 
@@ -204,6 +203,30 @@ def test_keyframes_show_every_masklet_then_spread_out():
     assert spread(list(range(10)), 4) == [0, 3, 6, 9] and spread([3, 4], 5) == [3, 4]
 
 
+# ----------------------------------------------------------------------------------------- looking at answers
+
+
+def test_answer_plot_and_save(video_engine, frames, server, tmp_path):
+    from sam3_core.drawing import color_for_id
+
+    server.add(call("segment_phrase", text_prompt="disc"), call("select_masklets_and_return", masklet_ids=[1]))
+    answer = run(video_engine, frames, server)
+    folder = answer.save(tmp_path / "out")
+    assert sorted(p.name for p in folder.iterdir()) == ["result.json", "trace.json"]
+    assert json.loads((folder / "result.json").read_text()) == json.loads(json.dumps(answer.to_json()))
+    assert json.loads((folder / "trace.json").read_text())["steps"] == json.loads(json.dumps(answer.trace))
+    sheet = answer.plot()  # 4 keyframes in a 2 x 2 grid, with a legend panel
+    assert sheet.width > 2 * WIDTH * 0.9 and sheet.height > 2 * HEIGHT
+    pixels = np.asarray(sheet).reshape(-1, 3)
+    assert (pixels == np.array(color_for_id(1))).all(axis=1).sum() >= 9  # the legend swatch of masklet 1
+    one = answer.plot(frames=[FRAMES - 1])
+    assert one.height < sheet.height  # one keyframe: one row of the grid
+    bare = dataclasses.replace(answer, video=None)
+    with pytest.raises(UsageError, match="no video"):
+        bare.plot()
+    assert bare.plot(frames=[0], video=frames).size == answer.plot(frames=[0]).size
+
+
 # ----------------------------------------------------------------------------------------- command line
 
 
@@ -214,12 +237,11 @@ def test_cli_segment_video(video_checkpoint, frames, tmp_path):
     out = tmp_path / "run"
     with ScriptedLLM([Reply.text(f"<tool_call>{segment}</tool_call>"),
                       Reply.text(f"<tool_call>{select}</tool_call>")]) as server:
-        done = subprocess.run(
-            [sys.executable, "-m", "cli.main", "segment-video", str(video), "the red disc", "--model",
-             video_checkpoint, "--llm-url", server.base_url, "--llm-model", server.model, "--threshold", "0.05",
-             "--new-threshold", "0.1", "--max-frames", "4", "--out", str(out), "--overlay", "--device", "cpu"],
-            capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:]
+        status = main(["segment-video", str(video), "the red disc", "--model", video_checkpoint,
+                       "--llm-url", server.base_url, "--llm-model", server.model, "--threshold", "0.05",
+                       "--new-threshold", "0.1", "--max-frames", "4", "--out", str(out), "--overlay",
+                       "--device", "cpu", "--no-progress"])
+        assert status == 0
         assert [len(image_urls(r)) for r in server.requests] == [1, 2]
     result = json.loads((out / "result.json").read_text())
     assert result["status"] == "answered" and result["masklet_ids"] == [1]

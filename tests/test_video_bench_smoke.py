@@ -1,24 +1,21 @@
-"""The video benchmark runs end to end on the tiny model and writes its report."""
+"""The video benchmark runs end to end in process on the tiny model and writes its report."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import torch
+from conftest import load_bench
 
 
 def test_video_benchmark_runs(tmp_path):
     out = tmp_path / "video.json"
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "video.py"), "--objects", "1", "2", "--frames", "2",
-                           "--repeats", "1", "--size", "48", "64", "--out", str(out)],
-                          capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-2000:]
+    rng_before = torch.random.get_rng_state()
+    load_bench("video").main(["--objects", "1", "2", "--frames", "2", "--repeats", "1", "--size", "48", "64",
+                              "--device", "cpu", "--out", str(out)])
     report = json.loads(out.read_text())
-    assert [(r["mode"], r["objects"]) for r in report["rows"]] == [
-        ("track", 1), ("track", 2), ("detect+track", 1), ("detect+track", 2)]
-    assert all(r["fps"] > 0 and r["slowdown_vs_first"] > 0 for r in report["rows"])
+    assert [(r["mode"], r["path"], r["objects"]) for r in report["rows"]] == [
+        (mode, path, n) for mode in ("track", "detect+track") for path in ("batched", "per-object") for n in (1, 2)]
+    assert all(r["fps"] > 0 and r["slowdown_vs_first"] > 0 and r["cpu_ms_per_frame"] > 0 for r in report["rows"])
+    assert all(r["speedup_vs_per_object"] > 0 for r in report["rows"] if r["path"] == "batched")
+    assert torch.equal(torch.random.get_rng_state(), rng_before)  # seeded in a forked RNG

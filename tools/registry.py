@@ -1,4 +1,6 @@
-"""Typed agent tools: a function's signature becomes its argument schema, its docstring its description.
+"""The one tool registry of the agent (image and video tools): typed async functions become tools.
+
+A function's signature becomes its argument schema, its docstring its description.
 
 A tool is an ``async`` function whose first parameter is the :class:`ToolEnv` and whose other
 parameters are the model's arguments, each annotated (``Annotated[str, Field(description=...)]`` for
@@ -6,6 +8,11 @@ a described argument). :func:`tool` turns it into a :class:`Tool`: a pydantic ar
 built from those parameters and, with the docstring, gives the :class:`~agent.tool_protocol.ToolSpec`
 that :mod:`agent.tool_protocol` turns into an OpenAI function schema or a text-mode description. The
 docstring is shown to the model verbatim, so write it for the model.
+
+Every tool declares its **kind** (:data:`ToolKind`), what it does in the agent loop; the graph routes
+by kind, never by name: ``search`` (find candidates: a phrase for SAM 3), ``verify`` (judge the
+candidates; runs in the ``verify_masks`` node), ``refine`` (fix one candidate), ``answer`` (end the
+query). ``@tool`` alone makes a ``search`` tool; ``@tool(kind="answer")`` another kind.
 
 A tool returns a :class:`ToolOutcome` (the result text and a state update; it never mutates the
 state) or raises :class:`~sam3_core.errors.ModelRetry` when the model's call was wrong; the graph
@@ -18,14 +25,20 @@ import inspect
 import typing
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args, overload
 
 import pydantic
 
 from agent import tool_protocol as tp
-from agent.state import Context, State
+from agent.argument_bounds import argument_problem
+from agent.context import RunContext
+from agent.state import State
 from agent.trace import StepMeter
-from sam3_core.errors import UsageError
+from sam3_core.errors import ModelRetry, UsageError
+
+#: What a tool does in the agent loop (the router reads it; see the module docstring).
+ToolKind = Literal["search", "verify", "refine", "answer"]
+TOOL_KINDS: tuple[str, ...] = get_args(ToolKind)
 
 
 @dataclass(frozen=True)
@@ -37,7 +50,7 @@ class ToolEnv:
     ``env.meter.count(reply.usage)``.
     """
 
-    context: Context
+    context: RunContext
     state: State
     meter: StepMeter = field(default_factory=StepMeter)
 
@@ -62,10 +75,11 @@ ToolFunc = Callable[..., Awaitable[ToolOutcome]]
 
 @dataclass(frozen=True)
 class Tool:
-    """A tool: its spec (name, docstring, arguments model) and the function that runs it."""
+    """A tool: its spec (name, docstring, arguments model), the function that runs it and its kind."""
 
     spec: tp.ToolSpec
     func: ToolFunc
+    kind: ToolKind = "search"
 
     @property
     def name(self) -> str:
@@ -73,8 +87,12 @@ class Tool:
         return self.spec.name
 
     async def run(self, env: ToolEnv, arguments: pydantic.BaseModel | dict[str, Any]) -> ToolOutcome:
-        """Validate ``arguments`` if needed and run the tool (ModelRetry on invalid arguments)."""
+        """Validate ``arguments`` if needed and run the tool (ModelRetry on invalid arguments, also on
+        arguments out of the bounds of :mod:`agent.argument_bounds`)."""
         if not isinstance(arguments, self.spec.args_model):
+            problem = argument_problem(arguments)
+            if problem is not None:
+                raise ModelRetry(f"Invalid arguments for tool {self.name!r}: {problem}.")
             call = tp.validate_call(tp.ToolCall(self.name, dict(arguments)), [self.spec])
             arguments = call.parsed
         values = {name: getattr(arguments, name) for name in type(arguments).model_fields}
@@ -85,8 +103,10 @@ def _camel(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("_"))
 
 
-def tool(func: ToolFunc) -> Tool:
-    """Make a :class:`Tool` from a typed async function (see the module docstring)."""
+def _make_tool(func: ToolFunc, kind: ToolKind) -> Tool:
+    """The :class:`Tool` of ``func`` (see the module docstring)."""
+    if kind not in TOOL_KINDS:
+        raise UsageError(f"tool {func.__name__!r}: kind must be one of {TOOL_KINDS}, got {kind!r}")
     if not inspect.iscoroutinefunction(func):
         raise UsageError(f"tool {func.__name__!r} must be an async function")
     description = inspect.getdoc(func)
@@ -101,7 +121,20 @@ def tool(func: ToolFunc) -> Tool:
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[param.name] = (hints[param.name], default)
     model = pydantic.create_model(f"{_camel(func.__name__)}Args", **fields)
-    return Tool(spec=tp.ToolSpec(func.__name__, description, model), func=func)
+    return Tool(spec=tp.ToolSpec(func.__name__, description, model), func=func, kind=kind)
+
+
+@overload
+def tool(func: ToolFunc, *, kind: ToolKind = "search") -> Tool: ...
+@overload
+def tool(func: None = None, *, kind: ToolKind = "search") -> Callable[[ToolFunc], Tool]: ...
+
+
+def tool(func: ToolFunc | None = None, *, kind: ToolKind = "search") -> Tool | Callable[[ToolFunc], Tool]:
+    """Make a :class:`Tool` from a typed async function: ``@tool`` (a ``search`` tool) or ``@tool(kind=...)``."""
+    if func is None:
+        return lambda f: _make_tool(f, kind)
+    return _make_tool(func, kind)
 
 
 def specs(tools: Iterable[Tool]) -> list[tp.ToolSpec]:

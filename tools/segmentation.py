@@ -1,4 +1,4 @@
-"""The four tools of the segmentation agent.
+"""The four tools of the image agent (kinds: search, verify, answer, answer).
 
 * :data:`segment_phrase` runs SAM 3 on the thread's image. Within the phrase, overlapping instances are
   thinned by intersection over the smaller mask (``AgentSettings.iom_threshold``, best score kept) and
@@ -36,12 +36,13 @@ import numpy as np
 from pydantic import Field
 
 from agent import tool_protocol as tp
+from agent.context import Context
 from agent.settings import AgentSettings
-from agent.state import Context, MaskRecord, State, decode_masks
+from agent.state import MaskRecord, State, decode_masks
 from agent.trace import StepMeter
 from prompts import render_prompt
 from sam3_core.drawing import render_single_mask, zoomed_crop
-from sam3_core.errors import InputError, ModelRetry
+from sam3_core.errors import InputError, ModelRetry, UsageError
 from sam3_core.postprocess import masks_to_rle, pairwise_mask_iou, remove_overlaps_iom, rle_to_mask
 from tools.registry import Tool, ToolEnv, ToolOutcome, tool
 
@@ -49,7 +50,19 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: Longest phrase sent to SAM 3 (its text encoder reads a few dozen tokens; longer is a model mistake).
+MAX_PHRASE_CHARS = 200
+#: Most unknown ids named in a retry message.
+SHOWN_IDS = 20
+
 _VERDICT = re.compile(r"\b(accept|reject)(?:ed|s)?\b", re.IGNORECASE)
+
+
+def image_context(env: ToolEnv) -> Context:
+    """The tool's run context, which must be an image :class:`~agent.context.Context`."""
+    if not isinstance(env.context, Context):
+        raise UsageError(f"the image tools need an image Context, got {type(env.context).__name__}")
+    return env.context
 
 
 def format_ids(ids: list[int]) -> str:
@@ -72,7 +85,7 @@ def normalise_phrase(text: str) -> str:
 
 def check_phrase(state: State, settings: AgentSettings, phrase: str, *, select_tool: str = "select_masks_and_return",
                  noun: str = "masks") -> None:
-    """Refuse an empty or repeated phrase, or one past the phrase budget (ModelRetry).
+    """Refuse an empty, over-long or repeated phrase, or one past the phrase budget (ModelRetry).
 
     ``select_tool`` and ``noun`` name the answering tool and the candidates in the messages (the video
     agent's are ``select_masklets_and_return`` and ``masklets``).
@@ -80,6 +93,9 @@ def check_phrase(state: State, settings: AgentSettings, phrase: str, *, select_t
     tried = state.phrases_tried
     if not phrase:
         raise ModelRetry("text_prompt is empty. Give a short noun phrase such as \"cup\" or \"red car\".")
+    if len(phrase) > MAX_PHRASE_CHARS:
+        raise ModelRetry(f"text_prompt is {len(phrase)} characters long; give a short noun phrase (at most "
+                         f"{MAX_PHRASE_CHARS} characters) such as \"cup\" or \"red car\".")
     if phrase.lower() in {p.lower() for p in tried}:
         raise ModelRetry(
             f'You already tried "{phrase}". Phrases tried so far: {format_phrases(tried)}. Use a different '
@@ -179,7 +195,7 @@ async def segment_phrase(
     found earlier keep their ids. A mask that is practically identical to one found earlier is not
     added again: the result names the existing id instead. Never repeat a phrase you already tried.
     """
-    state, ctx = env.state, env.context
+    state, ctx = env.state, image_context(env)
     phrase = normalise_phrase(text_prompt)
     check_phrase(state, ctx.settings, phrase)
     masks, scores, boxes = await _run_sam(ctx, phrase, env.meter)
@@ -284,7 +300,7 @@ async def verify_mask(ctx: Context, query: str, record: MaskRecord, meter: StepM
     return verdict
 
 
-@tool
+@tool(kind="verify")
 async def examine_each_mask(env: ToolEnv) -> ToolOutcome:
     """Check each candidate mask not examined yet on its own and accept or reject it against the query.
 
@@ -292,7 +308,7 @@ async def examine_each_mask(env: ToolEnv) -> ToolOutcome:
     and a close-up of it. Rejected masks are removed from the candidates. Use it when the overlay does
     not make clear which masks match (small, overlapping or many masks, or fine details).
     """
-    state, ctx = env.state, env.context
+    state, ctx = env.state, image_context(env)
     todo = [m for m in state.candidates() if not m["verified"]]
     if not todo:
         if not state.candidates():
@@ -327,7 +343,7 @@ async def examine_each_mask(env: ToolEnv) -> ToolOutcome:
 # ----------------------------------------------------------------------------------- final answers
 
 
-@tool
+@tool(kind="answer")
 async def select_masks_and_return(
     env: ToolEnv,
     mask_ids: Annotated[
@@ -341,18 +357,24 @@ async def select_masks_and_return(
     state = env.state
     valid = state.candidate_ids()
     chosen = list(dict.fromkeys(mask_ids))
-    unknown = [i for i in chosen if i not in valid]
-    if unknown:
-        rejected = [i for i in unknown if (m := state.mask_by_id(i)) and m["status"] == "rejected"]
-        why = f" (ids {format_ids(rejected)} were rejected by examine_each_mask)" if rejected else ""
+    known = set(valid)
+    unknown = [i for i in chosen if i not in known]
+    if unknown:  # the message names at most SHOWN_IDS of them: the model's list may be long
+        rejected = {m["id"] for m in state.masks if m["status"] == "rejected"}
+        why = [i for i in unknown if i in rejected][:SHOWN_IDS]
+        why_text = f" (ids {format_ids(why)} were rejected by examine_each_mask)" if why else ""
+        more = f" and {len(unknown) - SHOWN_IDS} more" if len(unknown) > SHOWN_IDS else ""
         shown = format_ids(valid) if valid else "none: call segment_phrase first"
-        raise ModelRetry(f"Unknown mask id(s) {format_ids(unknown)}{why}. Valid ids are {shown}.")
+        count = (f" You gave {len(chosen)} different mask ids but there are only {len(valid)} candidate masks."
+                 if len(chosen) > len(valid) else "")
+        raise ModelRetry(f"Unknown mask id(s) {format_ids(unknown[:SHOWN_IDS])}{more}{why_text}. Valid ids are "
+                         f"{shown}.{count}")
     logger.info("answer: masks %s", chosen)
     return ToolOutcome(text=f"Answer recorded: masks {format_ids(chosen)}.", final=True,
                        update={"answer_ids": chosen, "status": "answered"})
 
 
-@tool
+@tool(kind="answer")
 async def report_no_mask(env: ToolEnv) -> ToolOutcome:
     """Answer that nothing in the image matches the query.
 
@@ -363,10 +385,10 @@ async def report_no_mask(env: ToolEnv) -> ToolOutcome:
                        update={"answer_ids": [], "status": "no_mask"})
 
 
-#: Every tool, in the order they are offered to the model.
+#: Every image tool, in the order they are offered to the model.
 ALL_TOOLS: tuple[Tool, ...] = (segment_phrase, examine_each_mask, select_masks_and_return, report_no_mask)
 
 
 def tools_for(settings: AgentSettings) -> list[Tool]:
     """The tools offered under ``settings`` (``examine_each_mask`` only when verification is on)."""
-    return [t for t in ALL_TOOLS if settings.verification or t is not examine_each_mask]
+    return [t for t in ALL_TOOLS if settings.verification or t.kind != "verify"]

@@ -1,4 +1,5 @@
-"""The tools of the video agent: the image agent's tool set, re-made for masklets tracked through a video.
+"""The tools of the video agent (kinds: search, refine, answer, answer): the image agent's tool set,
+re-made for masklets tracked through a video.
 
 * :data:`segment_phrase` tracks every instance of a phrase through the video (or its first
   ``max_frames`` frames while exploring) in an engine session of its own. Each object becomes a
@@ -163,7 +164,7 @@ def _check_refinement(state: State, ctx: VideoContext, masklet_id: int, frame_in
     return track
 
 
-@tool
+@tool(kind="refine")
 async def refine_masklet(
     env: ToolEnv,
     masklet_id: Annotated[int, Field(description="The id of the masklet to fix.")],
@@ -211,7 +212,7 @@ async def refine_masklet(
 # ----------------------------------------------------------------------------------- final answers
 
 
-@tool
+@tool(kind="answer")
 async def select_masklets_and_return(
     env: ToolEnv,
     masklet_ids: Annotated[
@@ -235,7 +236,7 @@ async def select_masklets_and_return(
                        update={"answer_ids": chosen, "status": "answered"})
 
 
-@tool
+@tool(kind="answer")
 async def report_no_mask(env: ToolEnv) -> ToolOutcome:
     """Answer that nothing in the video matches the query.
 
@@ -252,4 +253,4 @@ VIDEO_TOOLS: tuple[Tool, ...] = (segment_phrase, refine_masklet, select_masklets
 
 def video_tools_for(settings: VideoSettings) -> list[Tool]:
     """The video tools offered under ``settings`` (``refine_masklet`` only when refinement is on)."""
-    return [t for t in VIDEO_TOOLS if settings.refinement or t is not refine_masklet]
+    return [t for t in VIDEO_TOOLS if settings.refinement or t.kind != "refine"]

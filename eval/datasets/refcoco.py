@@ -3,7 +3,10 @@
 Files, under ``data_root``:
 
 * ``<dataset>/refs(<split_by>).p`` -- a pickled list of refs, each with ``ref_id``, ``ann_id``,
-  ``image_id``, ``split`` and ``sentences`` (``{"sent_id", "sent", "raw", "tokens"}``);
+  ``image_id``, ``split`` and ``sentences`` (``{"sent_id", "sent", "raw", "tokens"}``). It is read
+  with a restricted unpickler that builds only plain data (lists, dicts, strings, numbers and the
+  builtin containers): a pickle naming any other class or function -- which could run code while
+  loading -- is refused with :class:`InputError`;
 * ``<dataset>/instances.json`` -- COCO-style ``images`` (``id``, ``file_name``, ``height``,
   ``width``) and ``annotations`` (``id``, ``segmentation`` as polygons or RLE);
 * images (COCO train2014), by default in ``images/mscoco/images/train2014`` (LISA's layout).
@@ -16,6 +19,7 @@ Like LISA, the query is ``sent.strip().lower()``.
 
 from __future__ import annotations
 
+import codecs
 import logging
 import pickle
 from collections.abc import Mapping, Sequence
@@ -101,15 +105,41 @@ def _split_matches(wanted: str, actual: str) -> bool:
     return actual == wanted
 
 
+class _RefsUnpickler(pickle.Unpickler):
+    """An unpickler for the refs file that builds only plain data: no class is imported, no code runs.
+
+    A pickle can name any importable callable (``os.system`` included) and have it called while loading;
+    a downloaded dataset is untrusted input. The refs file holds only dicts, lists, strings and numbers,
+    which need no import; the few builtin containers and the bytes helper that older protocols name are
+    allowed, anything else is refused with :class:`InputError`.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _SAFE_GLOBALS:
+            return _SAFE_GLOBALS[(module, name)]
+        raise pickle.UnpicklingError(
+            f"it names {module}.{name}, and a refs file may hold only lists, dicts, strings and numbers "
+            "(refused: loading it could run code)"
+        )
+
+
+_SAFE_GLOBALS: dict[tuple[str, str], Any] = {
+    **{(module, kind.__name__): kind for module in ("builtins", "__builtin__")
+       for kind in (set, frozenset, list, dict, tuple, str, bytes, bytearray, int, float, complex, bool)},
+    ("_codecs", "encode"): codecs.encode,  # bytes in protocol 0-2 pickles written by Python 3
+}
+
+
 def _load_refs(path: Path) -> list[Any]:
+    """The refs list of a refer pickle, read with :class:`_RefsUnpickler` (plain data only)."""
     require_file(path, "refer pickle")
     try:
         with path.open("rb") as fh:
-            refs = pickle.load(fh)
+            refs = _RefsUnpickler(fh).load()
     except UnicodeDecodeError:  # pickles written by Python 2
         with path.open("rb") as fh:
-            refs = pickle.load(fh, encoding="latin1")
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
+            refs = _RefsUnpickler(fh, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError, TypeError) as exc:
         raise InputError(f"refer pickle is unreadable: {path}: {exc}") from exc
     if not isinstance(refs, list):
         raise InputError(f"refer pickle should hold a list of refs, got {type(refs).__name__}: {path}")

@@ -32,7 +32,14 @@ import numpy as np
 import torch
 
 from ..errors import PromptError, UsageError, VideoError
-from ..loading import DEFAULT_MODEL_ID, _check_loaded, _translate_load_errors, resolve_device, resolve_dtype
+from ..loading import (
+    DEFAULT_MODEL_ID,
+    _check_loaded,
+    _translate_load_errors,
+    hub_access,
+    resolve_device,
+    resolve_dtype,
+)
 from ..phrases import clean_phrases
 from . import batched
 from .cleanup import suppress_duplicates
@@ -117,6 +124,7 @@ class VideoEngine:
         dtype = resolve_dtype(dtype, device)
         model_id = str(model_id_or_path)
         common = {"token": token} if token else {}
+        common.update(hub_access(model_id, token))  # fail in seconds when the hub cannot be reached
         with _translate_load_errors(model_id):
             processor = Sam3VideoProcessor.from_pretrained(model_id, **common)
             model, info = Sam3VideoModel.from_pretrained(model_id, output_loading_info=True, **common)

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from .. import geometry
 from ..errors import PromptError
 from ..phrases import MAX_TEXT_TOKENS
 
 logger = logging.getLogger(__name__)
-
 
 
 def add_phrase(state, tokenizer, text: str) -> int:
@@ -36,38 +36,29 @@ def check_points(points: Sequence[Sequence[float]], labels: Sequence[int] | None
                  frame_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Pixel ``(x, y)`` clicks as ``(P, 2)`` float64 and their labels ``(P,)`` (1 object, 0 background).
 
-    ``labels`` defaults to all 1. Raises :class:`PromptError` for a bad shape, label or an off-frame point.
+    ``labels`` defaults to all 1. Raises :class:`PromptError` for a bad shape or label, a value that is
+    not finite, or an off-frame point (:func:`sam3_core.geometry.check_points`).
     """
-    try:
-        array = np.asarray(points, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise PromptError(f"points must be a list of pixel [x, y] pairs: {exc}") from exc
-    if array.ndim != 2 or array.shape[1] != 2 or len(array) == 0 or not np.isfinite(array).all():
-        raise PromptError(f"points must be a non-empty list of pixel [x, y] pairs, got shape {array.shape}")
+    array = geometry.check_points(points, frame_size)
     values = [1] * len(array) if labels is None else list(labels)
     if len(values) != len(array) or any(isinstance(v, bool) or v not in (0, 1) for v in values):
         raise PromptError("point_labels must hold one 1 (on the object) or 0 (background) per point")
-    height, width = frame_size
-    if (array[:, 0] < 0).any() or (array[:, 0] > width).any() or (array[:, 1] < 0).any() or \
-            (array[:, 1] > height).any():
-        raise PromptError(f"a point lies outside the {width}x{height} frame")
     return array, np.asarray(values, dtype=np.int64)
 
 
 def check_box(box: Sequence[float], frame_size: tuple[int, int]) -> np.ndarray:
-    """A pixel ``x1, y1, x2, y2`` box as ``(2, 2)`` corner points; :class:`PromptError` if malformed."""
+    """A pixel ``x1, y1, x2, y2`` box as ``(2, 2)`` corner points, clipped to the frame.
+
+    Raises :class:`PromptError` when malformed, not finite or far off the frame
+    (:func:`sam3_core.geometry.clip_boxes`).
+    """
     try:
         array = np.asarray(box, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise PromptError(f"box must be pixel [x1, y1, x2, y2]: {exc}") from exc
-    if array.shape != (4,) or not np.isfinite(array).all():
+    if array.shape != (4,):
         raise PromptError(f"box must be pixel [x1, y1, x2, y2], got {array.tolist()}")
-    if array[2] <= array[0] or array[3] <= array[1]:
-        raise PromptError("box needs x2 > x1 and y2 > y1 (pixel x1, y1, x2, y2)")
-    height, width = frame_size
-    if array[0] < 0 or array[1] < 0 or array[2] > width or array[3] > height:
-        raise PromptError(f"box {array.tolist()} does not fit in the {width}x{height} frame")
-    return array.reshape(2, 2)
+    return geometry.clip_boxes(array[None], frame_size, what="box")[0].reshape(2, 2)
 
 
 def to_model_pixels(points_xy: np.ndarray, frame_size: tuple[int, int], input_size: tuple[int, int]) -> torch.Tensor:

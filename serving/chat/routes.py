@@ -29,6 +29,7 @@ from serving.chat.store import Conversation
 from serving.http.agent import SSE_HEADERS, AgentJob, event_stream
 from serving.http.common import Runtime, body_doc, load_image_source, read_request, runtime
 from serving.http.errors import ApiError
+from serving.http.examples import ConversationId, TurnIndex
 from serving.http.schemas import (
     AgentResponse,
     ChatConversation,
@@ -86,7 +87,7 @@ async def create_conversation(request: Request) -> JSONResponse:
 
 @router.get("/{conversation_id}", response_model=ChatConversation, responses=_NOT_FOUND,
             summary="A conversation's transcript")
-async def get_conversation(conversation_id: str, request: Request) -> JSONResponse:
+async def get_conversation(conversation_id: ConversationId, request: Request) -> JSONResponse:
     rt = runtime(request)
     conversation = await _conversation(rt, conversation_id)
     turns = await rt.require_chat().aturns(conversation_id)
@@ -96,7 +97,7 @@ async def get_conversation(conversation_id: str, request: Request) -> JSONRespon
 
 @router.get("/{conversation_id}/image", response_class=Response, responses=_NOT_FOUND,
             summary="The conversation's image (PNG)")
-async def get_image(conversation_id: str, request: Request) -> Response:
+async def get_image(conversation_id: ConversationId, request: Request) -> Response:
     rt = runtime(request)
     await _conversation(rt, conversation_id)
     return Response(await rt.require_chat().aimage_png(conversation_id), media_type="image/png")
@@ -104,7 +105,7 @@ async def get_image(conversation_id: str, request: Request) -> Response:
 
 @router.post("/{conversation_id}/messages", response_model=AgentResponse, responses=_NOT_FOUND,
              summary="Send a message (a query or a follow-up) in a conversation")
-async def send_message(conversation_id: str, body: ChatMessage, request: Request) -> Any:
+async def send_message(conversation_id: ConversationId, body: ChatMessage, request: Request) -> Any:
     """Answer the message with the agent on the conversation's thread; ``stream`` as in ``/v1/agent``."""
     rt = runtime(request)
     rt.require_agent()
@@ -130,7 +131,7 @@ async def send_message(conversation_id: str, body: ChatMessage, request: Request
 
 @router.get("/{conversation_id}/turns/{index}/mask.png", response_class=Response, responses=_NOT_FOUND,
             summary="The mask answering one turn (PNG, 255 inside)")
-async def get_mask(conversation_id: str, index: int, request: Request) -> Response:
+async def get_mask(conversation_id: ConversationId, index: TurnIndex, request: Request) -> Response:
     rt = runtime(request)
     await _conversation(rt, conversation_id)
     turns = await rt.require_chat().aturns(conversation_id)

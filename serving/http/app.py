@@ -54,6 +54,7 @@ from serving.http import segment as http_segment
 from serving.http import video as http_video
 from serving.http.common import Runtime, add_schemas, runtime
 from serving.http.errors import install_error_handlers
+from serving.http.examples import add_examples
 from serving.http.images import ImageIntake
 from serving.http.metrics import Metrics, MetricsMiddleware
 from serving.http.middleware import BearerAuthMiddleware, BodyLimitMiddleware, CatchAllMiddleware
@@ -201,6 +202,7 @@ def _install_openapi(app: FastAPI, settings: ServeSettings) -> None:
             return app.openapi_schema
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         add_schemas(schema, _BODY_MODELS)
+        add_examples(schema)
         if settings.token:
             schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
             for path, operations in schema["paths"].items():

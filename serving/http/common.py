@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from fastapi import Request
-from fastapi.exceptions import RequestValidationError
 from langgraph.graph.state import CompiledStateGraph
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 
 from agent.llm import LLMConfig
@@ -21,6 +20,8 @@ from sam3_core.video import VideoEngine
 from serving.chat.store import ChatStore
 from serving.config import ServeSettings
 from serving.http.errors import ApiError, NotReady, Timeout
+from serving.http.examples import multipart_content
+from serving.http.forms import MAX_FIELDS, form_error, params_from_form, text_parts, validate_json
 from serving.http.images import ImageIntake
 from serving.http.metrics import Metrics
 from serving.http.schemas import ImageSpec
@@ -85,11 +86,12 @@ ImageSource = ImageSpec | bytes
 
 async def read_request(request: Request, json_model: type[P], params_model: type[BaseModel]) -> tuple[
         ImageSource, Any]:
-    """Parse a JSON body (``json_model``) or a multipart one (file ``image`` + JSON ``params``).
+    """Parse a JSON body (``json_model``) or a multipart one (file ``image``; parameters as a JSON part
+    ``params`` and/or plain parts, see :mod:`serving.http.forms`).
 
     Returns the image (an :class:`ImageSpec` or the uploaded bytes) and the validated parameters (an
-    instance of ``json_model`` for JSON, of ``params_model`` for multipart). Invalid bodies raise
-    ``RequestValidationError`` (422); other content types 415.
+    instance of ``json_model`` for JSON, of ``params_model`` for multipart). Invalid bodies are 422
+    (a malformed form says what it expects); other content types 415.
     """
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "application/json":
@@ -97,27 +99,16 @@ async def read_request(request: Request, json_model: type[P], params_model: type
         parsed = validate_json(json_model, body, ("body",))
         return parsed.image, parsed
     if kind == "multipart/form-data":
-        async with request.form(max_files=1, max_fields=8) as form:
+        async with request.form(max_files=1, max_fields=MAX_FIELDS) as form:
             upload = form.get("image")
             if not isinstance(upload, UploadFile):
-                raise RequestValidationError([{"type": "missing", "loc": ("body", "image"),
-                                               "msg": "multipart requests need the image file in the part 'image'",
-                                               "input": None}])
+                problem = "the part 'image' is text, not a file" if upload is not None else "no file part 'image'"
+                raise form_error(problem, params_model, "image")
             data = await upload.read()
-            raw = form.get("params") or "{}"
-        params = validate_json(params_model, raw if isinstance(raw, str) else "{}", ("body", "params"))
-        return data, params
+            parts = [(name, value) for name, value in text_parts(form) if name != "image"]
+        return data, params_from_form(parts, params_model, "image")
     raise ApiError(415, f"send application/json or multipart/form-data, not {kind or 'no content type'!r}",
                    "unsupported_media_type")
-
-
-def validate_json(model: type[P], raw: bytes | str, loc: tuple[str, ...]) -> P:
-    """``model`` from JSON text; a mismatch raises ``RequestValidationError`` located at ``loc``."""
-    try:
-        return model.model_validate_json(raw)
-    except ValidationError as exc:
-        errors = [{**e, "loc": (*loc, *e["loc"])} for e in exc.errors(include_url=False)]
-        raise RequestValidationError(errors) from exc
 
 
 async def load_image_source(rt: Runtime, source: ImageSource) -> LoadedImage:
@@ -136,12 +127,9 @@ async def with_timeout(work: Awaitable[T], seconds: float, what: str) -> T:
 
 def body_doc(json_model: type[BaseModel], params_model: type[BaseModel]) -> dict[str, Any]:
     """``openapi_extra`` documenting a body that is either ``json_model`` JSON or a multipart upload."""
-    multipart = {"type": "object", "required": ["image"], "properties": {
-        "image": {"type": "string", "format": "binary", "description": "the image file"},
-        "params": {"type": "string", "description": f"a JSON object of {params_model.__name__}"}}}
     return {"requestBody": {"required": True, "content": {
         "application/json": {"schema": {"$ref": f"#/components/schemas/{json_model.__name__}"}},
-        "multipart/form-data": {"schema": multipart}}}}
+        "multipart/form-data": multipart_content(params_model, "image", "the image file")}}}
 
 
 def add_schemas(openapi: dict[str, Any], models: list[type[BaseModel]]) -> None:

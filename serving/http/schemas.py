@@ -4,8 +4,10 @@ Every endpoint that takes an image accepts it two ways:
 
 * ``application/json``: the request model below, with ``image`` as ``{"base64": ...}`` (the encoded
   file's bytes; a ``data:`` URL is fine) or ``{"url": ...}`` (only when the server allows URL images);
-* ``multipart/form-data``: the file in the part ``image`` and the other fields as a JSON object in the
-  part ``params`` (e.g. ``curl -F image=@street.jpg -F 'params={"phrases": ["car"]}'``).
+* ``multipart/form-data``: the file in the part ``image`` and the other fields either as plain parts
+  (``curl -F image=@street.jpg -F phrases=car -F phrases=bus -F score_threshold=0.4``; a list by repeating
+  its part) or as a JSON object in the part ``params`` (``-F 'params={"phrases": ["car"]}'``); see
+  :mod:`serving.http.forms`. Example bodies are in :mod:`serving.http.examples` and in the OpenAPI schema.
 
 Coordinates are pixels of the original image; boxes are ``[x1, y1, x2, y2]``. Masks come as COCO RLE
 (``{"size": [H, W], "counts": str}``, decode with ``pycocotools.mask.decode`` or

@@ -102,7 +102,7 @@ async def segment(request: Request) -> JSONResponse:
         image = await load_image_source(rt, source)
         results = await engine.asegment(image, params.phrases or None, exemplar_boxes=params.exemplar_boxes,
                                         exemplar_labels=params.exemplar_labels, score_threshold=threshold,
-                                        mask_threshold=params.mask_threshold)
+                                        mask_threshold=params.mask_threshold, output_formats=params.formats)
         return image, await asyncio.to_thread(_segment_document, results, params)
 
     image, results = await with_timeout(work(), rt.settings.request_timeout_s, "segmentation")

@@ -34,13 +34,17 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 
 from serving.http.agent import SSE_HEADERS
 from serving.http.common import runtime, sse, validate_json, with_timeout
 from serving.http.errors import ApiError, classify, error_body
+from serving.http.examples import ObjectId, SessionId, form_hint, multipart_content
+from serving.http.forms import MAX_FIELDS, form_error, params_from_form, text_parts
 from serving.http.schemas import (
     ErrorResponse,
+    NoParams,
     VideoFramesResponse,
     VideoParams,
     VideoPrompt,
@@ -79,31 +83,29 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorResponse, "description": text[code]} for code in codes}
 
 
-def _upload_body(params: str | None, json_model: str | None = None) -> dict[str, Any]:
-    properties: dict[str, Any] = {"video": {"type": "string", "format": "binary",
-                                            "description": "the video file (mp4, webm, ...)"}}
-    if params:
-        properties["params"] = {"type": "string", "description": f"a JSON object of {params}"}
-    content: dict[str, Any] = {"multipart/form-data": {"schema": {"type": "object", "required": ["video"],
-                                                                  "properties": properties}}}
+def _upload_body(params: type[BaseModel] | None, json_model: str | None = None) -> dict[str, Any]:
+    content: dict[str, Any] = {"multipart/form-data": multipart_content(params, "video",
+                                                                        "the video file (mp4, webm, ...)")}
     if json_model:
         content["application/json"] = {"schema": {"$ref": f"#/components/schemas/{json_model}"}}
     return {"requestBody": {"required": True, "content": content}}
 
 
-async def _save_upload(request: Request, folder: Path) -> tuple[Path, str]:
-    """Write the multipart part ``video`` into ``folder``; returns its path and the ``params`` part's text."""
-    async with request.form(max_files=1, max_fields=4) as form:
+async def _save_upload(request: Request, folder: Path,
+                       params_model: type[BaseModel] = NoParams) -> tuple[Path, list[tuple[str, str]]]:
+    """Write the multipart part ``video`` into ``folder``; returns its path and the form's text parts."""
+    async with request.form(max_files=1, max_fields=MAX_FIELDS) as form:
         upload = form.get("video")
         if not isinstance(upload, UploadFile):
-            raise ApiError(422, "the video file must be in the multipart part 'video'", "validation_error")
+            problem = "the part 'video' is text, not a file" if upload is not None else "no file part 'video'"
+            raise form_error(problem, params_model, "video")
         suffix = Path(upload.filename or "video.mp4").suffix[:8] or ".mp4"
         path = folder / f"upload{suffix}"
         with path.open("wb") as out:
             while chunk := await upload.read(1 << 20):
                 out.write(chunk)
-        raw = form.get("params")
-    return path, raw if isinstance(raw, str) and raw.strip() else "{}"
+        parts = [(name, value) for name, value in text_parts(form) if name != "video"]
+    return path, parts
 
 
 def _content_kind(request: Request) -> str:
@@ -175,7 +177,7 @@ async def _track_events(store: VideoSessionStore, path: Path, folder: Path,
 
 
 @router.post("/track", response_model=VideoResponse, responses=_errors(400, 413, 415, 422, 503, 504),
-             openapi_extra=_upload_body("VideoParams"), summary="Segment and track objects through a video")
+             openapi_extra=_upload_body(VideoParams), summary="Segment and track objects through a video")
 async def track(request: Request) -> Any:
     """Track every instance of the phrases (and/or the object clicked or boxed on ``frame_index``).
 
@@ -183,12 +185,12 @@ async def track(request: Request) -> Any:
     """
     store, settings = _store(request), runtime(request).settings
     if _content_kind(request) != "multipart/form-data":
-        raise ApiError(415, "send the video as multipart/form-data (part 'video', JSON part 'params')",
+        raise ApiError(415, f"send the video as multipart/form-data: {form_hint(VideoParams, 'video')}",
                        "unsupported_media_type")
     folder = store.new_folder()
     try:
-        path, raw = await _save_upload(request, folder)
-        params = validate_json(VideoParams, raw, ("body", "params"))
+        path, parts = await _save_upload(request, folder, VideoParams)
+        params = params_from_form(parts, VideoParams, "video")
         if not params.phrases and not params.points and params.box is None:
             raise ApiError(400, "give phrases, points or a box to track", "bad_input")
     except BaseException:
@@ -240,7 +242,7 @@ async def create_session(request: Request) -> JSONResponse:
 
 @router.get("/sessions/{session_id}", response_model=VideoSessionOut, responses=_errors(404, 503),
             summary="A video session")
-async def get_session(session_id: str, request: Request) -> JSONResponse:
+async def get_session(session_id: SessionId, request: Request) -> JSONResponse:
     """The session's video, phrases and tracked objects."""
     store = _store(request)
     return JSONResponse(await store.describe(await store.get(session_id)))
@@ -248,7 +250,7 @@ async def get_session(session_id: str, request: Request) -> JSONResponse:
 
 @router.delete("/sessions/{session_id}", status_code=204, responses=_errors(404, 503),
                summary="Close a video session")
-async def close_session(session_id: str, request: Request) -> Response:
+async def close_session(session_id: SessionId, request: Request) -> Response:
     """Close the session (even while it propagates: that stream then ends with an error) and delete its upload."""
     if not await _store(request).close(session_id):
         raise ApiError(404, f"unknown or expired video session {session_id!r}", "unknown_session")
@@ -257,7 +259,7 @@ async def close_session(session_id: str, request: Request) -> Response:
 
 @router.post("/sessions/{session_id}/prompts", response_model=VideoPromptResponse,
              responses=_errors(400, 404, 409, 503, 504), summary="Prompt a video session")
-async def prompt_session(session_id: str, body: VideoPrompt, request: Request) -> JSONResponse:
+async def prompt_session(session_id: SessionId, body: VideoPrompt, request: Request) -> JSONResponse:
     """Add phrases (tracked while propagating) and/or clicks or a box on ``frame_index``.
 
     Clicks / a box start a new object, or refine ``object_id``; the answer then has every object on that frame.
@@ -281,7 +283,7 @@ async def prompt_session(session_id: str, body: VideoPrompt, request: Request) -
 
 @router.delete("/sessions/{session_id}/objects/{object_id}", response_model=VideoSessionOut,
                responses=_errors(404, 409, 503), summary="Stop tracking one object")
-async def remove_object(session_id: str, object_id: int, request: Request) -> JSONResponse:
+async def remove_object(session_id: SessionId, object_id: ObjectId, request: Request) -> JSONResponse:
     """Drop the object from later results (a phrase may find the same thing again, as a new object)."""
     store = _store(request)
     async with store.use(session_id) as session:
@@ -313,7 +315,7 @@ _EVENTS = {200: {"description": "server-sent events (VideoEvent), or with stream
 
 @router.post("/sessions/{session_id}/propagate", response_model=VideoFramesResponse,
              responses={**_errors(400, 404, 409, 503, 504), **_EVENTS}, summary="Results frame by frame (streamed)")
-async def propagate(session_id: str, body: VideoPropagate, request: Request) -> Response:
+async def propagate(session_id: SessionId, body: VideoPropagate, request: Request) -> Response:
     """Track the session's phrases and objects from ``start_frame``; server-sent events unless ``stream`` is false.
 
     Events: one ``frame`` per frame as soon as it is ready, then ``done`` (or ``error``).

@@ -38,7 +38,7 @@ from agent.runner import run_agent
 from agent.settings import AgentSettings
 from sam3_core.engine import Sam3Engine
 from sam3_core.errors import Sam3AgentError
-from sam3_core.images import LoadedImage, load_image
+from sam3_core.images import DEFAULT_MAX_PIXELS, LoadedImage, load_image
 from sam3_core.postprocess import masks_to_rle
 from serving.http.errors import ApiError
 from serving.http.images import ImageIntake, decode_base64
@@ -114,7 +114,7 @@ class McpOptions:
 
     llm: LLMConfig | None = None
     agent: AgentSettings = field(default_factory=AgentSettings)
-    max_pixels: int = 64_000_000
+    max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = 32 << 20
     allow_paths: bool = True
     image_root: str | None = None
@@ -270,7 +270,7 @@ def build_mcp_server(engine_factory: Callable[[], Sam3Engine], options: McpOptio
         image = await asyncio.to_thread(_load, options, image_path, image_base64)
         try:
             results = await engine.asegment(image, phrases, exemplar_boxes=exemplar_boxes,
-                                            score_threshold=score_threshold)
+                                            score_threshold=score_threshold, output_formats=("rle",))
         except Sam3AgentError as exc:
             raise ToolError(str(exc)) from exc
         output, masks, ids = await asyncio.to_thread(_segment_output, image, results)

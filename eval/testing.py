@@ -1,14 +1,16 @@
-"""Tiny synthetic benchmarks written to a temporary folder, and a scripted LLM that plays the agent.
+"""Tiny synthetic benchmarks in the real dataset formats, and a scripted LLM that plays the agent.
+
+For tests and benchmarks of the evaluation (the project's own and users'); no pytest, no network.
 
 * :func:`write_reasonseg` -- ``<root>/val`` with four labelme-style images (two short, two long
   queries; one with an ``ignore`` shape, one with a ``flag`` shape, one with an empty target), or
   ``copies`` times as many (other images, same annotations) for benchmarks;
 * :func:`write_refcoco` -- ``<root>/refcoco/refs(unc).p``, ``instances.json`` and two COCO images;
 * :func:`write_omnilabel` -- ``<root>/val.json`` and two images (categories and free-form descriptions);
-* :class:`AgentScript` -- a responder for :class:`agent.testing.ScriptedLLM` that answers every
-  query the same way (``segment_phrase`` with the query's last word, then ``select_masks_and_return``
-  with every mask found, or ``report_no_mask``), by the request's content so queries can run
-  concurrently; chosen queries get HTTP 500 instead.
+* :class:`AgentScript` -- a responder for :class:`agent.testing.ScriptedLLM` or
+  :class:`agent.testing.ScriptedModel` that answers every query the same way (``segment_phrase`` with the
+  query's last word, then ``select_masks_and_return`` with every mask found, or ``report_no_mask``), by the
+  request's content so queries can run concurrently; chosen queries get HTTP 500 instead.
 """
 
 from __future__ import annotations
@@ -135,8 +137,8 @@ def write_omnilabel(root: Path, split: str = "val") -> Path:
 
 
 def tool_call(name: str, **arguments: Any) -> Reply:
-    """A text-protocol tool call reply."""
-    return Reply.text(f"<tool_call>{json.dumps({'name': name, 'arguments': arguments})}</tool_call>")
+    """A text-protocol tool call reply (:meth:`agent.testing.Reply.text_call`)."""
+    return Reply.text_call(name, **arguments)
 
 
 class AgentScript:
