@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from typing import Any
 
 import pytest
+from test_video_agent_http import choosing_responder
 from video_fixtures import moving_shapes, write_mp4
 
 from agent.llm import LLMConfig
-from agent.testing import Reply, ScriptedLLM
+from agent.testing import ScriptedLLM
 from sam3_core.postprocess import rle_to_mask
 from sam3_core.video import VideoEngine, VideoOptions
 from serving.mcp.server import McpOptions, build_mcp_server
 from serving.mcp.video import add_video_tool
 
 FRAMES = 6
-
-
-def call(name: str, **arguments: Any) -> Reply:
-    return Reply.text(f"<tool_call>{json.dumps({'name': name, 'arguments': arguments})}</tool_call>")
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +38,7 @@ def server_with(video_checkpoint: str, llm: ScriptedLLM | None):
 
 
 def test_reason_segment_video_answers_with_masklets(video_checkpoint, clip):
-    script = [call("segment_phrase", text_prompt="disc"), call("select_masklets_and_return", masklet_ids=[0])]
-    with ScriptedLLM(script) as llm:
+    with ScriptedLLM(responder=choosing_responder()) as llm:
         server, holders = server_with(video_checkpoint, llm)
         try:
             tools = {tool.name: tool for tool in asyncio.run(server.list_tools())}
@@ -60,9 +54,9 @@ def test_reason_segment_video_answers_with_masklets(video_checkpoint, clip):
     assert "masklet_ids" in tools["reason_segment_video"].output_schema["properties"]
     data = result.structured_content
     assert data["query"] == "the red disc" and data["num_frames"] == FRAMES and data["phrases_tried"] == ["disc"]
-    if data["status"] == "answered":  # masklet 0 exists when the random detector found the disc
+    if data["status"] == "answered":  # random weights: the phrase may find nothing
         [masklet] = data["masklets"]
-        assert masklet["id"] == 0 and masklet["frames"]
+        assert masklet["id"] == data["masklet_ids"][0] and masklet["frames"]
         assert rle_to_mask(masklet["frames"][0]["rle"]).any()
         assert [c.type for c in result.content] == ["text", "image"]
     else:
