@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
 from test_video_agent_http import choosing_responder
@@ -32,7 +33,7 @@ def server_with(video_checkpoint: str, llm: ScriptedLLM | None):
         video_options = VideoOptions(max_sessions=2, score_threshold=0.05, new_object_threshold=0.1, hotstart_delay=2)
         return VideoEngine.from_pretrained(video_checkpoint, device="cpu", options=video_options)
 
-    server, image_holder = build_mcp_server(lambda: None, options)  # the image tools are not called here
+    server, image_holder = build_mcp_server(lambda: SimpleNamespace(close=lambda: None), options)  # image tools unused
     video_holder = add_video_tool(server, load_video, options)
     return server, (image_holder, video_holder)
 

@@ -116,7 +116,7 @@ function renderClipAnswer(turn, answer) {
   const list = element("ul", "masklets");
   for (const track of answer.annotations.filter((a) => answer.masklet_ids.includes(a.object_id))) {
     const frames = track.segmentations.map((rle, i) => (rle ? i : -1)).filter((i) => i >= 0);
-    const span = frames.length ? `frames ${frames[0]}–${frames[frames.length - 1]} (${frames.length} of ${track.length})`
+    const span = frames.length ? `frames ${frames[0]}–${frames[frames.length - 1]} (${frames.length} of ${track.segmentations.length})`
       : "on no frame";
     list.appendChild(element("li", "masklet", `masklet ${track.object_id} (${track.phrase || "object"}): ${span}`));
   }
