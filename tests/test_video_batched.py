@@ -64,9 +64,10 @@ def assert_same_tracks(batched: dict, single: dict) -> None:
 
 
 def pass_sizes(engine: VideoEngine) -> tuple[list[int], object]:
+    """Objects per mask-decoder call (one call per batched pass, one per object on transformers' own path)."""
     sizes: list[int] = []
-    hook = engine.model.tracker_model.memory_attention.register_forward_hook(
-        lambda module, args, output: sizes.append(int(output.shape[1])))
+    hook = engine.model.tracker_model.mask_decoder.register_forward_hook(
+        lambda module, args, output: sizes.append(int(output[0].shape[0])))
     return sizes, hook
 
 

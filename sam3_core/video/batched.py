@@ -207,10 +207,8 @@ def _propagate_group(tracker, state, frame_idx: int, group: Sequence[_Plain]) ->
     height, width = tracker.backbone_feature_sizes[-1]
     memory = torch.cat([item.memory for item in group], dim=1)
     memory_pos = torch.cat([item.memory_pos for item in group], dim=1)
-    conditioned = tracker.memory_attention(
-        current_vision_features=feats[-1].expand(-1, size, -1),
-        current_vision_position_embeddings=feat_pos[-1].expand(-1, size, -1),
-        memory=memory, memory_posision_embeddings=memory_pos, num_object_pointer_tokens=group[0].pointers)
+    conditioned = memory_attention(tracker.memory_attention, feats[-1], feat_pos[-1], memory, memory_pos,
+                                   group[0].pointers)
     # (1, B, HW, C) -> (B, C, H, W); transformers' reshape here assumes one object.
     pix_feat = conditioned.reshape(size, height * width, channels).transpose(1, 2).reshape(
         size, channels, height, width)
@@ -218,6 +216,48 @@ def _propagate_group(tracker, state, frame_idx: int, group: Sequence[_Plain]) ->
                 for x, s in zip(feats[:-1], tracker.backbone_feature_sizes[:-1])]
     decoded = decode_masks(tracker, pix_feat, high_res, tracker._use_multimask(False, None))
     return [{key: value[i:i + 1] for key, value in decoded.items()} for i in range(size)]
+
+
+def memory_attention(module, features: torch.Tensor, positions: torch.Tensor, memory: torch.Tensor,
+                     memory_pos: torch.Tensor, pointers: int) -> torch.Tensor:
+    """``module`` (transformers' memory attention) for ``B`` objects on one frame; ``(1, B, HW, C)`` out.
+
+    Args:
+        features / positions: ``(HW, 1, C)`` the frame's top-level features and their position encoding.
+        memory / memory_pos: ``(M, B, C_mem)`` each object's memory tokens. pointers: object-pointer tokens
+            at the end of the memory (no rotary encoding).
+
+    The first layer's self-attention reads only the frame's features, the same for every object, so it runs
+    once and its output is broadcast; the rest is the module's own layers, as its ``forward`` runs them.
+    """
+    size = memory.shape[1]
+    first = module.layers[0] if len(module.layers) else None
+    if first is None or not all(hasattr(first, name) for name in _LAYER_PARTS):  # another layout: no sharing
+        return module(current_vision_features=features.expand(-1, size, -1),
+                      current_vision_position_embeddings=positions.expand(-1, size, -1), memory=memory,
+                      memory_posision_embeddings=memory_pos, num_object_pointer_tokens=pointers)
+    queries = (features + 0.1 * positions).transpose(0, 1)  # (1, HW, C)
+    rope = module.rotary_emb(queries, module.position_ids)
+    queries = queries.unsqueeze(1)  # (1, 1, HW, C)
+    query = first.layer_norm1(queries)
+    query, _ = first.self_attn(query=query, key=query, value=query, position_embeddings=rope)
+    queries = (queries + first.dropout1(query)).expand(size, -1, -1, -1)
+    keys = memory.transpose(0, 1).unsqueeze(1)  # (B, 1, M, C_mem)
+    key_pos = memory_pos.transpose(0, 1).unsqueeze(1)
+    query = first.layer_norm2(queries)
+    query, _ = first.cross_attn_image(query=query, key=keys + key_pos, value=keys, position_embeddings=rope,
+                                      num_k_exclude_rope=pointers)
+    queries = queries + first.dropout2(query)
+    query = first.linear2(first.dropout(first.activation(first.linear1(first.layer_norm3(queries)))))
+    queries = queries + first.dropout3(query)
+    for layer in module.layers[1:]:
+        queries = layer(queries=queries, keys=keys, key_point_embedding=key_pos, rope_position_embeddings=rope,
+                        num_k_exclude_rope=pointers)
+    return module.layer_norm(queries).transpose(0, 1)
+
+
+_LAYER_PARTS = ("layer_norm1", "self_attn", "dropout1", "layer_norm2", "cross_attn_image", "dropout2",
+                "layer_norm3", "linear1", "activation", "dropout", "linear2", "dropout3")
 
 
 def decode_masks(tracker, pix_feat: torch.Tensor, high_res_features: list[torch.Tensor],
