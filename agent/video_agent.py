@@ -93,9 +93,9 @@ def _answer(state: State, document: dict[str, Any], usage: Usage, complete_s: fl
 
 
 async def _run_graph(ctx_args: dict[str, Any], llm: LLMConfig | LLMClient, query: str,
-                     settings: VideoAgentSettings) -> tuple[State, Usage]:
+                     settings: VideoAgentSettings, graph: Any = None) -> tuple[State, Usage]:
     """Run the shared agent graph on a new thread with a :class:`VideoContext`; the final state and usage."""
-    graph = build_graph()
+    graph = graph if graph is not None else build_graph()
     config: dict[str, Any] = {"configurable": {"thread_id": f"sam3-video-agent-{uuid.uuid4().hex}"},
                               "recursion_limit": recursion_limit(settings.agent)}
     async with using_client(llm) as shared:
@@ -107,7 +107,7 @@ async def _run_graph(ctx_args: dict[str, Any], llm: LLMConfig | LLMClient, query
 
 
 async def run_video_agent(video_engine: VideoEngine, llm: LLMConfig | LLMClient, video: VideoInput, query: str, *,
-                          settings: VideoAgentSettings | None = None) -> VideoAgentAnswer:
+                          settings: VideoAgentSettings | None = None, graph: Any = None) -> VideoAgentAnswer:
     """Answer ``query`` on ``video`` with the agent loop; returns a :class:`VideoAgentAnswer`.
 
     Args:
@@ -116,6 +116,8 @@ async def run_video_agent(video_engine: VideoEngine, llm: LLMConfig | LLMClient,
         llm: where the LLM is (a new client is made and closed), or an open :class:`LLMClient` to share.
         video: a video file, a folder of frames or a ``(T, H, W, 3)`` uint8 array.
         query: the query. settings: limits and switches (:class:`VideoAgentSettings` defaults when None).
+        graph: the compiled graph to run (default: a new :func:`agent.graph.build_graph`); a wrapper with the
+            same ``ainvoke`` (such as the HTTP server's step-streaming one) may stand in.
 
     Raises:
         InputError: empty query. VideoError: the video cannot be read. UsageError: wrong settings or video type
@@ -133,7 +135,7 @@ async def run_video_agent(video_engine: VideoEngine, llm: LLMConfig | LLMClient,
     store = MaskletStore()
     try:
         ctx_args = {"engine": video_engine, "video": video, "source": source, "store": store}
-        state, usage = await _run_graph(ctx_args, llm, query.strip(), settings)
+        state, usage = await _run_graph(ctx_args, llm, query.strip(), settings, graph)
         ids = list(state.answer_ids or [])
         started = time.perf_counter()
         await asyncio.to_thread(complete_tracks, video_engine, store, ids)

@@ -1,19 +1,25 @@
-"""Video speed: frames per second against the number of tracked objects (1, 4, 16 by default).
+"""Video speed: frames per second against the number of tracked objects (1, 4, 16, 64 by default).
 
-Two modes per object count, each on a fresh session whose objects are added with clicks on frame 0:
+Each configuration runs on a fresh session whose objects are added with clicks on frame 0, in two modes:
 
 * ``track``: the tracker alone (a session with clicks only).
 * ``detect+track``: one phrase as well, so the detector runs on every frame too (the thresholds stay at
   the checkpoint's, which random weights never reach, so the tracked objects are exactly the clicked ones).
 
+and along two paths: ``batched`` (all objects of a frame in grouped passes, the engine's default) and
+``per-object`` (transformers' one-object-at-a-time loop, ``VideoOptions(batch_objects=False)``).
+
 Figures are the best of ``--repeats`` interleaved runs of ``--frames`` frames (the first frame, the prompted one, is
-not timed) and are reported with ratios to the 1-object run, which compare like with like on one machine.
+not timed): wall-clock ms and fps, and the process's CPU time per frame (all threads; steadier than wall time on a
+shared machine). Ratios compare like with like within one run: ``slowdown_vs_first`` against the first object
+count of the same mode and path, ``speedup_vs_per_object`` of the batched path against the per-object one.
 
     python -m bench.video                                  # tiny random SAM 3 on CPU
-    python -m bench.video --spec mid                       # the mid-size CPU model of bench/engine.py
+    python -m bench.video --spec mid --frames 6            # the mid-size CPU model of bench/engine.py
     python -m bench.video --full-size --device cuda        # the released architecture, bf16 on GPU
 
-Random weights time like the real checkpoint: latency depends on shapes, not values.
+Random weights time like the real checkpoint for the networks (latency depends on shapes, not values); the mask
+clean-up after them depends on the masks, which random weights make unlike real ones.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import statistics
 import tempfile
@@ -59,62 +66,84 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_session(engine: VideoEngine, frames: np.ndarray, objects: int, with_phrase: bool) -> tuple[float, int]:
-    """Seconds per frame of one propagation (first frame excluded) and the bytes its session held at the end."""
+def time_session(engine: VideoEngine, frames: np.ndarray, objects: int, with_phrase: bool) -> dict:
+    """Wall and CPU seconds per frame of one propagation (first frame excluded), and the bytes held at the end."""
     session = engine.start_session(frames)
     if with_phrase:
         engine.add_text_prompts(session, ["object"])
     height, width = frames.shape[1:3]
     for point in click_grid(objects, height, width):
         engine.add_points(session, 0, [point])
-    start = None
+    start = cpu_start = None
     timed = 0
     for result in engine.propagate(session, 0):
         _sync(engine.device)
         if start is None:
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             continue
         timed += 1
         del result
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     held = engine.session_info(session).held.bytes
     engine.close_session(session)
-    return elapsed / max(timed, 1), held
+    return {"wall": elapsed / max(timed, 1), "cpu": cpu / max(timed, 1), "held": held}
 
 
-def bench(engine: VideoEngine, frames: np.ndarray, object_counts: list[int], repeats: int) -> list[dict]:
-    """Best-of-``repeats`` seconds per frame for every (mode, objects); repeats are interleaved so a burst
+def bench(engines: dict[str, VideoEngine], frames: np.ndarray, object_counts: list[int], modes: list[str],
+          repeats: int) -> list[dict]:
+    """Best-of-``repeats`` seconds per frame for every (mode, path, objects); repeats are interleaved so a burst
     of load from elsewhere on the machine does not land on one configuration only."""
-    configs = [(mode, with_phrase, n) for mode, with_phrase in (("track", False), ("detect+track", True))
-               for n in object_counts]
-    for _, with_phrase, _ in configs[:: len(object_counts)]:
-        time_session(engine, frames[:3], 1, with_phrase)  # warm-up
+    configs = [(mode, path, n) for mode in modes for path in engines for n in object_counts]
+    for mode in modes:
+        for engine in engines.values():
+            time_session(engine, frames[:3], 1, mode == "detect+track")  # warm-up
     runs: dict[tuple, list] = {config: [] for config in configs}
     for _ in range(repeats):
         for config in configs:
-            runs[config].append(time_session(engine, frames, config[2], config[1]))
+            mode, path, objects = config
+            runs[config].append(time_session(engines[path], frames, objects, mode == "detect+track"))
     rows = []
-    for (mode, _, objects), samples in runs.items():
-        seconds = min(s[0] for s in samples)
-        rows.append({"mode": mode, "objects": objects, "ms_per_frame": round(1000 * seconds, 2),
-                     "ms_per_frame_median": round(1000 * statistics.median(s[0] for s in samples), 2),
-                     "fps": round(1.0 / seconds, 3), "session_held_mb": round(samples[-1][1] / 2**20, 3)})
-        logger.info("%-13s %3d objects: %8.1f ms/frame  %7.2f fps", mode, objects, 1000 * seconds, 1 / seconds)
+    for (mode, path, objects), samples in runs.items():
+        seconds = min(s["wall"] for s in samples)
+        rows.append({"mode": mode, "path": path, "objects": objects, "ms_per_frame": round(1000 * seconds, 2),
+                     "ms_per_frame_median": round(1000 * statistics.median(s["wall"] for s in samples), 2),
+                     "cpu_ms_per_frame": round(1000 * min(s["cpu"] for s in samples), 2),
+                     "fps": round(1.0 / seconds, 3), "session_held_mb": round(samples[-1]["held"] / 2**20, 3)})
     for row in rows:
-        base = next(r for r in rows if r["mode"] == row["mode"] and r["objects"] == object_counts[0])
+        base = _row(rows, row["mode"], row["path"], object_counts[0])
         row["slowdown_vs_first"] = round(row["ms_per_frame"] / base["ms_per_frame"], 3)
+        row["cpu_slowdown_vs_first"] = round(row["cpu_ms_per_frame"] / base["cpu_ms_per_frame"], 3)
+        other = _row(rows, row["mode"], "per-object", row["objects"])
+        if row["path"] == "batched" and other is not None:
+            row["speedup_vs_per_object"] = round(other["ms_per_frame"] / row["ms_per_frame"], 3)
+            row["cpu_speedup_vs_per_object"] = round(other["cpu_ms_per_frame"] / row["cpu_ms_per_frame"], 3)
+    for row in rows:
+        logger.info("%-13s %-10s %3d objects: %8.1f ms/frame %7.2f fps  x%-6.2f vs first  cpu %8.1f ms  x%-6.2f  %s",
+                    row["mode"], row["path"], row["objects"], row["ms_per_frame"], row["fps"],
+                    row["slowdown_vs_first"], row["cpu_ms_per_frame"], row["cpu_slowdown_vs_first"],
+                    f"batched x{row['speedup_vs_per_object']:.2f} faster" if "speedup_vs_per_object" in row else "")
     return rows
 
 
-def build_engine(args: argparse.Namespace, folder: Path) -> VideoEngine:
+def _row(rows: list[dict], mode: str, path: str, objects: int) -> dict | None:
+    return next((r for r in rows if (r["mode"], r["path"], r["objects"]) == (mode, path, objects)), None)
+
+
+def build_engines(args: argparse.Namespace, folder: Path) -> dict[str, VideoEngine]:
+    """One engine per path (``batched``, ``per-object``) on the same random checkpoint."""
     if args.full_size:
         config, size = full_size_config(), 1008
     else:
         spec = MID_SPEC if args.spec == "mid" else TinySpec()
         config, size = tiny_config(spec), spec.image_size
     write_random_checkpoint(folder, config, size, video=True)
-    options = VideoOptions(max_sessions=1, hotstart_delay=0)
-    return VideoEngine.from_pretrained(str(folder), device=args.device, dtype=args.dtype, options=options)
+    engines = {}
+    for path in args.paths:
+        options = VideoOptions(max_sessions=1, hotstart_delay=0, batch_objects=path == "batched",
+                               max_objects_per_pass=args.max_objects_per_pass)
+        engines[path] = VideoEngine.from_pretrained(str(folder), device=args.device, dtype=args.dtype,
+                                                    options=options)
+    return engines
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -124,25 +153,35 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--full-size", action="store_true", help="the released architecture (use with a GPU)")
     parser.add_argument("--device", default=None, help="cpu, cuda (default: cuda if available)")
     parser.add_argument("--dtype", default=None, help="bf16 / fp32 (default: bf16 on GPU, fp32 on CPU)")
-    parser.add_argument("--objects", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--objects", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument("--modes", nargs="+", choices=["track", "detect+track"], default=["track", "detect+track"])
+    parser.add_argument("--paths", nargs="+", choices=["batched", "per-object"], default=["batched", "per-object"])
+    parser.add_argument("--max-objects-per-pass", type=int, default=VideoOptions.max_objects_per_pass,
+                        help="objects per batched pass (default: the engine's)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--frames", type=int, default=16, help="frames per timed propagation")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--size", type=int, nargs=2, default=[240, 320], metavar=("H", "W"), help="video frame size")
     parser.add_argument("--out", default="bench/results/video.json")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with torch.random.fork_rng():  # seeded without touching the caller's RNG (main() also runs in the tests)
         torch.manual_seed(0)
         with tempfile.TemporaryDirectory() as tmp:
-            engine = build_engine(args, Path(tmp))
+            engines = build_engines(args, Path(tmp))
     frames = make_frames(args.frames + 1, *args.size)
-    rows = bench(engine, frames, args.objects, args.repeats)
+    rows = bench(engines, frames, args.objects, args.modes, args.repeats)
+    engine = next(iter(engines.values()))
     report = {
         "model": "full-size" if args.full_size else args.spec, "device": str(engine.device),
         "dtype": str(engine.dtype).replace("torch.", ""), "frames": args.frames, "frame_size": args.size,
+        "max_objects_per_pass": args.max_objects_per_pass,
         "torch_threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
-        "rows": rows,
+        "load_average": list(os.getloadavg()), "rows": rows,
     }
-    engine.close()
+    for each in engines.values():
+        each.close()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
     logger.info("report written to %s", args.out)

@@ -55,6 +55,11 @@ def add_segment_video(commands: argparse._SubParsersAction) -> None:
     ask.set_defaults(func=run_segment_video)
 
 
+def objects_on_frame(result) -> str:
+    """Progress words for a tracked frame: how many objects are on it."""
+    return f"{len(result)} objects"
+
+
 def _frames_to_visit(num_frames: int, start: int, direction: str, max_frames: int | None) -> int:
     forward = num_frames - start if direction in ("forward", "both") else 0
     backward = start + 1 if direction == "backward" else (start if direction == "both" else 0)
@@ -85,7 +90,8 @@ def run_track(args: argparse.Namespace) -> int:
         total = _frames_to_visit(source.num_frames, args.start_frame, args.direction, args.max_frames)
         stream = engine.propagate(session, args.start_frame, args.direction, args.max_frames)
         frames = 0
-        for result in progress(stream, total=total, desc="tracking", unit="frame", enabled=not args.no_progress):
+        for result in progress(stream, total=total, desc="tracking", unit="frame", enabled=not args.no_progress,
+                               postfix=objects_on_frame):
             writer.add(result)
             frames += 1
         document = writer.document()
@@ -130,7 +136,7 @@ def _progress_engine_class():
             stream = super().propagate(session_id, start_frame, direction, max_frames)
             source = self.session_source(session_id)
             total = _frames_to_visit(source.num_frames, start_frame or 0, direction, max_frames)
-            return progress(stream, total=total, desc="tracking", unit="frame")
+            return progress(stream, total=total, desc="tracking", unit="frame", postfix=objects_on_frame)
 
     return ProgressVideoEngine
 

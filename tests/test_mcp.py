@@ -95,7 +95,7 @@ def mcp_run(tmp_path_factory) -> dict[str, Any]:
 def test_tools_are_listed_with_descriptions_and_schemas(mcp_run):
     assert mcp_run["server"] == "sam3"
     tools = mcp_run["tools"]
-    assert set(tools) == {"segment_phrase", "reason_segment", "track_video"}
+    assert set(tools) == {"segment_phrase", "reason_segment", "track_video", "reason_segment_video"}
     segment, reason = tools["segment_phrase"], tools["reason_segment"]
     assert "short noun phrase" in segment.description and "reason_segment" in segment.description
     assert "follow-up" in reason.description

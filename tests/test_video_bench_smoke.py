@@ -14,7 +14,8 @@ def test_video_benchmark_runs(tmp_path):
     load_bench("video").main(["--objects", "1", "2", "--frames", "2", "--repeats", "1", "--size", "48", "64",
                               "--device", "cpu", "--out", str(out)])
     report = json.loads(out.read_text())
-    assert [(r["mode"], r["objects"]) for r in report["rows"]] == [
-        ("track", 1), ("track", 2), ("detect+track", 1), ("detect+track", 2)]
-    assert all(r["fps"] > 0 and r["slowdown_vs_first"] > 0 for r in report["rows"])
+    assert [(r["mode"], r["path"], r["objects"]) for r in report["rows"]] == [
+        (mode, path, n) for mode in ("track", "detect+track") for path in ("batched", "per-object") for n in (1, 2)]
+    assert all(r["fps"] > 0 and r["slowdown_vs_first"] > 0 and r["cpu_ms_per_frame"] > 0 for r in report["rows"])
+    assert all(r["speedup_vs_per_object"] > 0 for r in report["rows"] if r["path"] == "batched")
     assert torch.equal(torch.random.get_rng_state(), rng_before)  # seeded in a forked RNG

@@ -7,6 +7,8 @@ kept, errors) with detection thresholds low enough for the random detector to fi
 from __future__ import annotations
 
 import json
+import logging
+import re
 
 import numpy as np
 import pytest
@@ -235,9 +237,10 @@ def test_checkpoint_without_video_weights(tmp_path):
         VideoEngine.from_pretrained(str(tmp_path / "nothing-here"), device="cpu")
 
 
-def test_cli_track(video_checkpoint, videos, tmp_path):
+def test_cli_track(video_checkpoint, videos, tmp_path, caplog):
     from cli.main import main
 
+    caplog.set_level(logging.INFO, logger="sam3_agent.cli")
     out, overlay = tmp_path / "track.json", tmp_path / "track.mp4"
     code = main(["track", videos["mp4"], "red disc", "green disc", "--model", video_checkpoint, "--out", str(out),
                  "--overlay", str(overlay), "--max-frames", "4", "--threshold", "0.05", "--new-threshold", "0.1",
@@ -250,5 +253,8 @@ def test_cli_track(video_checkpoint, videos, tmp_path):
         assert len(annotation["segmentations"]) == 12
         assert all(s is None for s in annotation["segmentations"][4:])
     assert open_video(overlay).num_frames == 12
+    # progress (plain lines: stderr is not a terminal under pytest): frames done, rate and objects
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("tracking: ")]
+    assert re.fullmatch(r"tracking: 4/4 frame, [0-9.]+ frame/s, [0-9]+ objects done", line), line
     assert main(["track", str(tmp_path / "missing.mp4"), "cat", "--model", video_checkpoint,
                  "--out", str(out), "--device", "cpu"]) == 2

@@ -59,7 +59,7 @@ def connected_components(masks: torch.Tensor, max_rounds: int | None = None) -> 
     ramp = torch.arange(1, pixels + 1, device=foreground.device, dtype=torch.float32).view(1, height, width)
     labels = ramp * keep
     for _ in range(max_rounds if max_rounds is not None else pixels):
-        grown = F.max_pool2d(labels.unsqueeze(1), kernel_size=3, stride=1, padding=1).squeeze(1) * keep
+        grown = _max_3x3(labels) * keep
         flat = grown.view(n, pixels)
         pointed = flat.gather(1, (flat.long() - 1).clamp(min=0))  # the label of the pixel our label names
         updated = torch.maximum(flat, pointed * keep.view(n, pixels)).view(n, height, width)
@@ -72,6 +72,16 @@ def connected_components(masks: torch.Tensor, max_rounds: int | None = None) -> 
     counts = torch.bincount(keys, minlength=n * (pixels + 1))
     areas = torch.where(foreground, counts[keys].view(n, height, width), torch.zeros_like(labels))
     return labels, areas
+
+
+def _max_3x3(values: torch.Tensor) -> torch.Tensor:
+    """3x3 max filter of ``(N, H, W)`` non-negative values (zero outside), as two 1-D passes.
+
+    Equal to ``max_pool2d(kernel 3, stride 1, padding 1)`` here and ~10x faster on CPU for a batch of masks.
+    """
+    padded = F.pad(values, (1, 1, 1, 1))
+    rows = torch.maximum(torch.maximum(padded[..., :-2], padded[..., 1:-1]), padded[..., 2:])
+    return torch.maximum(torch.maximum(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
 
 
 def fill_holes_and_remove_sprinkles(logits: torch.Tensor, max_area: int) -> torch.Tensor:
@@ -137,18 +147,26 @@ def resolve_overlaps(masks: torch.Tensor, scores: torch.Tensor, groups: Sequence
 
     Returns:
         ``(N, H, W)`` bool masks without overlaps inside a group.
+        Ties go to the object listed first.
     """
     if len(masks) < 2:
         return masks
-    result = masks.clone()
-    group_ids = torch.as_tensor(list(groups), device=masks.device)
-    for group in group_ids.unique():
-        members = torch.nonzero(group_ids == group).flatten()
-        if members.numel() < 2:
+    result = masks
+    labels = list(groups)
+    for group in sorted(set(labels)):
+        members = [i for i, g in enumerate(labels) if g == group]
+        if len(members) < 2:
             continue
         member_masks = masks[members]
-        ranked = torch.where(member_masks, scores[members].view(-1, 1, 1).float(), float("-inf"))
-        winner = ranked.argmax(dim=0, keepdim=True)
-        own = torch.arange(members.numel(), device=masks.device).view(-1, 1, 1)
-        result[members] = member_masks & (winner == own)
+        # Rank K..1 by score (stable: ties go to the earlier object); each pixel goes to its highest rank.
+        # Small integer ranks make this a few cheap passes over the frame.
+        dtype = torch.uint8 if len(members) < 2**8 else torch.int32
+        order = torch.sort(scores[members].float(), descending=True, stable=True).indices
+        rank = torch.empty(len(members), dtype=dtype, device=masks.device)
+        rank[order] = torch.arange(len(members), 0, -1, device=masks.device).to(dtype)
+        ranked = member_masks * rank.view(-1, 1, 1)
+        member_masks &= ranked == ranked.amax(dim=0, keepdim=True)
+        if result is masks:
+            result = masks.clone()
+        result[members] = member_masks
     return result

@@ -42,6 +42,7 @@ from ..loading import (
     resolve_model_id,
 )
 from ..phrases import clean_phrases
+from . import batched
 from .cleanup import suppress_duplicates
 from .frames import FrameSource, check_index, open_video
 from .options import VideoOptions, apply_options
@@ -91,7 +92,14 @@ class VideoEngine:
         self.model, self.processor = model, processor
         self.device, self.dtype, self.options = device, dtype, options
         self.settings = apply_options(model, options)
-        self.policy = RetentionPolicy.for_tracker(model.tracker_model.config, self.settings.hotstart_delay)
+        if options.batch_objects:
+            batched.install(model.tracker_model, options.max_objects_per_pass)
+        else:
+            batched.uninstall(model.tracker_model)
+        offload = device.type != "cpu" if options.offload_to_cpu is None else options.offload_to_cpu
+        self.policy = RetentionPolicy.for_tracker(
+            model.tracker_model.config, self.settings.hotstart_delay,
+            offload_device=torch.device("cpu") if offload and device.type != "cpu" else None)
         size = processor.video_processor.size
         self.input_size = (int(size["height"]), int(size["width"]))
         self._sessions = SessionRegistry(options.max_sessions, options.idle_timeout_s, clock)

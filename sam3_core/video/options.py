@@ -30,6 +30,12 @@ class VideoOptions:
         decode_cache_frames: decoded video frames kept per session.
         keep_all_state: keep every frame's tracker state, as transformers does; memory then grows with
             the video's length. Only for comparisons: the default trims it as propagation moves on.
+        batch_objects: propagate all tracked objects of a frame in batched passes
+            (:mod:`sam3_core.video.batched`); ``False`` runs transformers' one-object-at-a-time loop.
+        max_objects_per_pass: most objects in one batched pass (bounds the pass's activations; ``None``:
+            no limit).
+        offload_to_cpu: move tracker memories the next frames do not read (kept for prompted frames and
+            for a later backward pass) to CPU memory. ``None``: on when the engine runs on a GPU.
     """
 
     max_sessions: int = 4
@@ -41,6 +47,9 @@ class VideoOptions:
     nms_iou_threshold: float | None = None
     decode_cache_frames: int = 8
     keep_all_state: bool = False
+    batch_objects: bool = True
+    max_objects_per_pass: int | None = 16
+    offload_to_cpu: bool | None = None
 
     def __post_init__(self) -> None:
         if self.max_sessions < 1:
@@ -51,6 +60,10 @@ class VideoOptions:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise UsageError(f"{name} must be in [0, 1], got {value}")
+        if self.max_objects_per_pass is not None and (isinstance(self.max_objects_per_pass, bool)
+                                                      or self.max_objects_per_pass < 1):
+            raise UsageError(f"max_objects_per_pass must be a positive integer or None, "
+                             f"got {self.max_objects_per_pass!r}")
         for name in ("hotstart_delay", "fill_hole_area"):
             value = getattr(self, name)
             if value is not None and value < 0:

@@ -93,6 +93,15 @@ def build_frame_result(raw: RawFrame, *, hidden: set[int], groups: dict[int, int
         return empty_result(raw.frame_index, frame_size)
     ids = [raw.object_ids[i] for i in keep]
     logits = raw.logits[keep].float()
+    if logits.shape[-2] * logits.shape[-1] > fill_hole_area:
+        # A mask with no positive logit stays empty through clean-up (its one background component is too
+        # large to be a hole) and through bilinear upsampling (a convex mix of non-positive values), so
+        # lost objects skip the full-resolution work.
+        alive = torch.nonzero((logits > 0).flatten(1).any(dim=1)).flatten().tolist()
+        if not alive:
+            return empty_result(raw.frame_index, frame_size)
+        if len(alive) < len(ids):
+            ids, logits = [ids[i] for i in alive], logits[alive]
     logits = fill_holes_and_remove_sprinkles(logits, fill_hole_area)
     upsampled = F.interpolate(logits.unsqueeze(1), size=frame_size, mode="bilinear", align_corners=False)
     masks = upsampled.squeeze(1) > 0

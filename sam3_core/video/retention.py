@@ -23,6 +23,10 @@ backward pass after a forward one finds its memories), conditioning outputs beyo
 ``high_res_masks`` (only read inside the step that computed them), consumed mask inputs, per-frame score
 and suppression dicts of other frames, and hot-start bookkeeping of objects past their hot-start period.
 
+With an ``offload_device`` (CPU, for sessions on a GPU), the large tensors of outputs that are kept but not read
+by the next frames -- non-conditioning frames kept only for an anchor, conditioning frames beyond the
+``max_cond_frames`` closest -- move there; transformers moves what it reads back to the inference device itself.
+
 One visible effect: clicks on a frame tracked long ago (outside the window) make a fresh conditioning
 frame, whose mask comes from the clicks alone, as clicks on a never-tracked frame do.
 """
@@ -49,13 +53,26 @@ class RetentionPolicy:
     window: int
     max_cond_frames: int
     hotstart_delay: int
+    offload_device: torch.device | None = None
 
     @classmethod
-    def for_tracker(cls, tracker_config, hotstart_delay: int) -> RetentionPolicy:
+    def for_tracker(cls, tracker_config, hotstart_delay: int,
+                    offload_device: torch.device | None = None) -> RetentionPolicy:
         """The smallest policy that changes nothing the tracker reads (given its config)."""
         window = max(int(tracker_config.num_maskmem), int(tracker_config.max_object_pointers_in_encoder)) + 1
         return cls(window=window, max_cond_frames=max(int(tracker_config.max_cond_frame_num), 1),
-                   hotstart_delay=int(hotstart_delay))
+                   hotstart_delay=int(hotstart_delay), offload_device=offload_device)
+
+
+#: Per-frame outputs moved to ``offload_device`` when cold (object pointers and scores are small and stay).
+OFFLOADED_KEYS = ("maskmem_features", "maskmem_pos_enc", "pred_masks")
+
+
+def _offload(entry: dict, device: torch.device) -> None:
+    for key in OFFLOADED_KEYS:
+        value = entry.get(key)
+        if isinstance(value, torch.Tensor) and value.device != device:
+            entry[key] = value.to(device)
 
 
 def _near(frame: int, centres: Iterable[int], window: int) -> bool:
@@ -75,6 +92,14 @@ def _trim_object(state, obj_idx: int, frame_idx: int, anchors: tuple[int, ...], 
         del cond[t]
     for stored in (*non_cond.values(), *cond.values()):
         stored.pop("high_res_masks", None)
+    if policy.offload_device is not None:
+        hot_cond = set(sorted(cond, key=lambda t: abs(t - frame_idx))[:policy.max_cond_frames])
+        for t, stored in non_cond.items():
+            if abs(t - frame_idx) > policy.window:
+                _offload(stored, policy.offload_device)
+        for t, stored in cond.items():
+            if t not in hot_cond:
+                _offload(stored, policy.offload_device)
     tracked = state.frames_tracked_per_obj.get(obj_idx)
     if tracked:
         for t in [t for t in tracked if not _near(t, centres, policy.window)]:

@@ -60,6 +60,7 @@ from serving.config import ServeSettings
 from serving.http import agent as http_agent
 from serving.http import segment as http_segment
 from serving.http import video as http_video
+from serving.http import video_agent as http_video_agent
 from serving.http.common import Runtime, add_schemas, runtime
 from serving.http.errors import install_error_handlers, redact
 from serving.http.examples import add_examples
@@ -313,7 +314,7 @@ def create_app(settings: ServeSettings | None = None, *, engine: Sam3Engine | No
     app.state.runtime = rt
     install_error_handlers(app)
     _install_service_routes(app)
-    for module in (http_segment, http_agent, chat, http_video):
+    for module in (http_segment, http_agent, chat, http_video, http_video_agent):
         app.include_router(module.router)
     if settings.chat_page:
         chat.install_chat_page(app)

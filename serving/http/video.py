@@ -12,6 +12,8 @@
                                                     frame, then ``done``), or one JSON document with ``stream: false``
 ``DELETE /v1/video/sessions/{id}``                  close the session and delete its upload (204)
 ``POST   /v1/video/track``                          all of the above in one request: upload, prompt, propagate, close
+``POST   /v1/video/agent``                          a query answered by the video agent with masklets (streamed
+                                                    steps and progress; :mod:`serving.http.video_agent`)
 ==================================================  ==============================================================
 
 Errors (as everywhere, ``{"error": {...}}``): 400 unreadable video, bad prompt or frame index

@@ -112,7 +112,8 @@ def _result(output: TrackOutput, overlay: str | None) -> CallToolResult:
 
 def add_video_tool(server: MCPServer, video_factory: Callable[[], Any], options: McpOptions,
                    loader: ThreadPoolExecutor | None = None) -> EngineHolder[Any]:
-    """Register ``track_video`` on ``server``; returns the holder of the video engine (close it at the end).
+    """Register ``track_video`` (and ``reason_segment_video`` when ``options.llm`` is set) on ``server``; returns
+    the holder of the video engine (close it at the end).
 
     Pass the image engine's ``loader`` so the two models load one after the other.
     """
@@ -144,4 +145,8 @@ def add_video_tool(server: MCPServer, video_factory: Callable[[], Any], options:
                 raise ToolError(f"tracking took longer than {options.video_timeout_s:g}s; try max_frames") from exc
         return _result(output, overlay)
 
+    if options.llm is not None:
+        from serving.mcp.video_agent import add_video_agent_tool
+
+        add_video_agent_tool(server, holder, options, lock)
     return holder

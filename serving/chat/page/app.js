@@ -1,10 +1,12 @@
 // The chat page: one image, many messages; each message is answered by the SAM 3 agent, with its steps
 // streamed as server-sent events. The conversation id lives in the URL hash (#c=...), so reloading the
 // page (or restarting the server with --state-db) brings the conversation back.
+// A video clip instead of an image: each message is one query of the video agent (POST /v1/video/agent,
+// the clip uploaded with it), answered with masklets; tracking progress shows in the status line.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { conversation: null, busy: false };
+const state = { conversation: null, clip: null, busy: false };
 
 function headers(extra = {}) {
   const token = $("token-input").value.trim();
@@ -37,6 +39,7 @@ function pngUrl(base64) { return `data:image/png;base64,${base64}`; }
 
 function showImage(src, caption) {
   $("view-empty").hidden = true;
+  $("view-video").hidden = true;
   $("view-image").hidden = false;
   $("view-image").src = src;
   $("view-caption").textContent = caption;
@@ -101,6 +104,30 @@ function newTurn(message) {
   return turn;
 }
 
+function describeClip(answer) {
+  if (answer.status === "answered") return `Answer: masklet(s) ${answer.masklet_ids.join(", ")}`;
+  if (answer.status === "no_mask") return "Nothing in the clip matches.";
+  return `No answer (${answer.status}): ${answer.error}`;
+}
+
+function renderClipAnswer(turn, answer) {
+  const box = turn.querySelector(".answer");
+  box.replaceChildren(element("div", "answer-text", describeClip(answer)));
+  const list = element("ul", "masklets");
+  for (const track of answer.annotations.filter((a) => answer.masklet_ids.includes(a.object_id))) {
+    const frames = track.segmentations.map((rle, i) => (rle ? i : -1)).filter((i) => i >= 0);
+    const span = frames.length ? `frames ${frames[0]}–${frames[frames.length - 1]} (${frames.length} of ${track.segmentations.length})`
+      : "on no frame";
+    list.appendChild(element("li", "masklet", `masklet ${track.object_id} (${track.phrase || "object"}): ${span}`));
+  }
+  box.appendChild(list);
+}
+
+function progressText(event) {
+  const total = event.total ? `/${event.total}` : "";
+  return `Tracking… ${event.frames_done}${total} frames, ${event.fps.toFixed(1)} fps, ${event.objects} objects`;
+}
+
 // -- server-sent events over fetch (EventSource cannot POST) ----------------------------------------
 
 async function* sseEvents(response) {
@@ -129,6 +156,7 @@ async function startConversation(file) {
   setStatus("Uploading…");
   const created = await (await api("/v1/chat", { method: "POST", body: form })).json();
   state.conversation = created.conversation_id;
+  state.clip = null;
   location.hash = `c=${created.conversation_id}`;
   $("turns").replaceChildren();
   showImage(URL.createObjectURL(file), `${created.image.width}×${created.image.height}`);
@@ -136,7 +164,43 @@ async function startConversation(file) {
   setStatus("Ask for something to segment.");
 }
 
+function startClip(file) {
+  state.clip = file;
+  state.conversation = null;
+  history.replaceState(null, "", location.pathname);
+  $("turns").replaceChildren();
+  $("view-empty").hidden = true;
+  $("view-image").hidden = true;
+  $("view-video").hidden = false;
+  $("view-video").src = URL.createObjectURL(file);
+  $("view-caption").textContent = file.name;
+  setStatus("Ask about the clip, e.g. “the dog that jumps”.");
+}
+
+async function sendClip(message) {
+  const turn = newTurn(message);
+  const form = new FormData();
+  form.append("video", state.clip);
+  form.append("params", JSON.stringify({ query: message, stream: true }));
+  const response = await api("/v1/video/agent", { method: "POST", body: form });
+  for await (const event of sseEvents(response)) {
+    if (event.type === "answer") {
+      renderClipAnswer(turn, event.answer);
+      setStatus("Done. Ask another question about the clip.");
+    } else if (event.type === "error") {
+      turn.querySelector(".answer").replaceChildren(element("div", "error", event.error.message));
+      setStatus(event.error.message, true);
+    } else if (event.type === "progress") {
+      setStatus(progressText(event));
+    } else {
+      addStep(turn, event);
+      setStatus(`Working… ${stepText(event).slice(0, 80)}`);
+    }
+  }
+}
+
 async function send(message) {
+  if (state.clip !== null) return sendClip(message);
   const turn = newTurn(message);
   const body = JSON.stringify({ message, stream: true });
   const response = await api(`/v1/chat/${state.conversation}/messages`,
@@ -176,19 +240,20 @@ async function guarded(action) {
     setStatus(error.message, true);
   } finally {
     state.busy = false;
-    enableInput(state.conversation !== null);
+    enableInput(state.conversation !== null || state.clip !== null);
   }
 }
 
 $("image-input").addEventListener("change", (event) => {
   const file = event.target.files[0];
-  if (file) guarded(() => startConversation(file));
+  if (file && file.type.startsWith("video/")) guarded(async () => startClip(file));
+  else if (file) guarded(() => startConversation(file));
 });
 
 $("message-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const message = $("message-input").value.trim();
-  if (!message || state.conversation === null) return;
+  if (!message || (state.conversation === null && state.clip === null)) return;
   $("message-input").value = "";
   guarded(() => send(message));
 });
