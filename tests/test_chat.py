@@ -7,6 +7,7 @@ The LLM is the scripted OpenAI-compatible server; the tiny SAM 3 engine runs wit
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -34,6 +35,23 @@ SEED = 5151
 CHROMIUM = os.environ.get("SAM3_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--no-first-run"]
+
+
+@contextlib.contextmanager
+def chat_page(base_url: str, tmp_path: Path) -> Iterator[Any]:
+    """A headless Chromium page (Debian's /usr/bin/chromium through Playwright) opened on ``base_url``'s /chat."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=str(Path(shutil.which(CHROMIUM) or CHROMIUM)),
+            headless=True, args=CHROMIUM_FLAGS, viewport={"width": 1100, "height": 800})
+        try:
+            page = browser.new_page()
+            page.goto(f"{base_url}/chat")
+            yield page
+        finally:
+            browser.close()
 
 
 def call(name: str, **arguments: Any) -> Reply:
@@ -128,32 +146,22 @@ def _chromium_missing() -> str | None:
 
 @pytest.mark.skipif(_chromium_missing() is not None, reason=str(_chromium_missing()))
 def test_chat_page_in_headless_chromium(engine, llm, image_png, tmp_path):
-    from playwright.sync_api import sync_playwright
-
     image_file = tmp_path / "kitchen.png"
     image_file.write_bytes(image_png)
     llm.add(call("segment_phrase", text_prompt="cup"), call("select_masks_and_return", mask_ids=[1]),
             call("segment_phrase", text_prompt="woman"), call("select_masks_and_return", mask_ids=[2]))
-    with chat_server(engine, llm) as server, sync_playwright() as playwright:
-        browser = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=str(Path(shutil.which(CHROMIUM) or CHROMIUM)),
-            headless=True, args=CHROMIUM_FLAGS, viewport={"width": 1100, "height": 800})
-        try:
-            page = browser.new_page()
-            page.goto(f"{server.base_url}/chat")
-            page.set_input_files("#image-input", str(image_file))
-            page.wait_for_selector("#message-input:enabled", timeout=20_000)
-            for message, expected in (("the cup", 1), ("only the woman", 2)):
-                page.fill("#message-input", message)
-                page.click("#send-button")
-                page.wait_for_selector(f".turn:nth-child({expected}) img.final-overlay", timeout=30_000)
-            screenshot = page.screenshot(full_page=True)
-            texts = page.locator(".answer-text").all_inner_texts()
-            href = page.locator(".turn:nth-child(2) a.download").get_attribute("href")
-            steps = page.locator(".turn:nth-child(1) img.step-overlay").count()
-            assert page.locator("#view-image").is_visible()
-        finally:
-            browser.close()
+    with chat_server(engine, llm) as server, chat_page(server.base_url, tmp_path) as page:
+        page.set_input_files("#image-input", str(image_file))
+        page.wait_for_selector("#message-input:enabled", timeout=20_000)
+        for message, expected in (("the cup", 1), ("only the woman", 2)):
+            page.fill("#message-input", message)
+            page.click("#send-button")
+            page.wait_for_selector(f".turn:nth-child({expected}) img.final-overlay", timeout=30_000)
+        screenshot = page.screenshot(full_page=True)
+        texts = page.locator(".answer-text").all_inner_texts()
+        href = page.locator(".turn:nth-child(2) a.download").get_attribute("href")
+        steps = page.locator(".turn:nth-child(1) img.step-overlay").count()
+        assert page.locator("#view-image").is_visible()
     if os.environ.get("SAM3_TEST_ARTIFACTS"):  # keep the screenshot for a person to look at
         Path(os.environ["SAM3_TEST_ARTIFACTS"]).mkdir(parents=True, exist_ok=True)
         (Path(os.environ["SAM3_TEST_ARTIFACTS"]) / "chat_page.png").write_bytes(screenshot)

@@ -4,12 +4,10 @@ video agent (``POST /v1/video/agent``), its steps listed and the chosen masklets
 from __future__ import annotations
 
 import re
-import shutil
-from pathlib import Path
 
 import pytest
 from http_helpers import tiny_video_engine
-from test_chat import CHROMIUM, CHROMIUM_FLAGS, _chromium_missing
+from test_chat import _chromium_missing, chat_page
 from test_video_agent_http import choosing_responder
 from video_fixtures import moving_shapes, write_mp4
 
@@ -23,31 +21,21 @@ from serving.http.server import BackgroundServer
 
 @pytest.mark.skipif(_chromium_missing() is not None, reason=str(_chromium_missing()))
 def test_chat_page_answers_about_a_clip(engine, tmp_path):
-    from playwright.sync_api import sync_playwright
-
     clip = write_mp4(moving_shapes(6), tmp_path / "clip.mp4", gop=5)
     with ScriptedLLM(responder=choosing_responder()) as llm, tiny_video_engine(tmp_path / "tiny") as video_engine:
         config = LLMConfig(base_url=llm.base_url, model=llm.model, api_key="t", timeout_s=20.0, max_retries=0)
         settings = ServeSettings(model="tiny", llm=config, agent=AgentSettings(score_threshold=0.2), video=True)
         server = BackgroundServer(create_app(settings, engine=engine, video_engine=video_engine))
-        with server, sync_playwright() as playwright:
-            browser = playwright.chromium.launch_persistent_context(
-                str(tmp_path / "profile"), executable_path=str(Path(shutil.which(CHROMIUM) or CHROMIUM)),
-                headless=True, args=CHROMIUM_FLAGS, viewport={"width": 1100, "height": 800})
-            try:
-                page = browser.new_page()
-                page.goto(f"{server.base_url}/chat")
-                page.set_input_files("#image-input", str(clip))
-                page.wait_for_selector("#message-input:enabled", timeout=20_000)
-                page.fill("#message-input", "the red disc")
-                page.click("#send-button")
-                page.wait_for_selector(".turn:nth-child(1) .answer-text", timeout=120_000)
-                answer = page.locator(".answer-text").inner_text()
-                masklets = page.locator(".masklet").all_inner_texts()
-                steps = page.locator(".turn:nth-child(1) .step-tool_call").count()
-                assert page.locator("#view-video").is_visible() and not page.locator("#view-image").is_visible()
-            finally:
-                browser.close()
+        with server, chat_page(server.base_url, tmp_path) as page:
+            page.set_input_files("#image-input", str(clip))
+            page.wait_for_selector("#message-input:enabled", timeout=20_000)
+            page.fill("#message-input", "the red disc")
+            page.click("#send-button")
+            page.wait_for_selector(".turn:nth-child(1) .answer-text", timeout=120_000)
+            answer = page.locator(".answer-text").inner_text()
+            masklets = page.locator(".masklet").all_inner_texts()
+            steps = page.locator(".turn:nth-child(1) .step-tool_call").count()
+            assert page.locator("#view-video").is_visible() and not page.locator("#view-image").is_visible()
         assert not llm.errors, llm.errors
     assert steps >= 1
     if answer.startswith("Answer: masklet(s)"):
