@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from eval.records import PredictionLog, prepare_run_dir
 from eval.report import score_run
-from eval.runner import Progress, RunOptions, run_config
+from eval.runner import Progress, RunOptions, checked_planner, run_config
 from eval.tasks import EvalItem, Task, TaskSpec
 from sam3_core.errors import RunFailed, UsageError
 
@@ -229,15 +229,8 @@ async def run_eval_ray(task: Task, run_dir: str | Path, engine_spec: EngineSpec,
     record is written (tests use it to kill a worker mid-run). Raises what ``run_eval`` raises, and
     :class:`RunFailed` when every worker died.
     """
-    from eval.planners import DirectSettings, planner_name
-
     options, ray_options = options or RunOptions(), ray_options or RayOptions()
-    if isinstance(settings, DirectSettings):
-        settings, llm = settings.for_task(task.ranked_detections), None
-    elif llm is None:
-        raise UsageError("the agent planner needs an LLM configuration")
-    if planner_name(settings) not in task.planners:
-        raise UsageError(f"{task.spec.dataset} is answered by the {' or '.join(task.planners)} planner only")
+    settings, llm = checked_planner(task, settings, llm)
     items = task.items()[: options.limit] if options.limit is not None else task.items()
     model = await _model_name(llm)
     runtime = {"concurrency": options.concurrency, "limit": options.limit,

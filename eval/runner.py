@@ -260,6 +260,19 @@ async def _shared_client(llm: LLMConfig | LLMClient | None) -> AsyncIterator[LLM
         yield client
 
 
+def checked_planner(task: Task, settings: PlannerSettings, llm: Any) -> tuple[PlannerSettings, Any]:
+    """``(settings, llm)`` ready to run ``task``: direct settings fitted to the task (and no LLM), or agent
+    settings with their LLM. Raises :class:`UsageError` for the agent planner without an LLM, or a planner
+    the task does not offer."""
+    if isinstance(settings, DirectSettings):
+        settings, llm = settings.for_task(task.ranked_detections), None
+    elif llm is None:
+        raise UsageError("the agent planner needs an LLM (an LLMConfig or LLMClient); or use DirectSettings")
+    if planner_name(settings) not in task.planners:
+        raise UsageError(f"{task.spec.dataset} is answered by the {' or '.join(task.planners)} planner only")
+    return settings, llm
+
+
 @locked_run_dir  # one run per folder at a time (eval.run_lock)
 async def run_eval(task: Task, run_dir: str | Path, engine: Sam3Engine, llm: LLMConfig | LLMClient | None, *,
                    sam3_model: str, settings: PlannerSettings | None = None,
@@ -276,13 +289,8 @@ async def run_eval(task: Task, run_dir: str | Path, engine: Sam3Engine, llm: LLM
         InputError: the dataset cannot be read.
         UsageError: the agent planner without an ``llm``.
     """
-    settings, options = settings or AgentSettings(), options or RunOptions()
-    if isinstance(settings, DirectSettings):
-        settings, llm = settings.for_task(task.ranked_detections), None
-    elif llm is None:
-        raise UsageError("the agent planner needs an LLM (an LLMConfig or LLMClient); or use DirectSettings")
-    if planner_name(settings) not in task.planners:
-        raise UsageError(f"{task.spec.dataset} is answered by the {' or '.join(task.planners)} planner only")
+    options = options or RunOptions()
+    settings, llm = checked_planner(task, settings or AgentSettings(), llm)
     items = task.items()
     items = items[: options.limit] if options.limit is not None else items
     async with _shared_client(llm) as client:
