@@ -57,6 +57,16 @@ def _token(args: argparse.Namespace) -> str | None:
     return args.token or None
 
 
+def _allowed_hosts(args: argparse.Namespace) -> tuple[str, ...]:
+    """--allowed-host as given, else the loopback names when listening on a loopback address (the DNS
+    rebinding guard, :mod:`serving.http.hosts`), else no check."""
+    from serving.http.hosts import default_allowed_hosts
+
+    if args.allowed_host:
+        return tuple(args.allowed_host)
+    return default_allowed_hosts(args.host)
+
+
 def _serve(args: argparse.Namespace) -> int:
     from serving.config import ServeSettings
     from serving.http.app import create_app
@@ -70,7 +80,11 @@ def _serve(args: argparse.Namespace) -> int:
         url_timeout_s=args.url_timeout, llm=_llm_config(args), agent=_agent_settings(args),
         state_db=args.state_db, chat_page=not args.no_chat_page, video=args.video,
         video_max_sessions=args.video_max_sessions, video_idle_timeout_s=args.video_idle_timeout,
-        video_root=args.video_root,
+        video_root=args.video_root, allowed_hosts=_allowed_hosts(args),
+        url_allow_networks=tuple(args.url_allow_network or ()),
+        retention_max_age_s=args.retention_days * 86400.0, retention_max_bytes=int(args.retention_max_mb * MIB),
+        header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout,
+        max_connections=args.max_connections,
     )
     # The app's default loaders: with --video they load the weights once for images and videos.
     app = create_app(settings)
@@ -123,6 +137,16 @@ def _shared_factories(args: argparse.Namespace):
     return load_image, load_video
 
 
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     add_model_options(parser)
     add_threshold_options(parser, mask=False)
@@ -159,6 +183,23 @@ def _add_http_args(parser: argparse.ArgumentParser, *, state_db: str | None) -> 
                        help="seconds before an unused video session is closed and its upload deleted")
     group.add_argument("--video-root", help="folder whose videos POST /v1/video/sessions may open by path "
                                             "(default: uploads only)")
+    group.add_argument("--allowed-host", action="append", metavar="NAME",
+                       help="a host name clients use to reach this server (repeatable; '*' any, '*.example.org' "
+                            "sub-domains); other Host headers get HTTP 421. Default: localhost, 127.0.0.1 and ::1 "
+                            "when --host is a loopback address (stops DNS rebinding), else no check")
+    group.add_argument("--url-allow-network", action="append", metavar="CIDR",
+                       help="a private network URL images may come from (repeatable; with --allow-url-images)")
+    group.add_argument("--retention-days", type=_positive, default=7.0,
+                       help="delete conversations and agent threads unused for this many days (default: 7)")
+    group.add_argument("--retention-max-mb", type=_positive, default=1024.0,
+                       help="keep stored conversations and threads under this size, oldest deleted first "
+                            "(default: 1024)")
+    group.add_argument("--header-timeout", type=_positive, default=10.0,
+                       help="seconds a connection has to send its request headers (default: 10)")
+    group.add_argument("--body-timeout", type=_positive, default=60.0,
+                       help="seconds a request has to send its body after the headers (default: 60)")
+    group.add_argument("--max-connections", type=int, default=1000,
+                       help="connections served at once; more get HTTP 503 (default: 1000)")
     group.add_argument("--verbose-server", action="store_true", help="uvicorn debug logging")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 from agent.llm import LLMConfig
@@ -47,6 +48,9 @@ class ServeSettings:
         header_timeout_s: a connection must send its request headers within this (slowloris guard);
             body_timeout_s: and its body within this after the headers (HTTP 408 after).
         max_connections: connections served at once (uvicorn answers 503 above).
+        allowed_hosts: host names the server answers to (``Host`` header; ``*`` any, ``*.example.org``
+            sub-domains); others get HTTP 421, which stops DNS rebinding. Empty: no check (``sam3-agent serve``
+            fills in the loopback names when it listens on a loopback address).
     """
 
     model: str = "facebook/sam3"
@@ -77,6 +81,7 @@ class ServeSettings:
     header_timeout_s: float = 10.0
     body_timeout_s: float = 60.0
     max_connections: int = 1000
+    allowed_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if min(self.max_body_bytes, self.max_pixels, self.url_max_bytes) < 1:
@@ -91,5 +96,12 @@ class ServeSettings:
             raise UsageError("video_max_sessions must be >= 1")
         if min(self.retention_max_bytes, self.max_connections) < 1:
             raise UsageError("retention_max_bytes and max_connections must be >= 1")
+        for network in self.url_allow_networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise UsageError(f"url_allow_networks: {network!r} is not a CIDR network such as 10.0.0.0/8") from None
+        if any(not host.strip() or any(c.isspace() or c in "/@" for c in host) for host in self.allowed_hosts):
+            raise UsageError(f"allowed_hosts must be host names (no spaces, '/' or '@'): {self.allowed_hosts}")
         if self.chat_history_turns < 0:
             raise UsageError("chat_history_turns must be >= 0")

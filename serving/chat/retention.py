@@ -45,8 +45,10 @@ class Retention:
             doomed = await self.store.aexpired(self.max_age_s, self.max_bytes)
             for thread_id in doomed:
                 await self.forget(thread_id)
+            freed = await self.store.areclaim() if doomed else 0
         if doomed:
-            logger.info("retention deleted %d conversation(s)/thread(s)", len(doomed))
+            logger.info("retention deleted %d conversation(s)/thread(s), %d bytes returned to the disk",
+                        len(doomed), freed)
         return doomed
 
     async def after_write(self, thread_id: str | None) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -26,6 +27,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
+logger = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS chat_conversations (
@@ -66,10 +69,42 @@ class ChatStore:
             if path != ":memory:":
                 self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.executescript(_SCHEMA)
+            if path != ":memory:":
+                self._use_incremental_vacuum()
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+    def _use_incremental_vacuum(self) -> None:
+        """Make deleted pages returnable to the file system (:meth:`reclaim`).
+
+        SQLite keeps the pages of deleted rows in the file for reuse, so without this the file never
+        shrinks below its largest size however much retention deletes. The mode can only be switched by
+        one full VACUUM: cheap for a new file, once for a file written by an older server.
+        """
+        if self._conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
+            return
+        self._conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        try:
+            self._conn.execute("VACUUM")
+        except sqlite3.OperationalError as exc:  # another process holds the file: try again next start
+            logger.warning("could not switch %s to incremental vacuum (%s); deleted data stays in the file",
+                           self._path, exc)
+
+    def reclaim(self) -> int:
+        """Return the pages of deleted rows to the file system; the bytes freed (0 in memory)."""
+        if self._path == ":memory:":
+            return 0
+        with self._lock:
+            page_size = self._conn.execute("PRAGMA page_size").fetchone()[0]
+            free = self._conn.execute("PRAGMA freelist_count").fetchone()[0]
+            if free:
+                # executescript steps the pragma to its end; execute() would free one page per step.
+                self._conn.executescript("PRAGMA incremental_vacuum;")
+                # In WAL mode the file only shrinks when the WAL is written back into it.
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        return int(free) * int(page_size)
 
     # -- sync API ------------------------------------------------------------------------------------
 
@@ -231,6 +266,9 @@ class ChatStore:
 
     async def aexpired(self, max_age_s: float, max_bytes: int) -> list[str]:
         return await asyncio.to_thread(self.expired, max_age_s, max_bytes)
+
+    async def areclaim(self) -> int:
+        return await asyncio.to_thread(self.reclaim)
 
     async def aprobe(self) -> str:
         return await asyncio.to_thread(self.probe)

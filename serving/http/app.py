@@ -65,6 +65,7 @@ from serving.http.common import Runtime, add_schemas, runtime
 from serving.http.errors import install_error_handlers, redact
 from serving.http.examples import add_examples
 from serving.http.guards import BodyDeadline, SameOriginGuard
+from serving.http.hosts import HostAllowList
 from serving.http.images import ImageIntake
 from serving.http.metrics import Metrics, MetricsMiddleware
 from serving.http.middleware import BearerAuthMiddleware, BodyLimitMiddleware, CatchAllMiddleware
@@ -325,6 +326,8 @@ def create_app(settings: ServeSettings | None = None, *, engine: Sam3Engine | No
         app.add_middleware(BearerAuthMiddleware, token=settings.token)
     else:
         app.add_middleware(SameOriginGuard)
+    if settings.allowed_hosts:
+        app.add_middleware(HostAllowList, allowed=settings.allowed_hosts)
     app.add_middleware(MetricsMiddleware, metrics=rt.metrics)
     _install_openapi(app, settings)
     return app
