@@ -33,6 +33,8 @@ class ServeSettings:
         state_db: SQLite file keeping agent threads and chat conversations across restarts (None: memory).
         chat_page: serve the chat page at ``/chat``.
         chat_history_turns: earlier turns of a conversation quoted to the agent with a follow-up.
+        chat_max_clips: clip conversations kept in memory at once (the least recently used idle one makes room;
+            they also end after ``video_idle_timeout_s`` unused).
         video: also serve videos (``/v1/video/*``). With the default loaders the image engine is then
             built from the video model's modules, so the weights are loaded once.
         video_max_sessions: video sessions open at once (``POST /v1/video/sessions`` beyond it gets
@@ -69,6 +71,7 @@ class ServeSettings:
     state_db: str | None = None
     chat_page: bool = True
     chat_history_turns: int = 3
+    chat_max_clips: int = 8
     video: bool = False
     video_max_sessions: int = 2
     video_timeout_s: float = 600.0
@@ -99,6 +102,8 @@ class ServeSettings:
             raise UsageError("video_agent_max_frames must be >= 1 and video_max_seconds > 0")
         if min(self.retention_max_bytes, self.max_connections) < 1:
             raise UsageError("retention_max_bytes and max_connections must be >= 1")
+        if self.chat_max_clips < 1:
+            raise UsageError("chat_max_clips must be >= 1")
         if self.chat_history_turns < 0:
             raise UsageError("chat_history_turns must be >= 0")
 
