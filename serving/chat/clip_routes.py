@@ -96,7 +96,7 @@ async def _answer(request: Request, conversation: ClipConversation, message: str
     conversation.store = store  # a failed message may still have added masklets to the thread
     query = compose_query(message, conversation.turns, rt.settings.chat_history_turns, medium="clip")
     job = VideoAgentJob(rt, conversation.plan, query, video_agent_settings(), overlay=True, graph=chats.graph,
-                        thread_id=conversation.id, store=store)
+                        thread_id=conversation.id, store=store, title=message)
     answer = await with_timeout(job.run(sink), rt.settings.video_timeout_s, "the video agent query")
     answer["query"] = message
     answer["turn_index"] = len(conversation.turns)

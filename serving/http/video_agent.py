@@ -119,6 +119,8 @@ class VideoAgentJob:
     graph: CompiledStateGraph | None = None
     thread_id: str | None = None
     store: MaskletStore | None = None
+    #: The overlay's title when it should not be ``query`` (a chat message sent with its earlier turns).
+    title: str | None = None
 
     async def run(self, sink: EventSink | None = None) -> dict[str, Any]:
         engine = self.rt.require_video()
@@ -143,7 +145,8 @@ class VideoAgentJob:
                                            store=self.store)
         document = await asyncio.to_thread(answer.to_json)
         document["clip"] = self.plan.to_json()
-        if self.overlay and (png := await asyncio.to_thread(_overlay_png, answer)) is not None:
+        shown = dataclasses.replace(answer, query=self.title) if self.title else answer
+        if self.overlay and (png := await asyncio.to_thread(_overlay_png, shown)) is not None:
             document["overlay_png"] = png
         document["elapsed_ms"] = round((time.perf_counter() - start) * 1000, 2)
         return document
