@@ -17,9 +17,9 @@ Routes (with ``--video`` and an LLM; the conversations are in memory, :mod:`serv
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import Field
 
@@ -37,6 +37,8 @@ from serving.http.video_agent import MAX_FRAMES_DOC, VideoAgentJob, plan_clip, v
 from serving.http.video_sessions import remove_folder
 
 router = APIRouter(prefix="/v1/chat/clips", tags=["chat"])
+ClipConversationId = Annotated[str, Path(description="a clip conversation's id (from POST /v1/chat/clips)",
+                                         examples=["clip-0c6f1b8e2d7a4f3c9e5b1a2d3c4e5f60"])]
 
 
 class ClipChatParams(StrictModel):
@@ -75,13 +77,13 @@ async def create_clip_conversation(request: Request) -> JSONResponse:
 
 
 @router.get("/{conversation_id}", responses=_errors(404, 503), summary="A clip conversation's transcript")
-async def get_clip_conversation(conversation_id: str, request: Request) -> JSONResponse:
+async def get_clip_conversation(conversation_id: ClipConversationId, request: Request) -> JSONResponse:
     return JSONResponse(clip_chats(request).get(conversation_id).describe())
 
 
 @router.delete("/{conversation_id}", status_code=204, response_class=Response, responses=_errors(404, 503),
                summary="Delete a clip conversation")
-async def delete_clip_conversation(conversation_id: str, request: Request) -> Response:
+async def delete_clip_conversation(conversation_id: ClipConversationId, request: Request) -> Response:
     """Delete the clip, its transcript and its agent thread."""
     if not await clip_chats(request).forget(conversation_id):
         raise ApiError(404, f"no clip conversation {conversation_id!r} on this server", "unknown_conversation")
@@ -106,7 +108,7 @@ async def _answer(request: Request, conversation: ClipConversation, message: str
 
 @router.post("/{conversation_id}/messages", responses=_errors(404, 409, 422, 503, 504),
              summary="Ask about the clip, or follow up on the last answer")
-async def send_clip_message(conversation_id: str, body: ChatMessage, request: Request) -> Any:
+async def send_clip_message(conversation_id: ClipConversationId, body: ChatMessage, request: Request) -> Any:
     """Answer the message with the video agent on the conversation's thread; ``stream`` as in ``/v1/video/agent``."""
     conversation = clip_chats(request).get(conversation_id)
     if conversation.lock.locked():
