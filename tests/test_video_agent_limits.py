@@ -57,6 +57,7 @@ def test_over_the_cap_is_422_before_any_model_work(engine, video_engine, long_cl
         server = serve(engine, video_engine, video=True, llm=llm_config(llm), video_agent_max_frames=8)
         with client_of(server) as client:
             over = client.post(URL, **upload(long_clip, query="the red disc", max_frames=9))
+            schema = client.get("/openapi.json").json()
             too_long = serve(engine, video_engine, video=True, llm=llm_config(llm), video_max_seconds=0.1)
         with client_of(too_long) as client:
             long = client.post(URL, **upload(long_clip, query="the red disc"))
@@ -71,6 +72,12 @@ def test_over_the_cap_is_422_before_any_model_work(engine, video_engine, long_cl
     assert "0.1 s" in long.json()["error"]["message"]
     assert big.status_code == 413 and big.json()["error"]["code"] == "video_too_large"
     assert video_engine.session_ids() == []
+    operation = schema["paths"][URL]["post"]
+    field = operation["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]["max_frames"]
+    assert {"type": "integer", "minimum": 1, "maximum": 8} in field["anyOf"]
+    assert "sampled evenly" in field["description"]
+    assert set(operation["responses"]["200"]["content"]) == {"application/json", "text/event-stream"}
+    assert "progress" in schema["components"]["schemas"]["VideoAgentEvent"]["properties"]["type"]["enum"]
 
 
 def test_a_longer_clip_is_sampled_to_max_frames(engine, video_engine, long_clip):

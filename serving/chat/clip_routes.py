@@ -30,15 +30,27 @@ from serving.http.common import runtime, until_disconnected, with_timeout
 from serving.http.errors import ApiError
 from serving.http.examples import form_hint
 from serving.http.forms import params_from_form
-from serving.http.schemas import ChatMessage, StrictModel
+from serving.http.schemas import ChatMessage, ErrorResponse, StrictModel
 from serving.http.stream import EventSink
-from serving.http.video import _errors, _save_upload, _store, _upload_body
+from serving.http.video import _save_upload, _store, _upload_body
 from serving.http.video_agent import MAX_FRAMES_DOC, VideoAgentJob, plan_clip, video_agent_settings
+from serving.http.video_agent_schemas import VIDEO_AGENT_200
 from serving.http.video_sessions import remove_folder
 
 router = APIRouter(prefix="/v1/chat/clips", tags=["chat"])
 ClipConversationId = Annotated[str, Path(description="a clip conversation's id (from POST /v1/chat/clips)",
                                          examples=["clip-0c6f1b8e2d7a4f3c9e5b1a2d3c4e5f60"])]
+
+
+_TEXT = {400: "unreadable video", 404: "unknown or expired clip conversation",
+         409: "the conversation is answering another message", 413: "clip over the size, pixel or duration limit",
+         415: "not multipart", 422: "the body does not match the schema, or max_frames is over the server's cap",
+         429: "every kept clip conversation is busy", 503: "video or the LLM is not available",
+         504: "ran past the video timeout"}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorResponse, "description": _TEXT[code]} for code in codes}
 
 
 class ClipChatParams(StrictModel):
@@ -106,7 +118,7 @@ async def _answer(request: Request, conversation: ClipConversation, message: str
     return answer
 
 
-@router.post("/{conversation_id}/messages", responses=_errors(404, 409, 422, 503, 504),
+@router.post("/{conversation_id}/messages", responses={**_errors(404, 409, 422, 503, 504), **VIDEO_AGENT_200},
              summary="Ask about the clip, or follow up on the last answer")
 async def send_clip_message(conversation_id: ClipConversationId, body: ChatMessage, request: Request) -> Any:
     """Answer the message with the video agent on the conversation's thread; ``stream`` as in ``/v1/video/agent``."""

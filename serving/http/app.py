@@ -87,13 +87,14 @@ from serving.http.schemas import (
     VideoParams,
     VideoSessionCreate,
 )
+from serving.http.video_agent_schemas import VideoAgentEvent, document_clip_caps
 from serving.http.video_sessions import VideoSessionStore
 
 logger = logging.getLogger(__name__)
 
 EngineFactory = Callable[[], Sam3Engine]
 _BODY_MODELS = [SegmentRequest, SegmentParams, RefineRequest, RefineParams, AgentRequest, AgentParams, AgentEvent,
-                ChatCreate, NoParams, VideoParams, VideoSessionCreate, VideoEvent]
+                ChatCreate, NoParams, VideoParams, VideoSessionCreate, VideoEvent, VideoAgentEvent]
 
 
 def default_engine_factory(settings: ServeSettings) -> EngineFactory:
@@ -236,6 +237,7 @@ def _install_openapi(app: FastAPI, settings: ServeSettings) -> None:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         add_schemas(schema, _BODY_MODELS)
         add_examples(schema)
+        document_clip_caps(schema, settings.video_agent_max_frames)
         if settings.token:
             schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
             for path, operations in schema["paths"].items():

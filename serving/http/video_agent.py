@@ -51,6 +51,7 @@ from serving.http.forms import params_from_form
 from serving.http.schemas import StrictModel
 from serving.http.stream import EventSink, StreamingGraph
 from serving.http.video import _errors, _save_upload, _store, _upload_body
+from serving.http.video_agent_schemas import VIDEO_AGENT_200
 from serving.http.video_sessions import remove_folder
 
 router = APIRouter(prefix="/v1/video", tags=["video"])
@@ -152,7 +153,8 @@ class VideoAgentJob:
         return document
 
 
-@router.post("/agent", responses=_errors(400, 413, 415, 422, 503, 504), openapi_extra=_upload_body(VideoAgentParams),
+@router.post("/agent", responses={**_errors(400, 413, 415, 422, 503, 504), **VIDEO_AGENT_200},
+             openapi_extra=_upload_body(VideoAgentParams),
              summary="Answer a query about a video with masklets (streamed agent steps)")
 async def video_agent_query(request: Request) -> Any:
     """Let the multimodal LLM find the tracked objects (masklets) that answer ``query`` in the uploaded video.
