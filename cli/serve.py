@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from agent.settings import AgentSettings
 from cli.options import add_agent_options, add_llm_options, add_model_options, add_threshold_options, llm_config
+from serving.clips import DEFAULT_MAX_FRAMES, DEFAULT_MAX_SECONDS
 
 if TYPE_CHECKING:
     from agent.llm_config import LLMConfig
@@ -70,7 +71,8 @@ def _serve(args: argparse.Namespace) -> int:
         url_timeout_s=args.url_timeout, llm=_llm_config(args), agent=_agent_settings(args),
         state_db=args.state_db, chat_page=not args.no_chat_page, video=args.video,
         video_max_sessions=args.video_max_sessions, video_idle_timeout_s=args.video_idle_timeout,
-        video_root=args.video_root,
+        video_root=args.video_root, video_agent_max_frames=args.video_agent_max_frames,
+        video_max_seconds=args.video_max_seconds, chat_max_clips=args.chat_max_clips,
     )
     # The app's default loaders: with --video they load the weights once for images and videos.
     app = create_app(settings)
@@ -97,7 +99,8 @@ def _mcp(args: argparse.Namespace) -> int:
     stdio = args.transport == "stdio"
     options = McpOptions(llm=_llm_config(args), agent=_agent_settings(args), max_pixels=args.max_pixels,
                          allow_paths=stdio or args.image_root is not None, image_root=args.image_root,
-                         agent_timeout_s=args.agent_timeout)
+                         agent_timeout_s=args.agent_timeout, video_agent_max_frames=args.video_agent_max_frames,
+                         video_max_seconds=args.video_max_seconds)
     image_factory, video_factory = _shared_factories(args) if args.video else (_engine_factory(args), None)
     run_mcp_server(image_factory, options, transport="stdio" if stdio else "streamable-http",
                    host=args.host, port=args.port, video_factory=video_factory)
@@ -133,6 +136,11 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--video", action="store_true",
                        help="also serve video tracking (serve/chat share one copy of the weights with images; "
                             "mcp loads a second copy)")
+    group.add_argument("--video-agent-max-frames", type=int, default=DEFAULT_MAX_FRAMES,
+                       help="most frames the video agent looks at: the cap of a request's max_frames (HTTP 422 "
+                            f"above); longer clips are sampled evenly (default: {DEFAULT_MAX_FRAMES})")
+    group.add_argument("--video-max-seconds", type=float, default=DEFAULT_MAX_SECONDS,
+                       help=f"longest clip the video agent accepts (HTTP 413 above; default: {DEFAULT_MAX_SECONDS:g})")
 
 
 def _add_http_args(parser: argparse.ArgumentParser, *, state_db: str | None) -> None:
@@ -159,6 +167,8 @@ def _add_http_args(parser: argparse.ArgumentParser, *, state_db: str | None) -> 
                        help="seconds before an unused video session is closed and its upload deleted")
     group.add_argument("--video-root", help="folder whose videos POST /v1/video/sessions may open by path "
                                             "(default: uploads only)")
+    group.add_argument("--chat-max-clips", type=int, default=8,
+                       help="clip conversations of the chat kept in memory at once (default: 8)")
     group.add_argument("--verbose-server", action="store_true", help="uvicorn debug logging")
 
 

@@ -23,10 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from sam3_core.errors import InputError
-from sam3_core.video import open_video
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +96,10 @@ def prepare_clip(path: str | Path, work_folder: Path, max_frames: int, limits: C
     Raises:
         VideoError: not a readable video. ClipRefused: over the pixel or duration limit.
     """
+    from PIL import Image
+
+    from sam3_core.video import open_video  # here: the CLI reads this module's defaults without the video stack
+
     source = open_video(str(path))
     try:
         count, fps = source.num_frames, float(source.fps or 0.0) or 25.0

@@ -105,3 +105,19 @@ def video_engine(tmp_path_factory):
 
     with tiny_video_engine(tmp_path_factory.mktemp("tiny_sam3_video"), max_sessions=2) as eng:
         yield eng
+
+
+def test_cli_flags_reach_the_settings(monkeypatch):
+    import cli.serve as serve_cli
+    from cli.main import build_parser
+
+    seen = {}
+    monkeypatch.setattr("serving.http.server.serve_forever", lambda app, *a, **k: seen.update(app=app))
+    monkeypatch.setattr("serving.mcp.server.run_mcp_server", lambda factory, options, **k: seen.update(mcp=options))
+    args = build_parser().parse_args(["serve", "--model", "m", "--video-agent-max-frames", "40",
+                                      "--video-max-seconds", "12.5", "--chat-max-clips", "3"])
+    assert serve_cli._serve(args) == 0
+    settings = seen["app"].state.runtime.settings
+    assert (settings.video_agent_max_frames, settings.video_max_seconds, settings.chat_max_clips) == (40, 12.5, 3)
+    assert serve_cli._mcp(build_parser().parse_args(["mcp", "--model", "m", "--video-agent-max-frames", "7"])) == 0
+    assert seen["mcp"].video_agent_max_frames == 7 and seen["mcp"].video_max_seconds == 600.0
