@@ -77,6 +77,8 @@ class ClipPlan:
     height: int
     stride: int
     frame_indices: tuple[int, ...]
+    #: The clip's file (or folder) name, without the folders above it.
+    name: str = ""
 
     @property
     def sampled(self) -> bool:
@@ -120,6 +122,6 @@ def prepare_clip(path: str | Path, work_folder: Path, max_frames: int, limits: C
                 Image.fromarray(source.frame(index)).save(folder / f"{index:06d}.png", compress_level=1)
             video = str(folder)
             logger.info("clip %s: %d frames sampled every %d -> %d frames", path, count, stride, len(indices))
-        return ClipPlan(video, count, fps, source.width, source.height, stride, indices)
+        return ClipPlan(video, count, fps, source.width, source.height, stride, indices, Path(path).name)
     finally:
         source.close()

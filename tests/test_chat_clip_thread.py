@@ -119,3 +119,37 @@ def test_clip_chat_errors(engine, video_engine, clip):
     no_video = serve(engine, video=False, llm=llm_config(llm))
     with client_of(no_video) as client:
         assert client.post("/v1/chat/clips", files={"video": ("c.mp4", b"x", "video/mp4")}).status_code == 503
+
+
+def test_clip_conversations_are_bounded_in_number_and_idle_time(tmp_path):
+    import asyncio
+    import time
+
+    from serving.chat.clips import ClipChats
+    from serving.clips import ClipPlan
+    from serving.http.errors import ApiError
+
+    plan = ClipPlan("clip.mp4", 6, 10.0, WIDTH, HEIGHT, 1, tuple(range(6)), "clip.mp4")
+
+    async def scenario() -> None:
+        chats = ClipChats(max_count=2, idle_s=60.0)
+        folders = [tmp_path / f"c{i}" for i in range(4)]
+        for folder in folders:
+            folder.mkdir()
+        first = await chats.add("a", folders[0], plan)
+        second = await chats.add("b", folders[1], plan)
+        second.last_used = first.last_used - 1  # the least recently used one makes room
+        third = await chats.add("c", folders[2], plan)
+        assert len(chats) == 2 and not folders[1].exists() and folders[0].exists()
+        with pytest.raises(ApiError) as gone:
+            chats.get(second.id)
+        assert gone.value.status == 404
+        async with chats.get(first.id).lock, chats.get(third.id).lock:  # both busy: no room, nothing forgotten
+            with pytest.raises(ApiError) as busy:
+                await chats.add("d", folders[3], plan)
+            assert busy.value.status == 429 and len(chats) == 2
+            assert await chats.sweep(now=time.monotonic() + 3600) == []  # busy ones are never swept
+        assert sorted(await chats.sweep(now=time.monotonic() + 3600)) == sorted([first.id, third.id])
+        assert len(chats) == 0 and not folders[0].exists() and not folders[2].exists()
+
+    asyncio.run(scenario())

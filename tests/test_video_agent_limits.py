@@ -90,7 +90,8 @@ def test_a_longer_clip_is_sampled_to_max_frames(engine, video_engine, long_clip)
         [request] = llm.requests
     assert answer.status_code == 200, answer.text
     document = answer.json()
-    assert document["videos"][0]["length"] == 4
+    assert document["videos"][0]["length"] == 4 and document["videos"][0]["name"] == "upload.mp4"
+    assert document["videos"][0]["file_names"] == ["000000.png", "000003.png", "000006.png", "000009.png"]
     assert document["clip"] == {"source_frames": FRAMES, "fps": pytest.approx(document["clip"]["fps"]),
                                 "width": WIDTH, "height": HEIGHT, "stride": 3, "frames": 4,
                                 "frame_indices": [0, 3, 6, 9]}

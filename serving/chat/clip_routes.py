@@ -17,6 +17,7 @@ Routes (with ``--video`` and an LLM; the conversations are in memory, :mod:`serv
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
@@ -115,6 +116,7 @@ async def _answer(request: Request, conversation: ClipConversation, message: str
     answer["query"] = message
     answer["turn_index"] = len(conversation.turns)
     conversation.turns.append({"index": answer["turn_index"], "message": message, "answer": answer})
+    conversation.last_used = time.monotonic()  # idle from the answer on, not from the question
     return answer
 
 

@@ -146,6 +146,8 @@ class VideoAgentJob:
                                            store=self.store)
         document = await asyncio.to_thread(answer.to_json)
         document["clip"] = self.plan.to_json()
+        for video in document.get("videos", []):  # the server's folders are nobody's business
+            video["name"] = self.plan.name
         shown = dataclasses.replace(answer, query=self.title) if self.title else answer
         if self.overlay and (png := await asyncio.to_thread(_overlay_png, shown)) is not None:
             document["overlay_png"] = png
