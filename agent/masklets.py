@@ -22,6 +22,7 @@ Every session is closed by :meth:`MaskletStore.close` when the query ends.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Iterable, Sequence
@@ -132,6 +133,14 @@ class MaskletStore:
         """``{id: track}`` for the ids that have a track, in the given order."""
         with self._lock:
             return {i: self._tracks[i] for i in ids if i in self._tracks}
+
+    def carried(self) -> MaskletStore:
+        """A new, open store with this store's tracks, for the next query on the same thread. The tracks' engine
+        sessions are not carried (they close with this store), so they are never extended again."""
+        store = MaskletStore()
+        with self._lock:
+            store._tracks = {i: dataclasses.replace(t, session_id=None) for i, t in self._tracks.items()}
+        return store
 
     def open_session(self, engine: VideoEngine, video: Any) -> str:
         """Start an engine session on ``video``, to be closed with the store; VideoError once it is closed."""

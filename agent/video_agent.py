@@ -93,10 +93,12 @@ def _answer(state: State, document: dict[str, Any], usage: Usage, complete_s: fl
 
 
 async def _run_graph(ctx_args: dict[str, Any], llm: LLMConfig | LLMClient, query: str,
-                     settings: VideoAgentSettings, graph: Any = None) -> tuple[State, Usage]:
-    """Run the shared agent graph on a new thread with a :class:`VideoContext`; the final state and usage."""
+                     settings: VideoAgentSettings, graph: Any = None,
+                     thread_id: str | None = None) -> tuple[State, Usage]:
+    """Run the shared agent graph on ``thread_id`` (default: a new thread) with a :class:`VideoContext`;
+    the final state and usage."""
     graph = graph if graph is not None else build_graph()
-    config: dict[str, Any] = {"configurable": {"thread_id": f"sam3-video-agent-{uuid.uuid4().hex}"},
+    config: dict[str, Any] = {"configurable": {"thread_id": thread_id or f"sam3-video-agent-{uuid.uuid4().hex}"},
                               "recursion_limit": recursion_limit(settings.agent)}
     async with using_client(llm) as shared:
         client = shared.scoped()  # this query's own usage, even when the client is shared
@@ -107,7 +109,8 @@ async def _run_graph(ctx_args: dict[str, Any], llm: LLMConfig | LLMClient, query
 
 
 async def run_video_agent(video_engine: VideoEngine, llm: LLMConfig | LLMClient, video: VideoInput, query: str, *,
-                          settings: VideoAgentSettings | None = None, graph: Any = None) -> VideoAgentAnswer:
+                          settings: VideoAgentSettings | None = None, graph: Any = None,
+                          thread_id: str | None = None, store: MaskletStore | None = None) -> VideoAgentAnswer:
     """Answer ``query`` on ``video`` with the agent loop; returns a :class:`VideoAgentAnswer`.
 
     Args:
@@ -118,6 +121,9 @@ async def run_video_agent(video_engine: VideoEngine, llm: LLMConfig | LLMClient,
         query: the query. settings: limits and switches (:class:`VideoAgentSettings` defaults when None).
         graph: the compiled graph to run (default: a new :func:`agent.graph.build_graph`); a wrapper with the
             same ``ainvoke`` (such as the HTTP server's step-streaming one) may stand in.
+        thread_id, store: to continue an earlier query on the same video (a follow-up such as "only the one
+            on the left"): its thread (on ``graph``, whose checkpointer keeps it) and a store holding the
+            tracks of the thread's masklets (:meth:`MaskletStore.carried`). Default: a new thread and store.
 
     Raises:
         InputError: empty query. VideoError: the video cannot be read. UsageError: wrong settings or video type
@@ -132,10 +138,10 @@ async def run_video_agent(video_engine: VideoEngine, llm: LLMConfig | LLMClient,
     if not isinstance(video, (str, os.PathLike, np.ndarray, Sequence)):  # each session opens the video itself
         raise UsageError(f"video must be a file, a folder of frames or an array of frames, got {type(video).__name__}")
     source = await asyncio.to_thread(open_video, video)
-    store = MaskletStore()
+    store = store if store is not None else MaskletStore()
     try:
         ctx_args = {"engine": video_engine, "video": video, "source": source, "store": store}
-        state, usage = await _run_graph(ctx_args, llm, query.strip(), settings, graph)
+        state, usage = await _run_graph(ctx_args, llm, query.strip(), settings, graph, thread_id)
         ids = list(state.answer_ids or [])
         started = time.perf_counter()
         await asyncio.to_thread(complete_tracks, video_engine, store, ids)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from agent.settings import AgentSettings
 from cli.options import add_agent_options, add_llm_options, add_model_options, add_threshold_options, llm_config
+from serving.clips import DEFAULT_MAX_FRAMES, DEFAULT_MAX_SECONDS
 
 if TYPE_CHECKING:
     from agent.llm_config import LLMConfig
@@ -85,6 +86,8 @@ def _serve(args: argparse.Namespace) -> int:
         retention_max_age_s=args.retention_days * 86400.0, retention_max_bytes=int(args.retention_max_mb * MIB),
         header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout,
         max_connections=args.max_connections,
+        video_agent_max_frames=args.video_agent_max_frames,
+        video_max_seconds=args.video_max_seconds, chat_max_clips=args.chat_max_clips,
     )
     # The app's default loaders: with --video they load the weights once for images and videos.
     app = create_app(settings)
@@ -111,7 +114,8 @@ def _mcp(args: argparse.Namespace) -> int:
     stdio = args.transport == "stdio"
     options = McpOptions(llm=_llm_config(args), agent=_agent_settings(args), max_pixels=args.max_pixels,
                          allow_paths=stdio or args.image_root is not None, image_root=args.image_root,
-                         agent_timeout_s=args.agent_timeout)
+                         agent_timeout_s=args.agent_timeout, video_agent_max_frames=args.video_agent_max_frames,
+                         video_max_seconds=args.video_max_seconds)
     image_factory, video_factory = _shared_factories(args) if args.video else (_engine_factory(args), None)
     run_mcp_server(image_factory, options, transport="stdio" if stdio else "streamable-http",
                    host=args.host, port=args.port, video_factory=video_factory)
@@ -157,6 +161,11 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--video", action="store_true",
                        help="also serve video tracking (serve/chat share one copy of the weights with images; "
                             "mcp loads a second copy)")
+    group.add_argument("--video-agent-max-frames", type=int, default=DEFAULT_MAX_FRAMES,
+                       help="most frames the video agent looks at: the cap of a request's max_frames (HTTP 422 "
+                            f"above); longer clips are sampled evenly (default: {DEFAULT_MAX_FRAMES})")
+    group.add_argument("--video-max-seconds", type=float, default=DEFAULT_MAX_SECONDS,
+                       help=f"longest clip the video agent accepts (HTTP 413 above; default: {DEFAULT_MAX_SECONDS:g})")
 
 
 def _add_http_args(parser: argparse.ArgumentParser, *, state_db: str | None) -> None:
@@ -200,6 +209,8 @@ def _add_http_args(parser: argparse.ArgumentParser, *, state_db: str | None) -> 
                        help="seconds a request has to send its body after the headers (default: 60)")
     group.add_argument("--max-connections", type=int, default=1000,
                        help="connections served at once; more get HTTP 503 (default: 1000)")
+    group.add_argument("--chat-max-clips", type=int, default=8,
+                       help="clip conversations of the chat kept in memory at once (default: 8)")
     group.add_argument("--verbose-server", action="store_true", help="uvicorn debug logging")
 
 

@@ -9,6 +9,7 @@ from agent.llm import LLMConfig
 from agent.settings import AgentSettings
 from sam3_core.errors import UsageError
 from sam3_core.images import DEFAULT_MAX_PIXELS
+from serving.clips import DEFAULT_MAX_FRAMES, DEFAULT_MAX_SECONDS, ClipLimits
 
 MIB = 1 << 20
 
@@ -33,11 +34,16 @@ class ServeSettings:
         state_db: SQLite file keeping agent threads and chat conversations across restarts (None: memory).
         chat_page: serve the chat page at ``/chat``.
         chat_history_turns: earlier turns of a conversation quoted to the agent with a follow-up.
+        chat_max_clips: clip conversations kept in memory at once (the least recently used idle one makes room;
+            they also end after ``video_idle_timeout_s`` unused).
         video: also serve videos (``/v1/video/*``). With the default loaders the image engine is then
             built from the video model's modules, so the weights are loaded once.
         video_max_sessions: video sessions open at once (``POST /v1/video/sessions`` beyond it gets
             HTTP 429; ``/v1/video/track`` waits for a free one). video_timeout_s: per request.
         video_idle_timeout_s: a video session unused for this long is closed and its upload deleted.
+        video_agent_max_frames: the most frames the video agent (``/v1/video/agent``, chat clips) looks at:
+            the cap of the request field ``max_frames`` and its default; longer clips are sampled evenly
+            (see :mod:`serving.clips`). video_max_seconds: longer clips are refused (HTTP 413).
         video_root: folder whose videos ``POST /v1/video/sessions`` may open by server-side path
             (None: only uploads).
         url_allow_networks: CIDR networks that URL images may come from although they are private (an
@@ -69,10 +75,13 @@ class ServeSettings:
     state_db: str | None = None
     chat_page: bool = True
     chat_history_turns: int = 3
+    chat_max_clips: int = 8
     video: bool = False
     video_max_sessions: int = 2
     video_timeout_s: float = 600.0
     video_idle_timeout_s: float = 600.0
+    video_agent_max_frames: int = DEFAULT_MAX_FRAMES
+    video_max_seconds: float = DEFAULT_MAX_SECONDS
     video_root: str | None = None
     url_allow_networks: tuple[str, ...] = ()
     retention_max_age_s: float = 7 * 24 * 3600.0
@@ -94,6 +103,8 @@ class ServeSettings:
             raise UsageError("token must not be empty (use None for no authentication)")
         if self.video_max_sessions < 1:
             raise UsageError("video_max_sessions must be >= 1")
+        if self.video_agent_max_frames < 1 or not self.video_max_seconds > 0:
+            raise UsageError("video_agent_max_frames must be >= 1 and video_max_seconds > 0")
         if min(self.retention_max_bytes, self.max_connections) < 1:
             raise UsageError("retention_max_bytes and max_connections must be >= 1")
         for network in self.url_allow_networks:
@@ -103,5 +114,11 @@ class ServeSettings:
                 raise UsageError(f"url_allow_networks: {network!r} is not a CIDR network such as 10.0.0.0/8") from None
         if any(not host.strip() or any(c.isspace() or c in "/@" for c in host) for host in self.allowed_hosts):
             raise UsageError(f"allowed_hosts must be host names (no spaces, '/' or '@'): {self.allowed_hosts}")
+        if self.chat_max_clips < 1:
+            raise UsageError("chat_max_clips must be >= 1")
         if self.chat_history_turns < 0:
             raise UsageError("chat_history_turns must be >= 0")
+
+    def clip_limits(self) -> ClipLimits:
+        """The video agent's clip bounds (:mod:`serving.clips`)."""
+        return ClipLimits(self.video_agent_max_frames, self.video_max_seconds, self.max_pixels)

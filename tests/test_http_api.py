@@ -426,6 +426,9 @@ def test_video_track_as_json_and_as_a_stream(engine, video_engine, tmp_path, api
                   "masks": False}
         with client.stream("POST", "/v1/video/track", files=upload, data={"params": json.dumps(params)}) as stream:
             events = sse_events(stream)
+        progress = [e for e in events if e["type"] == "progress"]  # frames done / fps / objects, then done
+        assert progress[-1]["done"] and progress[-1]["frames_done"] == progress[-1]["total"] == 6
+        events = [e for e in events if e["type"] != "progress"]
         assert [e["type"] for e in events] == ["start"] + ["frame"] * 6 + ["done"]
         assert sorted(e["frame"]["frame_index"] for e in events[1:-1]) == list(range(6))
         assert events[0]["video"]["num_frames"] == 6 and events[1]["frame"]["frame_index"] == 2

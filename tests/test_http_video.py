@@ -102,6 +102,11 @@ def test_session_life_cycle_streamed_propagation_and_cleanup(engine, video_engin
         with client.stream("POST", f"{url}/propagate", json={"masks": False}) as stream:
             assert stream.status_code == 200 and stream.headers["content-type"].startswith("text/event-stream")
             events = sse_events(stream)
+        progress = [e for e in events if e["type"] == "progress"]  # the start frame is not given: total unknown
+        assert progress and progress[-1]["done"] and progress[-1]["frames_done"] == 6 and progress[-1]["total"] is None
+        assert all(e["fps"] >= 0 and e["objects"] >= 0 and e["frames_done"] >= 1 for e in progress)
+        assert [e["type"] for e in events].index("progress") > [e["type"] for e in events].index("frame")
+        events = [e for e in events if e["type"] != "progress"]
         assert [e["type"] for e in events] == ["frame"] * 6 + ["done"] and events[-1]["frames"] == 6
         assert [e["frame"]["frame_index"] for e in events[:-1]] == list(range(6))
         assert all("rle" not in o and o["box_xyxy"] for e in events[:-1] for o in e["frame"]["objects"])

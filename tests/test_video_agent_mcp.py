@@ -6,7 +6,8 @@ import asyncio
 from types import SimpleNamespace
 
 import pytest
-from test_video_agent_http import choosing_responder
+from mcp.server.mcpserver.exceptions import ToolError
+from test_video_agent_http import call, choosing_responder
 from video_fixtures import moving_shapes, write_mp4
 
 from agent.llm import LLMConfig
@@ -24,10 +25,10 @@ def clip(tmp_path_factory):
     return write_mp4(moving_shapes(FRAMES), tmp_path_factory.mktemp("clips") / "clip.mp4", gop=5)
 
 
-def server_with(video_checkpoint: str, llm: ScriptedLLM | None):
+def server_with(video_checkpoint: str, llm: ScriptedLLM | None, **limits):
     config = None if llm is None else LLMConfig(base_url=llm.base_url, model=llm.model, api_key="test",
                                                 timeout_s=20.0, max_retries=0)
-    options = McpOptions(llm=config)
+    options = McpOptions(llm=config, **limits)
 
     def load_video() -> VideoEngine:
         video_options = VideoOptions(max_sessions=2, score_threshold=0.05, new_object_threshold=0.1, hotstart_delay=2)
@@ -72,3 +73,23 @@ def test_without_an_llm_the_tool_is_not_offered(video_checkpoint):
         for holder in holders:
             holder.close()
     assert "track_video" in names and "reason_segment_video" not in names
+
+
+def test_max_frames_is_capped_and_longer_videos_are_sampled(video_checkpoint, tmp_path):
+    long_clip = write_mp4(moving_shapes(2 * FRAMES), tmp_path / "long.mp4", gop=5)
+    with ScriptedLLM([call("report_no_mask")]) as llm:
+        server, holders = server_with(video_checkpoint, llm, video_agent_max_frames=FRAMES)
+        try:
+            with pytest.raises(ToolError, match=rf"max_frames {FRAMES + 1} is over this server's cap of {FRAMES} "):
+                asyncio.run(server.call_tool("reason_segment_video", {
+                    "query": "the red disc", "video_path": str(long_clip), "max_frames": FRAMES + 1}))
+            assert not llm.requests  # refused before the model was asked
+            sampled = asyncio.run(server.call_tool("reason_segment_video", {
+                "query": "the red disc", "video_path": str(long_clip)}))
+        finally:
+            for holder in holders:
+                holder.close()
+        assert not llm.errors, llm.errors
+    data = sampled.structured_content
+    assert data["status"] == "no_mask" and data["num_frames"] == FRAMES
+    assert data["clip"]["stride"] == 2 and data["clip"]["frame_indices"] == list(range(0, 2 * FRAMES, 2))

@@ -48,23 +48,26 @@ router = APIRouter(prefix="/v1/chat", tags=["chat"])
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse, "description": "unknown conversation"}}
 
 
-def compose_query(message: str, turns: list[dict[str, Any]], keep: int) -> str:
-    """The query sent to the agent: the message, after a summary of the last ``keep`` turns."""
+def compose_query(message: str, turns: list[dict[str, Any]], keep: int, *, medium: str = "image") -> str:
+    """The query sent to the agent: the message, after a summary of the last ``keep`` turns.
+
+    ``medium`` is ``"image"`` (answers hold ``mask_ids``) or ``"clip"`` (video answers: ``masklet_ids``)."""
     if not turns or keep == 0:
         return message
-    lines = ["Earlier in this conversation about the same image:"]
+    noun, key = ("masklet", "masklet_ids") if medium == "clip" else ("mask", "mask_ids")
+    lines = [f"Earlier in this conversation about the same {medium}:"]
     for turn in turns[-keep:]:
         answer = turn["answer"]
         if answer["status"] == "answered":
-            outcome = f"the answer was mask(s) {answer['mask_ids']}"
+            outcome = f"the answer was {noun}(s) {answer[key]}"
         elif answer["status"] == "no_mask":
-            outcome = "nothing in the image matched"
+            outcome = f"nothing in the {medium} matched"
         else:
             outcome = "no answer was found"
         lines.append(f'- the user asked "{turn["message"]}"; {outcome}.')
     lines.append(f"Now the user says: {message}")
     lines.append("Read this in the light of the earlier answers: it may narrow the last answer down "
-                 "(\"only the left one\") or add to it (\"also the dog\"). Answer with the complete set of masks.")
+                 f"(\"only the left one\") or add to it (\"also the dog\"). Answer with the complete set of {noun}s.")
     return "\n".join(lines)
 
 

@@ -15,6 +15,7 @@ Endpoints (all JSON; errors as ``{"error": {"status", "code", "message"}}``, see
 ``POST /v1/video/sessions`` and ``/...``     video sessions: open, prompt, propagate, close (with ``--video``;
                                             see :mod:`serving.http.video`)
 ``POST /v1/video/track``                    track objects through a video in one request (with ``--video``)
+``/v1/chat/clips/...``                      chat about a video clip, with follow-ups (:mod:`serving.chat.clip_routes`)
 ``GET  /chat``                              the chat page
 ``GET  /openapi.json``, ``/docs``           the OpenAPI schema and its browsable form
 ==========================================  ============================================================
@@ -53,7 +54,9 @@ from agent.llm import LLMClient
 from sam3_core.engine import EngineOptions, Sam3Engine
 from sam3_core.loading import image_models_from_video
 from sam3_core.video import VideoEngine, VideoOptions
+from serving.chat import clip_routes as clip_chat
 from serving.chat import routes as chat
+from serving.chat.clips import ClipChats
 from serving.chat.retention import Retention
 from serving.chat.store import ChatStore
 from serving.config import ServeSettings
@@ -85,13 +88,14 @@ from serving.http.schemas import (
     VideoParams,
     VideoSessionCreate,
 )
+from serving.http.video_agent_schemas import VideoAgentEvent, document_clip_caps
 from serving.http.video_sessions import VideoSessionStore
 
 logger = logging.getLogger(__name__)
 
 EngineFactory = Callable[[], Sam3Engine]
 _BODY_MODELS = [SegmentRequest, SegmentParams, RefineRequest, RefineParams, AgentRequest, AgentParams, AgentEvent,
-                ChatCreate, NoParams, VideoParams, VideoSessionCreate, VideoEvent]
+                ChatCreate, NoParams, VideoParams, VideoSessionCreate, VideoEvent, VideoAgentEvent]
 
 
 def default_engine_factory(settings: ServeSettings) -> EngineFactory:
@@ -204,6 +208,7 @@ def _lifespan(factories: dict[str, Callable[[], Any]]) -> Lifespan:
                 await _stop(sweeper)
                 await _stop(retention)
                 await loading  # a load in progress cannot be interrupted; let it finish, then close
+                await app.state.clip_chats.close()
                 await store.shutdown()  # closes the video sessions and deletes their uploads
                 for name in factories:
                     if getattr(rt, name) is not None:
@@ -233,6 +238,7 @@ def _install_openapi(app: FastAPI, settings: ServeSettings) -> None:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         add_schemas(schema, _BODY_MODELS)
         add_examples(schema)
+        document_clip_caps(schema, settings.video_agent_max_frames)
         if settings.token:
             schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
             for path, operations in schema["paths"].items():
@@ -315,7 +321,8 @@ def create_app(settings: ServeSettings | None = None, *, engine: Sam3Engine | No
     app.state.runtime = rt
     install_error_handlers(app)
     _install_service_routes(app)
-    for module in (http_segment, http_agent, chat, http_video, http_video_agent):
+    app.state.clip_chats = ClipChats(settings.chat_max_clips, settings.video_idle_timeout_s)
+    for module in (http_segment, http_agent, clip_chat, chat, http_video, http_video_agent):
         app.include_router(module.router)
     if settings.chat_page:
         chat.install_chat_page(app)

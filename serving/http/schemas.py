@@ -366,12 +366,19 @@ class VideoFramesResponse(BaseModel):
 
 class VideoEvent(BaseModel):
     """One server-sent event of a streamed propagation (``event:`` is ``type``): ``start`` (``video``, only
-    from ``/v1/video/track``), one ``frame`` per frame, then ``done`` (``frames``: the count) or ``error``."""
+    from ``/v1/video/track``), one ``frame`` per frame, ``progress`` (after the first frame, at most every half
+    second, and once with ``done: true`` at the end), then ``done`` (``frames``: the count) or ``error``."""
 
-    type: Literal["start", "frame", "done", "error"]
+    type: Literal["start", "frame", "progress", "done", "error"]
     video: VideoInfo | None = None
     frame: VideoFrame | None = None
     frames: int | None = None
+    frames_done: int | None = Field(None, description="progress: frames done so far")
+    total: int | None = Field(None, description="progress: frames the propagation visits (null when unknown)")
+    fps: float | None = Field(None, description="progress: frames per second so far")
+    objects: int | None = Field(None, description="progress: objects on the latest frame")
+    elapsed_s: float | None = Field(None, description="progress: seconds since the propagation started")
+    done: bool | None = Field(None, description="progress: the propagation has ended")
     error: dict[str, Any] | None = None
 
 

@@ -9,7 +9,8 @@
                                                     (or ``object_id``); answers that frame's objects
 ``DELETE /v1/video/sessions/{id}/objects/{obj}``    stop tracking one object
 ``POST   /v1/video/sessions/{id}/propagate``        results frame by frame: server-sent events (``frame`` per
-                                                    frame, then ``done``), or one JSON document with ``stream: false``
+                                                    frame, ``progress``, then ``done``), or one JSON document
+                                                    with ``stream: false``
 ``DELETE /v1/video/sessions/{id}``                  close the session and delete its upload (204)
 ``POST   /v1/video/track``                          all of the above in one request: upload, prompt, propagate, close
 ``POST   /v1/video/agent``                          a query answered by the video agent with masklets (streamed
@@ -63,6 +64,7 @@ from serving.http.video_sessions import (
     ensure_free,
     frame_document,
     frame_events,
+    frames_total,
     remove_folder,
     start_propagation,
 )
@@ -172,7 +174,9 @@ async def _track_events(store: VideoSessionStore, path: Path, folder: Path,
             await apply_prompts(store, session, params)
             frames = await start_propagation(store, session, params)
             yield {"type": "start", "video": session.video}
-            async for event in frame_events(store, session, frames, params.masks):
+            # The engine starts at frame 0 with phrases, else at the prompted frame.
+            total = frames_total(session, params, 0 if params.phrases else params.frame_index)
+            async for event in frame_events(store, session, frames, params.masks, total):
                 yield event
     finally:
         await store.close(session.session_id)
@@ -301,7 +305,7 @@ async def _session_events(store: VideoSessionStore, session_id: str,
                           params: VideoPropagate) -> AsyncIterator[dict[str, Any]]:
     async with store.use(session_id) as session:
         frames = await start_propagation(store, session, params)
-        async for event in frame_events(store, session, frames, params.masks):
+        async for event in frame_events(store, session, frames, params.masks, frames_total(session, params, None)):
             yield event
 
 
@@ -322,7 +326,8 @@ _EVENTS = {200: {"description": "server-sent events (VideoEvent), or with stream
 async def propagate(session_id: SessionId, body: VideoPropagate, request: Request) -> Response:
     """Track the session's phrases and objects from ``start_frame``; server-sent events unless ``stream`` is false.
 
-    Events: one ``frame`` per frame as soon as it is ready, then ``done`` (or ``error``).
+    Events: one ``frame`` per frame as soon as it is ready, ``progress`` (``frames_done``, ``total``, ``fps``,
+    ``objects``; at most every half second and once at the end), then ``done`` (or ``error``).
     """
     store, seconds = _store(request), runtime(request).settings.video_timeout_s
     await _precheck(store, session_id, body)

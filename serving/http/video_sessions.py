@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from sam3_core.errors import UsageError, VideoError
 from sam3_core.video import FrameResult, ObjectUpdate, VideoEngine
+from sam3_core.video.progress import PropagationProgress, frames_to_visit, with_progress
 from serving.http.errors import ApiError, TooLarge
 from serving.http.schemas import VideoPromptFields, VideoPropagateFields
 
@@ -295,6 +296,15 @@ def frame_document(frame: Any, masks: bool) -> dict[str, Any]:
     return document
 
 
+def frames_total(session: OpenSession, params: VideoPropagateFields, default_start: int | None) -> int | None:
+    """Frames a propagation will visit, when its start frame is known (``params.start_frame``, else
+    ``default_start``); None otherwise."""
+    start = params.start_frame if params.start_frame is not None else default_start
+    if start is None or not 0 <= start < session.num_frames:
+        return None
+    return frames_to_visit(session.num_frames, start, params.direction, params.max_frames)
+
+
 async def start_propagation(store: VideoSessionStore, session: OpenSession,
                             params: VideoPropagateFields) -> Iterator[FrameResult]:
     """The engine's frame generator; arguments and prompts are checked now (nothing runs until iterated)."""
@@ -305,14 +315,23 @@ async def start_propagation(store: VideoSessionStore, session: OpenSession,
 
 
 async def frame_events(store: VideoSessionStore, session: OpenSession, frames: Iterator[FrameResult],
-                       masks: bool) -> AsyncIterator[dict[str, Any]]:
-    """One ``frame`` event per frame of ``frames`` as soon as it is ready, then ``done``."""
+                       masks: bool, total: int | None = None) -> AsyncIterator[dict[str, Any]]:
+    """One ``frame`` event per frame of ``frames`` as soon as it is ready, ``progress`` events (frames done of
+    ``total``, fps, objects on the latest frame; after the first frame, then at most every half second, and
+    once with ``done`` at the end), then ``done``."""
+    reports: list[PropagationProgress] = []  # appended in the worker thread, drained here
+    reporting = with_progress(frames, reports.append, total=total)
     count = 0
     try:
-        while (frame := await store.call(session, next, frames, None)) is not None:
+        while (frame := await store.call(session, next, reporting, None)) is not None:
             count += 1
             yield {"type": "frame", "frame": await asyncio.to_thread(frame_document, frame, masks)}
+            while reports:
+                yield {"type": "progress", **reports.pop(0).to_json()}
     finally:
         with contextlib.suppress(ValueError):  # still running in a thread after a timeout: left to the GC
+            reporting.close()
             frames.close()
+    while reports:
+        yield {"type": "progress", **reports.pop(0).to_json()}
     yield {"type": "done", "frames": count}

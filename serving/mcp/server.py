@@ -40,6 +40,7 @@ from sam3_core.engine import Sam3Engine
 from sam3_core.errors import Sam3AgentError
 from sam3_core.images import DEFAULT_MAX_PIXELS, LoadedImage, load_image
 from sam3_core.postprocess import masks_to_rle
+from serving.clips import DEFAULT_MAX_FRAMES, DEFAULT_MAX_SECONDS
 from serving.http.errors import ApiError
 from serving.http.images import ImageIntake, decode_base64
 from serving.http.render import candidates_overlay_png
@@ -125,6 +126,9 @@ class McpOptions:
     image_root: str | None = None
     agent_timeout_s: float = 300.0
     video_timeout_s: float = 600.0
+    #: ``reason_segment_video``: cap (and default) of its ``max_frames``; longer videos are refused.
+    video_agent_max_frames: int = DEFAULT_MAX_FRAMES
+    video_max_seconds: float = DEFAULT_MAX_SECONDS
 
 
 class EngineHolder(Generic[E]):

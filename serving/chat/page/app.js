@@ -1,8 +1,10 @@
 // The chat page: one image, many messages; each message is answered by the SAM 3 agent, with its steps
 // streamed as server-sent events. The conversation id lives in the URL hash (#c=...), so reloading the
 // page (or restarting the server with --state-db) brings the conversation back.
-// A video clip instead of an image: each message is one query of the video agent (POST /v1/video/agent,
-// the clip uploaded with it), answered with masklets; tracking progress shows in the status line.
+// A video clip instead of an image: the clip is uploaded once (POST /v1/chat/clips) and each message is one
+// query of the video agent on the conversation's thread, so a follow-up ("now only the one on the left")
+// can choose among the masklets found before; answers list the masklets and show keyframes with them drawn,
+// and tracking progress shows in the status line.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -113,14 +115,23 @@ function describeClip(answer) {
 function renderClipAnswer(turn, answer) {
   const box = turn.querySelector(".answer");
   box.replaceChildren(element("div", "answer-text", describeClip(answer)));
+  // With a sampled clip the answer's frame i is frame clip.frame_indices[i] of the uploaded clip.
+  const source = (i) => (answer.clip ? answer.clip.frame_indices[i] : i);
   const list = element("ul", "masklets");
   for (const track of answer.annotations.filter((a) => answer.masklet_ids.includes(a.object_id))) {
     const frames = track.segmentations.map((rle, i) => (rle ? i : -1)).filter((i) => i >= 0);
-    const span = frames.length ? `frames ${frames[0]}–${frames[frames.length - 1]} (${frames.length} of ${track.segmentations.length})`
+    const span = frames.length
+      ? `frames ${source(frames[0])}–${source(frames[frames.length - 1])} (${frames.length} of ${track.segmentations.length})`
       : "on no frame";
     list.appendChild(element("li", "masklet", `masklet ${track.object_id} (${track.phrase || "object"}): ${span}`));
   }
   box.appendChild(list);
+  if (answer.overlay_png) {
+    const img = element("img", "final-overlay clip-overlay");
+    img.alt = "keyframes of the clip with the answer's masklets drawn";
+    img.src = pngUrl(answer.overlay_png);
+    box.appendChild(img);
+  }
 }
 
 function progressText(event) {
@@ -164,8 +175,17 @@ async function startConversation(file) {
   setStatus("Ask for something to segment.");
 }
 
-function startClip(file) {
-  state.clip = file;
+function clipCaption(name, clip) {
+  const sampled = clip.stride > 1 ? `, every ${clip.stride}th of ${clip.source_frames}` : "";
+  return `${name}: ${clip.frames} frames${sampled}`;
+}
+
+async function startClip(file) {
+  const form = new FormData();
+  form.append("video", file);
+  setStatus("Uploading the clip…");
+  const created = await (await api("/v1/chat/clips", { method: "POST", body: form })).json();
+  state.clip = created.conversation_id;
   state.conversation = null;
   history.replaceState(null, "", location.pathname);
   $("turns").replaceChildren();
@@ -173,20 +193,19 @@ function startClip(file) {
   $("view-image").hidden = true;
   $("view-video").hidden = false;
   $("view-video").src = URL.createObjectURL(file);
-  $("view-caption").textContent = file.name;
-  setStatus("Ask about the clip, e.g. “the dog that jumps”.");
+  $("view-caption").textContent = clipCaption(file.name, created.clip);
+  setStatus("Ask about the clip, e.g. “the dog that jumps”, then follow up: “now only the one on the left”.");
 }
 
 async function sendClip(message) {
   const turn = newTurn(message);
-  const form = new FormData();
-  form.append("video", state.clip);
-  form.append("params", JSON.stringify({ query: message, stream: true }));
-  const response = await api("/v1/video/agent", { method: "POST", body: form });
+  const body = JSON.stringify({ message, stream: true });
+  const response = await api(`/v1/chat/clips/${state.clip}/messages`,
+    { method: "POST", body, headers: { "Content-Type": "application/json" } });
   for await (const event of sseEvents(response)) {
     if (event.type === "answer") {
       renderClipAnswer(turn, event.answer);
-      setStatus("Done. Ask another question about the clip.");
+      setStatus("Done. Ask a follow-up, e.g. “now only the one on the left”.");
     } else if (event.type === "error") {
       turn.querySelector(".answer").replaceChildren(element("div", "error", event.error.message));
       setStatus(event.error.message, true);
@@ -246,7 +265,7 @@ async function guarded(action) {
 
 $("image-input").addEventListener("change", (event) => {
   const file = event.target.files[0];
-  if (file && file.type.startsWith("video/")) guarded(async () => startClip(file));
+  if (file && file.type.startsWith("video/")) guarded(() => startClip(file));
   else if (file) guarded(() => startConversation(file));
 });
 
