@@ -1,5 +1,8 @@
-"""Fixtures of the HTTP API tests (``pytest_plugins = ["http_api_fixtures"]``): the test image, a shared server
-without token or LLM, a scripted LLM server that must be used up; and the helpers to script tool calls for it."""
+"""Fixtures of the HTTP API tests: the test image, a shared server without token or LLM, a scripted LLM server that
+must be used up; and the helpers to script tool calls for it.
+
+A test module takes a fixture by name (``api = http_api_fixtures.api``): not a plugin, whose fixtures every module
+of the session would see under these common names."""
 
 from __future__ import annotations
 

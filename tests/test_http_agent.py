@@ -3,6 +3,7 @@ OpenAI-compatible LLM server: JSON answers, streamed steps, follow-ups on a thre
 
 from __future__ import annotations
 
+import http_api_fixtures
 import httpx
 import numpy as np
 from conftest import random_image
@@ -12,7 +13,7 @@ from http_helpers import SEED, b64, decode_png, png_of, serve, sse_events
 from agent.testing import Reply, message_texts
 from sam3_core.postprocess import rle_to_mask
 
-pytest_plugins = ["http_api_fixtures"]  # image_png, api (a server without token or LLM), llm (a ScriptedLLM)
+image_png, llm = http_api_fixtures.image_png, http_api_fixtures.llm  # shared fixtures, by name
 
 
 def test_agent_json_answer_with_overlay_and_mask(engine, llm, image_png):

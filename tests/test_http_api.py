@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 
+import http_api_fixtures
 import httpx
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from http_helpers import assert_instances_close, b64, decode_png, serve, sse_eve
 
 from sam3_core.postprocess import rle_to_mask
 
-pytest_plugins = ["http_api_fixtures"]  # image_png, api (a server without token or LLM), llm (a ScriptedLLM)
+image_png, api = http_api_fixtures.image_png, http_api_fixtures.api  # shared fixtures, by name
 
 
 # ------------------------------------------------------------------------------------------- service

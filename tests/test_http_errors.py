@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import http_api_fixtures
 import httpx
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from serving.config import ServeSettings
 from serving.http.app import create_app
 from serving.http.server import BackgroundServer
 
-pytest_plugins = ["http_api_fixtures"]  # image_png, api (a server without token or LLM), llm (a ScriptedLLM)
+image_png, api = http_api_fixtures.image_png, http_api_fixtures.api  # shared fixtures, by name
 
 
 def test_bad_input_is_400_and_schema_mismatch_is_422(api, image_png):
