@@ -38,7 +38,7 @@ from agent.backends.requests import about_grammar, call_grammar, server_grammar_
 from agent.image_urls import ImageLike, image_part
 from agent.llm_config import LLMConfig
 from agent.llm_reply import LLMReply, with_tools_text
-from agent.llm_reply import build_reply as _build_reply  # by this name: tests wrap it to see where replies are parsed
+from agent.llm_reply import build_reply as _build_reply  # its old name: a test wraps it, bench/reply_parsing times it
 from agent.llm_retry import backoff_delay, classify, failure_message
 from agent.llm_usage import Usage
 from sam3_core.errors import RunFailed
