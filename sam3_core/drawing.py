@@ -21,62 +21,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from functools import lru_cache
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from sam3_core.anchors import Anchor, bbox, distance_transform, label_anchor, label_anchors
 from sam3_core.errors import UsageError
+from sam3_core.label_boxes import checked_anchors, default_font_size, draw_labels, font
+from sam3_core.palette import BLACK, PALETTE, RGB, color_for_id, contrast_ratio, relative_luminance, text_color_for
 
 __all__ = [
     "PALETTE", "color_for_id", "contrast_ratio", "distance_transform", "font", "inner_outline", "label_anchor",
     "label_anchors", "relative_luminance", "render_final", "render_masks", "render_single_mask",
     "text_color_for", "zoomed_crop",
-]  # the anchor functions live in sam3_core.anchors and are part of this module's API too
+]  # the anchor, palette and font functions live in sam3_core.anchors, .palette and .label_boxes, and are part of
+#    this module's API too
 
 logger = logging.getLogger(__name__)
-
-RGB = tuple[int, int, int]
-
-#: Mask colours, indexed by ``mask_id % len(PALETTE)``. Neighbouring entries differ strongly in hue,
-#: because consecutive ids are the ones most often shown together.
-PALETTE: tuple[RGB, ...] = (
-    (242, 36, 36), (48, 191, 48), (36, 122, 242), (255, 194, 13), (179, 65, 217),
-    (20, 204, 189), (255, 121, 25), (255, 89, 172), (138, 230, 46), (138, 115, 255),
-    (153, 31, 41), (97, 242, 170), (7, 96, 140), (153, 153, 31), (140, 14, 130),
-    (255, 169, 140), (21, 31, 140), (94, 140, 70), (140, 236, 255), (210, 200, 255),
-)  # fmt: skip
-
-_WHITE: RGB = (255, 255, 255)
-_BLACK: RGB = (0, 0, 0)
-
-
-# ----------------------------------------------------------------------------------------- colours
-def color_for_id(mask_id: int) -> RGB:
-    """The palette colour of ``mask_id``; the same id always gets the same colour."""
-    return PALETTE[int(mask_id) % len(PALETTE)]
-
-
-def relative_luminance(color: RGB) -> float:
-    """WCAG relative luminance of an sRGB colour, in ``[0, 1]``."""
-    channels = np.asarray(color, dtype=np.float64) / 255.0
-    linear = np.where(channels <= 0.04045, channels / 12.92, ((channels + 0.055) / 1.055) ** 2.4)
-    return float(linear @ np.array([0.2126, 0.7152, 0.0722]))
-
-
-def contrast_ratio(first: RGB, second: RGB) -> float:
-    """WCAG contrast ratio between two colours, from 1 (identical) to 21 (black on white)."""
-    high, low = sorted((relative_luminance(first), relative_luminance(second)), reverse=True)
-    return (high + 0.05) / (low + 0.05)
-
-
-@lru_cache(maxsize=256)
-def text_color_for(background: RGB) -> RGB:
-    """White or black, whichever contrasts more with ``background`` (always a ratio of at least 4.5)."""
-    if contrast_ratio(_WHITE, background) >= contrast_ratio(_BLACK, background):
-        return _WHITE
-    return _BLACK
 
 
 # ---------------------------------------------------------------------------------- input checking
@@ -128,25 +89,6 @@ def _default_outline_width(height: int, width: int) -> int:
     return max(1, round(min(height, width) / 350))
 
 
-def _default_font_size(height: int, width: int) -> int:
-    return int(np.clip(round(min(height, width) * 0.04), 10, 72))
-
-
-@lru_cache(maxsize=32)
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    """Pillow's bundled font at ``size`` px; the fixed-size bitmap font if FreeType is unavailable."""
-    try:
-        return ImageFont.load_default(size=size)
-    except (ImportError, OSError, TypeError):  # Pillow without FreeType, or Pillow < 10.1
-        logger.debug("scalable default font unavailable; using the bitmap font")
-        return ImageFont.load_default()
-
-
-def font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    """The font labels are drawn in, at ``size`` px (Pillow's bundled font; cached)."""
-    return _font(size)
-
-
 def _planar(array: np.ndarray) -> np.ndarray:
     """``(H, W, 3)`` -> a contiguous ``(3, H, W)`` copy: each channel contiguous, so table look-ups are fast."""
     return np.ascontiguousarray(array.transpose(2, 0, 1))
@@ -189,66 +131,6 @@ def _tint(planes: np.ndarray, mask: np.ndarray, color: RGB, alpha: float, outlin
         edge = inner_outline(sub, outline)
         for channel, value in zip(region, color):
             np.copyto(channel, value, where=edge)
-
-
-def _overlaps(box: tuple[int, int, int, int], others: list[tuple[int, int, int, int]]) -> bool:
-    return any(box[0] < o[2] and o[0] < box[2] and box[1] < o[3] and o[1] < box[3] for o in others)
-
-
-def _place_box(
-    anchor: Anchor, size: tuple[int, int], bounds: tuple[int, int], taken: list
-) -> tuple[int, int, int, int]:
-    """A ``size`` box near ``anchor``, inside ``bounds`` (W, H), avoiding ``taken`` boxes when it can."""
-    bw, bh = size
-    candidates = [(0, 0), (0, -bh), (0, bh), (-bw, 0), (bw, 0)]
-    boxes = []
-    for dx, dy in candidates:
-        left = min(max(anchor[0] + dx - bw // 2, 0), max(0, bounds[0] - bw))
-        top = min(max(anchor[1] + dy - bh // 2, 0), max(0, bounds[1] - bh))
-        boxes.append((int(left), int(top), int(left) + bw, int(top) + bh))
-    return next((b for b in boxes if not _overlaps(b, taken)), boxes[0])
-
-
-def _draw_label(
-    image: Image.Image, text: str, anchor: Anchor, color: RGB, font_size: int, taken: list
-) -> tuple[int, int, int, int]:
-    """Draw ``text`` on ``image`` in a rounded box of ``color`` near ``anchor``; return the box used."""
-    draw = ImageDraw.Draw(image)
-    font = _font(font_size)
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    pad = max(2, font_size // 5)
-    height = bottom - top + 2 * pad
-    size = (max(height, right - left + 2 * pad), height)  # never narrower than tall
-    box = _place_box(anchor, size, image.size, taken)
-    ink = text_color_for(color)
-    border = max(1, font_size // 16)
-    corners = (box[0], box[1], box[2] - 1, box[3] - 1)  # Pillow's rectangle end points are inclusive
-    draw.rounded_rectangle(corners, radius=max(2, size[1] // 4), fill=color, outline=ink, width=border)
-    draw.text((box[0] + (size[0] - right - left) // 2, box[1] + pad - top), text, fill=ink, font=font)
-    return box
-
-
-def _draw_labels(
-    result: Image.Image, anchors: Sequence[Anchor | None], ids: list[int], order: np.ndarray, font_size: int
-) -> None:
-    """Label each mask (in ``order``) with its id at its anchor; masks without an anchor (empty) are skipped."""
-    taken: list[tuple[int, int, int, int]] = []
-    for index in order:
-        anchor = anchors[index]
-        if anchor is None:
-            logger.debug("mask id %s is empty; not labelled", ids[index])
-            continue
-        color = color_for_id(ids[index])
-        taken.append(_draw_label(result, str(ids[index]), anchor, color, font_size, taken))
-
-
-def _checked_anchors(anchors: Sequence[Anchor | None] | None, stack: np.ndarray) -> list[Anchor | None]:
-    """``anchors`` given by the caller (one per mask), or :func:`label_anchor` of each mask."""
-    if anchors is None:
-        return label_anchors(stack)
-    if len(anchors) != len(stack):
-        raise UsageError(f"got {len(stack)} masks but {len(anchors)} label anchors")
-    return list(anchors)
 
 
 def render_masks(
@@ -300,9 +182,9 @@ def _render(planes: np.ndarray, stack: np.ndarray, ids: list[int], *, alpha: flo
         _tint(planes, stack[index], color_for_id(ids[index]), alpha, outline)
     result = _interleaved(planes)
     if labels:
-        size = _default_font_size(height, width) if font_size is None else font_size
+        size = default_font_size(height, width) if font_size is None else font_size
         # small masks pick label spots first
-        _draw_labels(result, _checked_anchors(anchors, stack), ids, order[::-1], size)
+        draw_labels(result, checked_anchors(anchors, stack), ids, order[::-1], size)
     return result
 
 
@@ -332,7 +214,7 @@ def render_single_mask(
     array = _as_image_array(image)
     single = _as_mask_stack(mask, *array.shape[:2])[0]
     planes = _planar(array)
-    _apply_table(planes, _blend_table(_BLACK, dim), ~single)  # v * (1 - dim), rounded
+    _apply_table(planes, _blend_table(BLACK, dim), ~single)  # v * (1 - dim), rounded
     return _render(planes, single[None], [mask_id], alpha=alpha, outline_width=None, font_size=None, labels=True,
                    anchors=None if anchor is None else [anchor])
 
@@ -396,7 +278,7 @@ def zoomed_crop(
     backing = _morph(edge, 1, grow=True) & ~edge & ~sub  # a dark line just outside the outline
     pixels = out.reshape(-1, 3)  # flat indices: far faster than a boolean index or a broadcast ``where``
     pixels[np.flatnonzero(edge)] = color
-    pixels[np.flatnonzero(backing)] = _BLACK
+    pixels[np.flatnonzero(backing)] = BLACK
     return Image.fromarray(out)
 
 

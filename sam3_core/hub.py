@@ -43,7 +43,7 @@ def hub_access(model_id: str, token: str | None = None, *, timeout_s: float = HU
             cached (offline mode, no network, DNS failure), gated, private or unknown.
     """
     import huggingface_hub as hub
-    from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
+    from huggingface_hub.errors import HFValidationError
 
     model_id = resolve_model_id(model_id)
     if Path(model_id).expanduser().exists():
@@ -61,6 +61,15 @@ def hub_access(model_id: str, token: str | None = None, *, timeout_s: float = HU
         raise CheckpointError(
             f"HF_HUB_OFFLINE is set and {model_id} is not in the local Hugging Face cache; unset HF_HUB_OFFLINE "
             f"and log in (`hf auth login` or HF_TOKEN) to download it once, {instead}")
+    return _probe(model_id, token, timeout_s, cached, instead)
+
+
+def _probe(model_id: str, token: str | None, timeout_s: float, cached: bool, instead: str) -> dict:
+    """One ``HEAD`` of ``model_id``'s ``config.json`` on the hub (no retries), its outcome as :func:`hub_access`
+    returns or raises it: ``{}`` when reachable, ``{"local_files_only": True}`` when unreachable but ``cached``."""
+    import huggingface_hub as hub
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
     endpoint = hub.constants.ENDPOINT
     try:
         # The hub's file URL, built from ENDPOINT at call time (HF_ENDPOINT, a mirror, or a test's server).

@@ -76,7 +76,8 @@ def test_no_import_points_up_the_layers(package):
 
 def test_testing_module_imports_no_pytest():
     """Users import agent.testing and eval.testing in any test runner (or none)."""
-    for path in (ROOT / "agent" / "testing.py", ROOT / "eval" / "testing.py"):
+    for path in (ROOT / "agent" / "testing.py", *sorted((ROOT / "agent" / "scripted").glob("*.py")),
+                 ROOT / "eval" / "testing.py"):
         names = [name for _, name in imported_modules(path)]
         assert not [n for n in names if n.split(".")[0] in ("pytest", "_pytest")], path
 

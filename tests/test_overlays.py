@@ -1,4 +1,4 @@
-"""Tests for sam3_core.drawing: label anchors, palette, blending, label legibility, crops, edge cases."""
+"""Tests for sam3_core.drawing: palette, blending, label legibility, crops, edge cases (anchors: test_anchors.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import itertools
 
 import numpy as np
 import pytest
+from mask_shapes import disk, random_masks
 
-from sam3_core import anchors as ov_anchors
 from sam3_core import drawing as ov
+from sam3_core import label_boxes as ov_labels
 from sam3_core.errors import UsageError
 
 GREY = 128
@@ -21,128 +22,6 @@ def _image(height: int = 240, width: int = 320, value: int = GREY) -> np.ndarray
 def _gradient(height: int = 240, width: int = 320) -> np.ndarray:
     yy, xx = np.mgrid[:height, :width]
     return np.stack([xx * 255 // width, yy * 255 // height, (xx + yy) % 256], axis=-1).astype(np.uint8)
-
-
-def _disk(shape: tuple[int, int], cy: float, cx: float, r: float) -> np.ndarray:
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
-
-
-def _brute_distance(mask: np.ndarray) -> np.ndarray:
-    """Exact Euclidean distance to the nearest background pixel (outside the array is background)."""
-    padded = np.pad(mask, 1)
-    bg = np.argwhere(~padded).astype(float)
-    fg = np.argwhere(padded).astype(float)
-    out = np.zeros(padded.shape)
-    if len(fg):
-        d2 = ((fg[:, None, :] - bg[None, :, :]) ** 2).sum(-1).min(axis=1)
-        out[tuple(fg.astype(int).T)] = np.sqrt(d2)
-    return out[1:-1, 1:-1]
-
-
-# ------------------------------------------------------------------------------- shapes
-def _ring(shape=(300, 400)) -> np.ndarray:
-    return _disk(shape, 150, 200, 120) & ~_disk(shape, 150, 200, 80)
-
-
-def _l_shape(shape=(300, 400)) -> np.ndarray:
-    m = np.zeros(shape, bool)
-    m[20:280, 20:80] = True
-    m[220:280, 20:380] = True
-    return m
-
-
-def _c_shape(shape=(300, 400)) -> np.ndarray:
-    m = np.zeros(shape, bool)
-    m[30:270, 60:120] = True
-    m[30:90, 60:340] = True
-    m[210:270, 60:340] = True
-    return m
-
-
-def _two_blobs(shape=(300, 400)) -> np.ndarray:
-    return _disk(shape, 80, 80, 20) | _disk(shape, 200, 300, 60)
-
-
-def _diagonal_line(shape=(300, 400)) -> np.ndarray:
-    m = np.zeros(shape, bool)
-    idx = np.arange(250)
-    m[idx + 20, idx + 50] = True
-    return m
-
-
-def _long_thin_line(shape=(1024, 1024)) -> np.ndarray:
-    m = np.zeros(shape, bool)
-    idx = np.arange(900)
-    m[idx + 50, idx + 60] = True  # 1 px wide: vanishes under majority downscaling
-    return m
-
-
-SHAPES = {
-    "long_thin_line": _long_thin_line,
-    "ring": _ring,
-    "l_shape": _l_shape,
-    "c_shape": _c_shape,
-    "two_blobs": _two_blobs,
-    "diagonal_line": _diagonal_line,
-    "full": lambda shape=(300, 400): np.ones(shape, bool),
-}
-
-
-# ----------------------------------------------------------------------- distance / anchor
-@pytest.mark.parametrize("seed", range(4))
-def test_distance_transform_close_to_euclidean(seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    mask = np.zeros((40, 50), bool)
-    for _ in range(4):
-        mask |= _disk(mask.shape, *rng.integers(5, 40, size=2), rng.integers(4, 15))
-    exact = _brute_distance(mask)
-    approx = ov.distance_transform(mask)
-    assert np.all(approx[~mask] == 0)
-    assert np.all(approx[mask] >= 1)
-    np.testing.assert_allclose(approx, exact, rtol=0.09, atol=1e-9)
-
-
-@pytest.mark.parametrize("name", sorted(SHAPES))
-def test_anchor_inside_mask_and_far_from_boundary(name: str) -> None:
-    mask = SHAPES[name]()
-    anchor = ov.label_anchor(mask)
-    assert anchor is not None
-    x, y = anchor
-    assert mask[y, x], f"anchor {anchor} is outside the {name} mask"
-    dist = ov.distance_transform(mask)
-    assert dist[y, x] >= 0.75 * dist.max(), f"{name}: anchor depth {dist[y, x]:.1f} of {dist.max():.1f}"
-
-
-def test_anchor_for_concave_shape_is_not_the_centroid() -> None:
-    mask = _c_shape()
-    cy, cx = np.argwhere(mask).mean(axis=0)
-    assert not mask[round(cy), round(cx)], "test shape should have its centroid outside the mask"
-    x, y = ov.label_anchor(mask)
-    assert mask[y, x]
-
-
-def test_anchor_on_large_mask_uses_thickest_part() -> None:
-    # A thin bar attached to a big square: the label must go in the square.
-    mask = np.zeros((1024, 1024), bool)
-    mask[100:900, 100:600] = True
-    mask[480:500, 600:1000] = True
-    x, y = ov.label_anchor(mask)
-    assert 200 <= x <= 500 and 300 <= y <= 700
-
-
-def test_anchor_of_rectangle_is_central() -> None:
-    mask = np.zeros((200, 300), bool)
-    mask[50:150, 40:260] = True
-    x, y = ov.label_anchor(mask)
-    assert abs(x - 150) <= 5 and abs(y - 100) <= 3
-
-
-def test_anchor_tiny_and_empty_masks() -> None:
-    one = np.zeros((50, 60), bool)
-    one[7, 42] = True
-    assert ov.label_anchor(one) == (42, 7)
-    assert ov.label_anchor(np.zeros((50, 60), bool)) is None
 
 
 # ------------------------------------------------------------------------------- palette
@@ -169,7 +48,7 @@ def test_same_id_same_colour_across_renders() -> None:
 
 # ------------------------------------------------------------------------------ blending
 def _two_masks() -> tuple[np.ndarray, list[int]]:
-    a = _disk((240, 320), 80, 90, 50)
+    a = disk((240, 320), 80, 90, 50)
     b = np.zeros((240, 320), bool)
     b[140:220, 180:300] = True
     return np.stack([a, b]), [1, 4]
@@ -235,7 +114,7 @@ def test_contrast_ratio_reference_values() -> None:
 @pytest.mark.parametrize("background", [0, 128, 255])
 @pytest.mark.parametrize("mask_id", [1, 3, 10, 16, 18])
 def test_label_drawn_with_box_and_text_colours(background: int, mask_id: int) -> None:
-    mask = _disk((300, 300), 150, 150, 90)
+    mask = disk((300, 300), 150, 150, 90)
     out = np.asarray(ov.render_masks(_image(300, 300, background), mask[None], [mask_id], font_size=24))
     x, y = ov.label_anchor(mask)
     patch = out[y - 20 : y + 20, x - 20 : x + 20].reshape(-1, 3)
@@ -267,15 +146,15 @@ def test_label_kept_inside_image(corner: tuple[int, int]) -> None:
 def test_label_size_scales_with_image() -> None:
     small = _image(200, 200)
     large = _image(1000, 1000)
-    w_small, _ = _label_size(small, _disk((200, 200), 100, 100, 30), 5)
-    w_large, _ = _label_size(large, _disk((1000, 1000), 500, 500, 150), 5)
+    w_small, _ = _label_size(small, disk((200, 200), 100, 100, 30), 5)
+    w_large, _ = _label_size(large, disk((1000, 1000), 500, 500, 150), 5)
     assert w_large > 2 * w_small
 
 
 # ------------------------------------------------------------------------- single / final
 def test_render_single_mask_dims_outside_only() -> None:
     image = _image(value=200)
-    mask = _disk((240, 320), 120, 160, 60)
+    mask = disk((240, 320), 120, 160, 60)
     out = np.asarray(ov.render_single_mask(image, mask, 9, dim=0.5))
     assert np.array_equal(out[5, 5], [100, 100, 100])
     assert out.shape == image.shape
@@ -348,7 +227,7 @@ def test_one_pixel_and_empty_masks_render() -> None:
 def test_grayscale_and_pil_inputs() -> None:
     from PIL import Image
 
-    mask = _disk((50, 70), 25, 35, 10)
+    mask = disk((50, 70), 25, 35, 10)
     grey = np.full((50, 70), 90, np.uint8)
     assert ov.render_masks(grey, mask, [1]).size == (70, 50)
     assert ov.render_masks(Image.fromarray(grey), mask, [1]).mode == "RGB"
@@ -369,7 +248,7 @@ def test_renders_30_masks_at_1024() -> None:
     rng = np.random.default_rng(1)
     image = _gradient(1024, 1024)
     masks = np.stack(
-        [_disk((1024, 1024), *rng.integers(0, 1024, size=2), rng.integers(5, 300)) for _ in range(30)]
+        [disk((1024, 1024), *rng.integers(0, 1024, size=2), rng.integers(5, 300)) for _ in range(30)]
     )
     out = ov.render_masks(image, masks, list(range(30)))
     assert out.size == (1024, 1024)
@@ -397,8 +276,8 @@ def _reference_render(image: np.ndarray, masks: np.ndarray, ids: list[int], alph
         canvas[ov.inner_outline(masks[index], outline)] = paint
     result = Image.fromarray(np.rint(canvas).astype(np.uint8))
     if labels:
-        size = font_size or ov._default_font_size(*image.shape[:2])
-        ov._draw_labels(result, ov.label_anchors(masks), ids, order[::-1], size)
+        size = font_size or ov_labels.default_font_size(*image.shape[:2])
+        ov_labels.draw_labels(result, ov.label_anchors(masks), ids, order[::-1], size)
     return np.asarray(result)
 
 
@@ -406,20 +285,11 @@ def _far_fraction(first: np.ndarray, second: np.ndarray) -> float:
     return float((np.abs(first.astype(int) - second.astype(int)).max(axis=-1) > 2).mean())
 
 
-def _random_masks(seed: int, shape: tuple[int, int], count: int, speckle: float = 0.0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    masks = np.stack([_disk(shape, *rng.integers(0, min(shape), size=2), rng.integers(3, min(shape) // 2))
-                      for _ in range(count)])
-    if speckle:  # fragmented masks like a random-weight model's
-        masks &= rng.random(masks.shape) > speckle
-    return masks
-
-
 @pytest.mark.parametrize("seed,speckle", [(0, 0.0), (1, 0.0), (2, 0.5)])
 @pytest.mark.parametrize("labels", [False, True])
 def test_fast_render_matches_float_reference(seed: int, speckle: float, labels: bool) -> None:
     image = _gradient(240, 320)
-    masks = _random_masks(seed, (240, 320), 8, speckle)
+    masks = random_masks(seed, (240, 320), 8, speckle)
     ids = list(range(1, 9))
     fast = np.asarray(ov.render_masks(image, masks, ids, outline_width=2, labels=labels))
     reference = _reference_render(image, masks, ids, 0.45, 2, None, labels)
@@ -432,7 +302,7 @@ def test_fast_render_matches_float_reference(seed: int, speckle: float, labels: 
 
 def test_fast_single_mask_matches_float_reference() -> None:
     image = _gradient(240, 320)
-    mask = _random_masks(3, (240, 320), 1)[0]
+    mask = random_masks(3, (240, 320), 1)[0]
     dimmed = image.astype(np.float32)
     dimmed[~mask] *= 1.0 - 0.35
     reference = _reference_render(np.rint(dimmed).astype(np.uint8), mask[None], [5], 0.4,
@@ -455,25 +325,3 @@ def test_given_anchors_are_used_and_checked() -> None:
     assert not np.array_equal(single, np.asarray(ov.render_single_mask(image, masks[0], 1)))
     with pytest.raises(UsageError, match="anchors"):
         ov.render_masks(image, masks, ids, anchors=anchors[:1])
-
-
-@pytest.mark.parametrize("seed", range(4))
-def test_erosion_depth_close_to_euclidean(seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    mask = np.zeros((60, 70), bool)
-    for _ in range(4):
-        mask |= _disk(mask.shape, *rng.integers(5, 60, size=2), rng.integers(4, 25))
-    exact = _brute_distance(mask)
-    depth = ov_anchors.erosion_depth(mask)
-    assert np.all(depth[~mask] == 0) and np.all(depth[mask] >= 1)
-    assert np.all(np.abs(depth - exact) <= 0.11 * exact + 1.0)  # octagonal metric: 11 % plus one pixel
-
-
-@pytest.mark.parametrize("seed", range(6))
-def test_anchor_near_the_deepest_point_of_random_masks(seed: int) -> None:
-    # within the anchor grid (no block reduction) and on a larger, block-reduced mask
-    for shape in ((60, 64), (480, 640)):
-        mask = _random_masks(seed, shape, 3).any(axis=0)
-        x, y = ov.label_anchor(mask)
-        exact = ov.distance_transform(mask)
-        assert mask[y, x] and exact[y, x] >= 0.8 * exact.max() - 1, (shape, exact[y, x], exact.max())

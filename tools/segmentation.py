@@ -26,37 +26,36 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import re
-import threading
 from collections.abc import Awaitable, Hashable
-from concurrent.futures import Future
 from typing import Annotated, Any, TypeVar
 
 import numpy as np
 from pydantic import Field
 
-from agent import tool_protocol as tp
 from agent.context import Context
 from agent.settings import AgentSettings
 from agent.state import MaskRecord, State
 from agent.trace import StepMeter
 from prompts import render_prompt
-from sam3_core.drawing import render_single_mask, zoomed_crop
 from sam3_core.errors import InputError, ModelRetry, UsageError
 from sam3_core.packed_masks import PackedMasks
 from sam3_core.postprocess import masks_to_rle, packed_mask_iou, remove_overlaps_iom, rle_to_mask
+from tools.phrases import MAX_PHRASE_CHARS, check_phrase, format_ids, format_phrases, normalise_phrase
 from tools.registry import Tool, ToolEnv, ToolOutcome, tool
+from tools.verification import anchor_key, parse_verdict, prepare_verification, verify_mask
+
+__all__ = [  # the phrase and verification helpers live in tools.phrases and tools.verification
+    "ALL_TOOLS", "MAX_PHRASE_CHARS", "SHOWN_IDS", "anchor_key", "check_phrase", "examine_each_mask", "format_ids",
+    "format_phrases", "image_context", "normalise_phrase", "parse_verdict", "prepare_verification",
+    "report_no_mask", "segment_phrase", "select_masks_and_return", "tools_for", "verify_mask",
+]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Longest phrase sent to SAM 3 (its text encoder reads a few dozen tokens; longer is a model mistake).
-MAX_PHRASE_CHARS = 200
 #: Most unknown ids named in a retry message.
 SHOWN_IDS = 20
-
-_VERDICT = re.compile(r"\b(accept|reject)(?:ed|s)?\b", re.IGNORECASE)
 
 
 def image_context(env: ToolEnv) -> Context:
@@ -66,48 +65,7 @@ def image_context(env: ToolEnv) -> Context:
     return env.context
 
 
-def format_ids(ids: list[int]) -> str:
-    """``[1, 4]`` style, as the prompts show ids."""
-    return "[" + ", ".join(str(i) for i in ids) + "]"
-
-
-def format_phrases(phrases: list[str]) -> str:
-    """``"cup", "mug"`` style, or ``(none)``."""
-    return ", ".join(f'"{p}"' for p in phrases) or "(none)"
-
-
-def normalise_phrase(text: str) -> str:
-    """``text`` with runs of whitespace collapsed and surrounding punctuation and quotes removed."""
-    return " ".join(text.split()).strip(" .,;:\"'`")
-
-
 # ----------------------------------------------------------------------------------- segment_phrase
-
-
-def check_phrase(state: State, settings: AgentSettings, phrase: str, *, select_tool: str = "select_masks_and_return",
-                 noun: str = "masks") -> None:
-    """Refuse an empty, over-long or repeated phrase, or one past the phrase budget (ModelRetry).
-
-    ``select_tool`` and ``noun`` name the answering tool and the candidates in the messages (the video
-    agent's are ``select_masklets_and_return`` and ``masklets``).
-    """
-    tried = state.phrases_tried
-    if not phrase:
-        raise ModelRetry("text_prompt is empty. Give a short noun phrase such as \"cup\" or \"red car\".")
-    if len(phrase) > MAX_PHRASE_CHARS:
-        raise ModelRetry(f"text_prompt is {len(phrase)} characters long; give a short noun phrase (at most "
-                         f"{MAX_PHRASE_CHARS} characters) such as \"cup\" or \"red car\".")
-    if phrase.lower() in {p.lower() for p in tried}:
-        raise ModelRetry(
-            f'You already tried "{phrase}". Phrases tried so far: {format_phrases(tried)}. Use a different '
-            f"phrase, or choose among the current {noun} with {select_tool}."
-        )
-    if len(tried) >= settings.max_phrases:
-        raise ModelRetry(
-            f"The phrase budget ({settings.max_phrases} phrases) is used up. Candidate {noun}: "
-            f"{format_ids(state.candidate_ids()) if state.candidates() else '(none)'}. "
-            f"Call {select_tool} with the matching ids, or report_no_mask."
-        )
 
 
 async def _shielded(work: Awaitable[T]) -> T:
@@ -242,97 +200,6 @@ async def segment_phrase(
 
 
 # ----------------------------------------------------------------------------------- examine_each_mask
-
-
-def parse_verdict(text: str) -> bool | None:
-    """True for Accept, False for Reject, None when unclear: the last line decides, else the last verdict word."""
-    visible, _ = tp.split_reasoning(text or "")
-    lines = [line.strip(" \t*_`.!:#>-\"'") for line in visible.splitlines()]
-    lines = [line.lower() for line in lines if line]
-    if lines:
-        last = lines[-1].removeprefix("verdict").strip(" :")
-        if last.startswith("accept"):
-            return True
-        if last.startswith("reject"):
-            return False
-    words = _VERDICT.findall(visible)
-    return None if not words else words[-1].lower() == "accept"
-
-
-def _verify_content(ctx: Context, query: str, record: MaskRecord) -> list[dict[str, Any]]:
-    """The verification question: the prompt, the raw image, the mask alone and a close-up of it."""
-    pixels, mask_id = ctx.image.pixels, record["id"]
-    mask = rle_to_mask(record["rle"])
-    return [
-        {"type": "text", "text": render_prompt("verify_mask", query=query, mask_id=mask_id)},
-        ctx.raw_image_part(),
-        ctx.image_part(render_single_mask(pixels, mask, mask_id, anchor=ctx.cache.get(anchor_key(mask_id)))),
-        ctx.image_part(zoomed_crop(pixels, mask)),
-    ]
-
-
-def anchor_key(mask_id: int) -> tuple[str, int]:
-    """The ``ctx.cache`` key of a mask's label anchor (kept by the overlay, reused by the verification render)."""
-    return ("label_anchor", mask_id)
-
-
-def _question_key(query: str, mask_id: int) -> tuple[str, str, int]:
-    """The ``ctx.cache`` key of a prepared verification question."""
-    return ("verify_question", query, mask_id)
-
-
-def prepare_verification(state: State, ctx: Context) -> None:
-    """Start building the verification questions of the unexamined candidates in a background thread.
-
-    The image medium calls this before every main-loop call, once the overlay is drawn, so the questions
-    are built while the model thinks: if the model then calls ``examine_each_mask``, most questions
-    are ready and little more than the LLM's latency remains. Each candidate's question is built at most
-    once per query (a future in ``ctx.cache``); one thread builds them one after another, and
-    ``examine_each_mask`` builds any the thread has not started yet itself.
-    """
-    todo = [m for m in state.candidates() if not m["verified"] and _question_key(state.query, m["id"]) not in ctx.cache]
-    if not todo:
-        return
-    futures = [ctx.cache.setdefault(_question_key(state.query, m["id"]), Future()) for m in todo]
-
-    def build() -> None:
-        for record, future in zip(todo, futures):
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(_verify_content(ctx, state.query, record))
-            except Exception as exc:  # verify_mask builds it again and reports the error
-                future.set_exception(exc)
-
-    threading.Thread(target=build, name="verify-prepare", daemon=True).start()
-
-
-async def _question(ctx: Context, query: str, record: MaskRecord) -> list[dict[str, Any]]:
-    """The verification question of ``record``: the prepared one if the thread started it, else built now."""
-    future = ctx.cache.get(_question_key(query, record["id"]))
-    if isinstance(future, Future) and future.cancel():  # not started by the thread yet: build it here instead
-        return _verify_content(ctx, query, record)
-    if isinstance(future, Future) and not future.cancelled():
-        try:
-            return await asyncio.wrap_future(future)
-        except Exception:
-            logger.debug("preparing the question of mask %d failed; building it again", record["id"], exc_info=True)
-    return _verify_content(ctx, query, record)
-
-
-async def verify_mask(ctx: Context, query: str, record: MaskRecord, meter: StepMeter | None = None) -> bool | None:
-    """Ask the LLM whether one mask matches the query (raw image, that mask alone, a close-up).
-
-    Returns True (accept), False (reject) or None (no clear verdict); the reply's usage is counted in
-    ``meter`` when given.
-    """
-    content = await _question(ctx, query, record)
-    reply = await ctx.llm.chat([{"role": "user", "content": content}])
-    if meter is not None:
-        meter.count(reply.usage)
-    verdict = parse_verdict(reply.content)
-    logger.info("examine mask %d: %s", record["id"], {True: "accept", False: "reject", None: "unclear"}[verdict])
-    return verdict
 
 
 @tool(kind="verify")
