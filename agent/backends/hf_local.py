@@ -90,8 +90,11 @@ class HFBackend(QueuedBackend):
 
         prompts = [self._prompt(r) for r in requests]
         images = [image for _, imgs in prompts for image in imgs]
+        # the template wrote every special token (a tokenizer adding <|begin_of_text|> would double it); pixel
+        # values in the model's dtype (Llama 4's image processor returns bf16, Qwen's float32)
         inputs = self.processor(text=[t for t, _ in prompts], images=images or None, padding=True,
-                                return_tensors="pt").to(self.model.device)
+                                add_special_tokens=False, return_tensors="pt")
+        inputs = inputs.to(device=self.model.device, dtype=self.model.dtype)
         prompt_len = inputs["input_ids"].shape[1]
         max_new = max(int(r.get("max_tokens") or self.config.max_tokens) for r in requests)
         eos_ids = self._eos_ids()
