@@ -1,6 +1,6 @@
 """LLM commands of the command line.
 
-``make-tiny-llm DIR --family qwen2_5_vl|qwen3_vl`` writes a tiny randomly initialised vision-language
+``make-tiny-llm DIR --family qwen2_5_vl|qwen3_vl|llama4`` writes a tiny randomly initialised vision-language
 model (offline) that loads like a real checkpoint: ``--llm hf:DIR`` runs the agent on it. The ``--llm``
 option group itself is :func:`cli.options.add_llm_options`.
 """
@@ -25,7 +25,8 @@ def _make_tiny_llm(args: argparse.Namespace) -> int:
 
 def add_llm_commands(commands: argparse._SubParsersAction) -> None:
     """Register ``make-tiny-llm``."""
-    tiny = commands.add_parser("make-tiny-llm", help="write a tiny random Qwen2.5-VL or Qwen3-VL (no download)")
+    tiny = commands.add_parser("make-tiny-llm",
+                               help="write a tiny random Qwen2.5-VL, Qwen3-VL or Llama 4 (no download)")
     tiny.add_argument("dir", help="output folder")
     tiny.add_argument("--family", choices=FAMILIES, default="qwen2_5_vl", help="model family (default qwen2_5_vl)")
     tiny.add_argument("--seed", type=int, default=0, help="weight initialisation seed")

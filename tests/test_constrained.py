@@ -193,7 +193,8 @@ def test_grammar_goes_to_a_server_when_asked(scripted_llm):
     assert reply.tool_call.name == "report_no_mask"
     body = scripted_llm.requests[0]
     grammar = body["structured_outputs"]["grammar"]
-    assert "<tool_call>" in grammar and "select_masks_and_return" in grammar and grammar == body["guided_grammar"]
+    assert "<tool_call>" in grammar and "select_masks_and_return" in grammar
+    assert "guided_grammar" not in body  # removed in vLLM 0.12; a 0.33 server warns it is ignored
 
 
 def test_auto_mode_sends_no_grammar_to_a_server_that_is_not_vllm(scripted_llm):

@@ -17,7 +17,7 @@ from agent.backends import vllm_local
 from agent.backends.hf_local import HFBackend
 from agent.backends.messages import decode_data_url, to_hf_messages
 from agent.backends.spec import DEFAULT_LOCAL_SPEC
-from agent.backends.tiny_llm import write_tiny_llm
+from agent.backends.tiny_llm import FAMILIES, write_tiny_llm
 from agent.image_urls import image_part
 from agent.llm import LLMClient, LLMConfig
 from cli.main import main as cli_main
@@ -28,8 +28,22 @@ IMAGE = np.random.default_rng(7).integers(0, 255, (90, 120, 3), dtype=np.uint8)
 MESSAGES = [{"role": "system", "content": "You describe images."},
             {"role": "user", "content": [{"type": "text", "text": "what is this?"}, image_part(IMAGE, None)]}]
 
-pytest_plugins = ["llm_fixtures"]  # tiny_llm (both families), one_torch_thread
+pytest_plugins = ["llm_fixtures"]  # tiny_llm (every family), one_torch_thread
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+# Per family: tokens that must be single tokens, how the rendered prompt starts, the image placeholder
+# the template writes, and how the prompt ends (the assistant's turn opened).
+FORMATS = {
+    "qwen2_5_vl": (("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|image_pad|>", "<tool_call>"),
+                   "<|im_start|>system\nYou describe images.<|im_end|>\n<|im_start|>user\n",
+                   "<|vision_start|><|image_pad|><|vision_end|>", "<|im_start|>assistant\n"),
+    "llama4": (("<|begin_of_text|>", "<|header_start|>", "<|header_end|>", "<|eot|>", "<|eom|>", "<|image|>",
+                "<|image_start|>", "<|patch|>", "<|tile_x_separator|>", "<|python_start|>"),
+               "<|begin_of_text|><|header_start|>system<|header_end|>\n\nYou describe images.<|eot|>"
+               "<|header_start|>user<|header_end|>\n\n", "<|image|>", "<|header_start|>assistant<|header_end|>\n\n"),
+}
+FORMATS["qwen3_vl"] = FORMATS["qwen2_5_vl"]
 
 
 def test_tiny_checkpoint_loads_through_the_auto_classes(tiny_llm):
@@ -38,15 +52,43 @@ def test_tiny_checkpoint_loads_through_the_auto_classes(tiny_llm):
     processor = AutoProcessor.from_pretrained(tiny_llm)
     model = AutoModelForImageTextToText.from_pretrained(tiny_llm)
     tokenizer = processor.tokenizer
-    for token in ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|image_pad|>", "<tool_call>"):
+    single, start, placeholder, end = FORMATS[family]
+    for token in single:
         assert tokenizer.tokenize(token) == [token], token
     text = processor.apply_chat_template(to_hf_messages(MESSAGES), add_generation_prompt=True, tokenize=False)
-    assert text.startswith("<|im_start|>system\nYou describe images.<|im_end|>\n<|im_start|>user\n")
-    assert "<|vision_start|><|image_pad|><|vision_end|>" in text and text.endswith("<|im_start|>assistant\n")
+    assert text.startswith(start) and placeholder in text and text.endswith(end), text
     inputs = processor(text=[text], images=[decode_data_url(MESSAGES[1]["content"][1]["image_url"]["url"])],
-                       return_tensors="pt")
+                       add_special_tokens=False, return_tensors="pt")
     image_tokens = int((inputs["input_ids"] == model.config.image_token_id).sum())
-    assert 0 < image_tokens <= 16  # the processor expanded the placeholder for this image
+    assert 0 < image_tokens <= 20  # the processor expanded the placeholder for this image
+    if tokenizer.bos_token_id is not None:  # Llama 4: written by the template once, never doubled
+        assert int((inputs["input_ids"] == tokenizer.bos_token_id).sum()) == 1
+
+
+def test_llama4_tiny_model_is_llama4_inside(tiny_llm_folder):
+    """The Llama 4 checkpoint has what makes the family: an MoE layer and a dense one, a NoPE layer,
+    pixel-shuffled image tiles, the three end tokens, and a tokenizer that starts with <|begin_of_text|>."""
+    folder = Path(tiny_llm_folder("llama4"))
+    config = AutoConfig.from_pretrained(folder)
+    text = config.text_config
+    assert text.moe_layers == [1] and text.no_rope_layers == [1, 0] and text.num_local_experts == 2
+    processor = AutoProcessor.from_pretrained(folder)
+    tokenizer = processor.tokenizer
+    assert type(processor).__name__ == "Llama4Processor" and tokenizer("hi").input_ids[0] == tokenizer.bos_token_id
+    ends = {tokenizer.convert_ids_to_tokens(i) for i in json.loads((folder / "generation_config.json").read_text())
+            ["eos_token_id"]}
+    assert ends == {"<|end_of_text|>", "<|eom|>", "<|eot|>"}
+    call = {"role": "assistant", "content": "", "tool_calls": [
+        {"type": "function", "function": {"name": "report_no_mask", "arguments": {}}}]}
+    result = {"role": "tool", "content": "no masks"}
+    rendered = processor.apply_chat_template([{"role": "user", "content": "hi"}, call, result], tokenize=False)
+    assert '<|python_start|>{"name": "report_no_mask", "parameters": {}}<|python_end|><|eot|>' in rendered
+    assert rendered.endswith("<|header_start|>ipython<|header_end|>\n\nno masks<|eot|>")
+    wide = Image.fromarray(np.zeros((60, 200, 3), dtype=np.uint8))
+    inputs = processor(text=["<|image|>"], images=[wide], add_special_tokens=False, return_tensors="pt")
+    tokens = tokenizer.convert_ids_to_tokens(inputs["input_ids"][0].tolist())
+    tiles = inputs["pixel_values"].shape[0]  # the tiles plus the global view, 56x56 each
+    assert tiles > 1 and tokens.count("<|patch|>") == 4 * tiles and "<|tile_x_separator|>" in tokens
 
 
 def test_reply_usage_and_timing_like_the_http_path(tiny_llm):
@@ -116,7 +158,7 @@ def test_make_tiny_llm_command(tmp_path):
     with pytest.raises(SystemExit):
         cli_main(["make-tiny-llm", str(tmp_path / "x"), "--family", "llama"])
     with pytest.raises(UsageError, match="family"):
-        write_tiny_llm(tmp_path / "bad", "llama4")
+        write_tiny_llm(tmp_path / "bad", "llama3")
 
 
 # ------------------------------------------------------------------ the --llm option group
@@ -165,7 +207,7 @@ def test_llm_benchmark_runs(tmp_path):
     out = tmp_path / "llm.json"
     report = load_bench("llm").main(["--replies", "2", "--only", "replies", "--out", str(out)])
     assert report == json.loads(out.read_text())
-    for family in ("qwen2_5_vl", "qwen3_vl"):
+    for family in FAMILIES:
         assert report[f"{family}_constrained_on"]["valid"] == 2
         assert report[f"{family}_constrained_off"]["replies"] == 2
 

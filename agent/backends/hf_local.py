@@ -2,8 +2,14 @@
 
 The model loads through ``AutoProcessor`` / ``AutoModelForImageTextToText.from_pretrained``, the same
 path for a hub id, a local folder and the tiny test checkpoints; prompts are rendered by the model's own
-chat template and images go to its own processor (PIL images). Weights are bf16 on a GPU (next to SAM
-3), float32 on a CPU.
+chat template and images go to its own processor (PIL images; it expands each placeholder: Qwen's
+``<|image_pad|>``, Llama 4's ``<|image|>`` into its tiles of ``<|patch|>`` tokens). The rendered prompt is
+tokenized without adding special tokens (the template wrote them; Llama 4's tokenizer would otherwise put
+a second ``<|begin_of_text|>`` first), and pixel values are cast to the model's dtype. Generation stops at
+any of the model's end tokens (``generation_config.eos_token_id``: Qwen's ``<|im_end|>``; Llama 4's
+``<|eot|>``, ``<|eom|>`` and ``<|end_of_text|>``). Tool calls use the text protocol by default, which is
+the same for every family (JSON in ``<tool_call>`` tags, under the call grammar). Weights are bf16 on a
+GPU (next to SAM 3), float32 on a CPU.
 
 One worker thread owns the model (:class:`~agent.backends.queued.QueuedBackend`): requests of concurrent
 queries are batched into one left-padded ``generate`` call, each row under its own grammar when
@@ -90,8 +96,11 @@ class HFBackend(QueuedBackend):
 
         prompts = [self._prompt(r) for r in requests]
         images = [image for _, imgs in prompts for image in imgs]
+        # the template wrote every special token (a tokenizer adding <|begin_of_text|> would double it); pixel
+        # values in the model's dtype (Llama 4's image processor returns bf16, Qwen's float32)
         inputs = self.processor(text=[t for t, _ in prompts], images=images or None, padding=True,
-                                return_tensors="pt").to(self.model.device)
+                                add_special_tokens=False, return_tensors="pt")
+        inputs = inputs.to(device=self.model.device, dtype=self.model.dtype)
         prompt_len = inputs["input_ids"].shape[1]
         max_new = max(int(r.get("max_tokens") or self.config.max_tokens) for r in requests)
         eos_ids = self._eos_ids()

@@ -37,10 +37,10 @@ def call_grammar(config: LLMConfig, specs: Sequence[tp.ToolSpec], choices: tp.Ca
 
 
 def server_grammar_fields(grammar: Any) -> dict[str, Any]:
-    """Request fields that make a vLLM server follow ``grammar`` (both the current and the pre-0.12 names;
-    vLLM ignores the one it does not know)."""
-    ebnf = grammar.ebnf()
-    return {"structured_outputs": {"grammar": ebnf}, "guided_grammar": ebnf}
+    """Request fields that make a vLLM server follow ``grammar``: ``structured_outputs.grammar`` (vLLM 0.10.2
+    and later; 0.33's ``ChatCompletionRequest.structured_outputs``). The older ``guided_grammar`` is not
+    sent: vLLM 0.12 removed it, and a current server logs that a request carrying it is not constrained."""
+    return {"structured_outputs": {"grammar": grammar.ebnf()}}
 
 
 def about_grammar(message: str) -> bool:
