@@ -1,6 +1,6 @@
 """LLM side of the agent: valid tool calls with and without constraints, grammar libraries, in-process vs HTTP.
 
-With tiny random-weight Qwen2.5-VL and Qwen3-VL checkpoints (``sam3-agent make-tiny-llm``) on the CPU,
+With tiny random-weight Qwen2.5-VL, Qwen3-VL and Llama 4 checkpoints (``sam3-agent make-tiny-llm``) on the CPU,
 each reply answers the agent's real first turn (system prompt with the text-protocol tool description,
 the query and an image; mask ids 1-3 exist), sampled at temperature 1 so the replies differ:
 
