@@ -42,7 +42,7 @@ def expand_vision(vision: Sam3VisionEncoderOutput, index: torch.Tensor) -> Sam3V
 class Sam3ForTraining(nn.Module):
     """``forward(**batch)`` (a :class:`finetune.pairs.PairCollator` batch) returns ``{"loss", **parts}``."""
 
-    def __init__(self, sam3: nn.Module, criterion: Sam3Criterion | None = None, one_to_many: bool = True):
+    def __init__(self, sam3: nn.Module, criterion: Sam3Criterion | None = None, one_to_many: bool = False):
         super().__init__()
         self.sam3 = sam3
         self.criterion = criterion or Sam3Criterion()

@@ -24,9 +24,9 @@ def dataset(tmp_path_factory):
     return write_synthetic_dataset(tmp_path_factory.mktemp("syn"), 6, seed=3, spec=spec)
 
 
-def _run(dataset, base: str, out: Path, mode: str) -> dict:
+def _run(dataset, base: str, out: Path, mode: str, **changes) -> dict:
     config = FinetuneConfig(train_json=str(dataset), output_dir=str(out), base_model=base, val_fraction=0.2,
-                            mode=mode, max_steps=2, warmup_steps=0, save_every=10, batch_size=2, log_every=1,
+                            mode=mode, **changes, max_steps=2, warmup_steps=0, save_every=10, batch_size=2, log_every=1,
                             max_eval_images=1, learning_rate=1e-3, threads=1)
     return finetune(config)
 
@@ -37,7 +37,7 @@ def _weights(folder: str | Path) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def full_run(dataset, tiny_checkpoint, tmp_path_factory):
-    return _run(dataset, tiny_checkpoint, tmp_path_factory.mktemp("ft_video") / "run", "full")
+    return _run(dataset, tiny_checkpoint, tmp_path_factory.mktemp("ft_video") / "run", "full", one_to_many=True)
 
 
 def test_video_checkpoint_exports_the_video_layout(full_run, tiny_checkpoint):
