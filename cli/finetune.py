@@ -27,7 +27,7 @@ def _finetune(args: argparse.Namespace) -> int:
         hard_negatives=args.hard_negatives, exemplar_prob=args.exemplar_prob, seed=args.seed, device=args.device,
         bf16=args.bf16, resume=args.resume, threads=args.threads)
     report = finetune(config)
-    summary = {k: report[k] for k in ("before", "after", "global_step", "seconds", "model")}
+    summary = {k: report[k] for k in ("before", "after", "global_step", "seconds", "model", "export")}
     print(json.dumps(summary, indent=2))
     return 0
 
