@@ -16,6 +16,12 @@ that repeat the weights twice (the gradient of both copies reaches the one param
 self-attention for a wrapper that attends among ``1 + Q`` tokens (presence + o2o) only. Everything after
 the decoder (box head, scoring, mask decoder) works per query, so the model's outputs then hold ``2Q``
 queries: the first ``Q`` equal to an ordinary forward's, the last ``Q`` the o2m ones.
+
+Measured here (fine-tuning the demo detector on shifted synthetic data, 100 held-out images, same seed and
+steps): the branch lowers held-out mask AP (1000 steps: 0.319 off, 0.279 on; cgF1 30.9 vs 22.0) and makes
+the model keep several masks per object, so fine-tuning leaves it off unless asked (``--o2m``). An earlier
+version that gave the o2m queries their own embeddings *with* self-attention was worse still (300 steps:
+AP 0.225 vs 0.294 off; 56% of kept masks duplicates vs 15%).
 """
 
 from __future__ import annotations
