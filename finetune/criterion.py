@@ -25,7 +25,7 @@ class LayerOutput:
 @dataclass
 class DetectorOutputs:
     """``final``: the last decoder layer (with masks and presence); ``aux``: the earlier layers;
-    ``o2m``: every layer of the one-to-many queries (last one final), empty when the branch is off."""
+    ``o2m``: every layer of the one-to-many queries (last one final, with masks), empty when the branch is off."""
 
     final: LayerOutput
     aux: list[LayerOutput] = field(default_factory=list)
@@ -39,8 +39,10 @@ class Sam3Criterion:
     Terms (weights in :class:`LossWeights`): on the final layer IA-BCE, L1, GIoU, presence, mask focal and
     dice with Hungarian matches, and the dense semantic head's focal and dice; on each earlier decoder
     layer IA-BCE, L1 and GIoU with its own Hungarian matches; on the one-to-many queries the same class
-    and box terms times ``o2m`` (the last layer matched one-to-many, the earlier ones one-to-one, as
-    SAM 3's default recipe does).
+    and box terms, and on their last layer the mask terms, times ``o2m`` (the last layer matched
+    one-to-many, the earlier ones one-to-one, as SAM 3's recipe does with ``use_o2m_matcher_on_o2m_aux``
+    off). Like SAM 3, the o2m terms are normalised by the number of ground-truth instances (not of o2m
+    positives) and have no presence term: the presence token is shared and answered for by the o2o pass.
     """
 
     weights: LossWeights = field(default_factory=LossWeights)
@@ -72,8 +74,11 @@ class Sam3Criterion:
             last = i == len(outputs.o2m) - 1
             o2m_matches = (one_to_many_match(layer.logits, layer.boxes, boxes, self.o2m_options) if last
                            else hungarian_match(layer.logits, layer.boxes, boxes, self.costs))
-            for key, value in self._class_and_box(layer, o2m_matches, boxes, num_boxes, f"_o2m{i}").items():
-                parts[key] = w.o2m * value
+            o2m_parts = self._class_and_box(layer, o2m_matches, boxes, num_boxes, f"_o2m{i}")
+            if layer.masks is not None:
+                focal, dice = mask_losses(layer.masks, o2m_matches, masks, num_boxes, w)
+                o2m_parts[f"loss_mask_o2m{i}"], o2m_parts[f"loss_dice_o2m{i}"] = w.loss_mask * focal, w.loss_dice * dice
+            parts.update({key: w.o2m * value for key, value in o2m_parts.items()})
         total = sum(parts.values())
         return total, {k: float(v.detach()) for k, v in parts.items()}
 

@@ -124,8 +124,31 @@ def cgf1(records: list[ImageRecord], predictions: list[dict]) -> dict[str, float
             "IL_MCC": float(summary["IL_MCC"])}
 
 
+def duplicates(records: list[ImageRecord], predictions: list[dict], iou: float = 0.5) -> dict[str, float]:
+    """How many masks a model keeps (score >= 0.5) per ground-truth instance (``kept_per_gt``), and the share of
+    kept masks that overlap a higher-scored kept mask of the same pair with mask IoU >= ``iou`` (``dup_rate``).
+
+    A detector without NMS relies on its queries to suppress one another; a training signal that rewards
+    several queries per object (the one-to-many branch) shows up here first.
+    """
+    by_image = {r.image_id: r for r in records}
+    kept = dup = gt = 0
+    for pred in predictions:
+        gt += sum(inst.category == pred["phrase"] for inst in by_image[pred["image_id"]].instances)
+        order = [i for i in np.argsort(-pred["scores"]) if pred["scores"][i] >= SCORE_THRESHOLD]
+        flat = pred["masks"][order].reshape(len(order), -1) if order else np.zeros((0, 0), bool)
+        for a in range(len(order)):
+            inter = (flat[:a] & flat[a]).sum(1)
+            union = (flat[:a] | flat[a]).sum(1)
+            dup += bool((inter >= iou * np.maximum(union, 1)).any() if a else False)
+        kept += len(order)
+    return {"kept_per_gt": kept / max(gt, 1), "dup_rate": dup / max(kept, 1)}
+
+
 def evaluate(model: torch.nn.Module, processor, records: list[ImageRecord], phrases: list[str],
              device: torch.device | str = "cpu") -> dict[str, float]:
-    """``{"AP", "AP50"}`` (fractions) and ``{"cgF1", "pmF1", "IL_MCC"}`` of ``model`` on ``records``."""
+    """``{"AP", "AP50"}`` (fractions), ``{"cgF1", "pmF1", "IL_MCC"}`` and ``{"kept_per_gt", "dup_rate"}``
+    (:func:`duplicates`) of ``model`` on ``records``."""
     predictions = predict(model, processor, records, phrases, device)
-    return {**mask_ap(records, predictions, phrases), **cgf1(records, predictions)}
+    return {**mask_ap(records, predictions, phrases), **cgf1(records, predictions),
+            **duplicates(records, predictions)}

@@ -1,24 +1,23 @@
 """transformers' ``Sam3Model`` wrapped for training: features once per image, outputs of every decoder
-layer, an optional one-to-many query set, and the loss.
+layer, the one-to-many branch, and the loss.
 
 ``Sam3Model.forward`` returns only the last decoder layer and no loss. The earlier layers' hidden states
 and reference boxes are produced anyway, so a forward hook on the DETR decoder keeps them, and the
 model's own box head and scoring module turn them into per-layer boxes and logits. The one-to-many
-branch is a second, training-only set of queries (initialised from the model's) run through the same
-decoder; it trains the decoder with denser supervision and is dropped at export, because the released
-inference graph has only the one-to-one queries.
+branch is SAM 3's (DAC-DETR): the same queries run a second time in the same pass without
+self-attention (:mod:`finetune.dac`); it adds no parameters, so the exported model is the plain one.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 
 import torch
 from torch import nn
 from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput, box_cxcywh_to_xyxy, inverse_sigmoid
 
 from .criterion import DetectorOutputs, LayerOutput, Sam3Criterion
+from .dac import duplicated_queries
 
 
 def base_sam3(model: nn.Module) -> nn.Module:
@@ -43,18 +42,20 @@ def expand_vision(vision: Sam3VisionEncoderOutput, index: torch.Tensor) -> Sam3V
 class Sam3ForTraining(nn.Module):
     """``forward(**batch)`` (a :class:`finetune.pairs.PairCollator` batch) returns ``{"loss", **parts}``."""
 
-    def __init__(self, sam3: nn.Module, criterion: Sam3Criterion | None = None, one_to_many: bool = True):
+    def __init__(self, sam3: nn.Module, criterion: Sam3Criterion | None = None, one_to_many: bool = False):
         super().__init__()
         self.sam3 = sam3
         self.criterion = criterion or Sam3Criterion()
-        decoder = base_sam3(sam3).detr_decoder
-        self.o2m_queries = copy.deepcopy(decoder.query_embed) if one_to_many else None
-        self.o2m_reference = copy.deepcopy(decoder.reference_points) if one_to_many else None
+        self.one_to_many = one_to_many
 
     def detector_outputs(self, pixel_values: torch.Tensor, image_index: torch.Tensor, input_ids: torch.Tensor,
                          attention_mask: torch.Tensor, input_boxes: torch.Tensor | None = None,
                          input_boxes_labels: torch.Tensor | None = None) -> DetectorOutputs:
-        """Run the model on every pair and collect all layers' predictions (shapes in :class:`LayerOutput`)."""
+        """Run the model on every pair and collect all layers' predictions (shapes in :class:`LayerOutput`).
+
+        With the one-to-many branch on (in training mode only), one forward carries both query sets; the
+        first ``Q`` of every output are the one-to-one queries, exactly what inference computes.
+        """
         model = base_sam3(self.sam3)
         vision = expand_vision(model.get_vision_features(pixel_values), image_index)
         captured: dict = {}
@@ -62,19 +63,26 @@ class Sam3ForTraining(nn.Module):
         def keep(_module, _args, kwargs, output):
             captured["kwargs"], captured["output"] = kwargs, output
 
+        dac = self.one_to_many and self.training
         handle = model.detr_decoder.register_forward_hook(keep, with_kwargs=True)
         try:
-            out = self.sam3(vision_embeds=vision, input_ids=input_ids, attention_mask=attention_mask,
-                            input_boxes=input_boxes, input_boxes_labels=input_boxes_labels)
+            with duplicated_queries(model.detr_decoder) if dac else contextlib.nullcontext():
+                out = self.sam3(vision_embeds=vision, input_ids=input_ids, attention_mask=attention_mask,
+                                input_boxes=input_boxes, input_boxes_labels=input_boxes_labels)
         finally:
             handle.remove()
         layers = self._layers(model, captured["output"], captured["kwargs"])
-        final = LayerOutput(out.pred_logits, out.pred_boxes, out.pred_masks, out.presence_logits, out.semantic_seg)
+        q = model.detr_decoder.query_embed.weight.shape[0]
+        o2o = slice(0, q)
+        final = LayerOutput(out.pred_logits[:, o2o], out.pred_boxes[:, o2o], out.pred_masks[:, o2o],
+                            out.presence_logits, out.semantic_seg)
+        aux = [LayerOutput(layer.logits[:, o2o], layer.boxes[:, o2o]) for layer in layers[:-1]]
         o2m = []
-        if self.o2m_queries is not None:
-            with self._swapped_queries(model.detr_decoder):
-                o2m = self._layers(model, model.detr_decoder(**captured["kwargs"]), captured["kwargs"])
-        return DetectorOutputs(final=final, aux=layers[:-1], o2m=o2m)
+        if dac:
+            o2m = [LayerOutput(layer.logits[:, q:], layer.boxes[:, q:]) for layer in layers[:-1]]
+            # SAM 3 predicts (and supervises) masks for the last layer's o2m queries too.
+            o2m.append(LayerOutput(out.pred_logits[:, q:], out.pred_boxes[:, q:], out.pred_masks[:, q:]))
+        return DetectorOutputs(final=final, aux=aux, o2m=o2m)
 
     @staticmethod
     def _layers(model: nn.Module, decoded, kwargs: dict) -> list[LayerOutput]:
@@ -84,15 +92,6 @@ class Sam3ForTraining(nn.Module):
         logits = model.dot_product_scoring(decoder_hidden_states=hidden, text_features=kwargs["text_features"],
                                            text_mask=kwargs.get("text_mask")).squeeze(-1)
         return [LayerOutput(logits[i], boxes[i]) for i in range(hidden.shape[0])]
-
-    @contextlib.contextmanager
-    def _swapped_queries(self, decoder: nn.Module):
-        original = decoder.query_embed, decoder.reference_points
-        decoder.query_embed, decoder.reference_points = self.o2m_queries, self.o2m_reference
-        try:
-            yield
-        finally:
-            decoder.query_embed, decoder.reference_points = original
 
     def forward(self, pixel_values: torch.Tensor, image_index: torch.Tensor, input_ids: torch.Tensor,
                 attention_mask: torch.Tensor, targets: list[dict], input_boxes: torch.Tensor | None = None,

@@ -109,6 +109,25 @@ def test_criterion_sums_weighted_terms_and_learns_toward_targets():
     assert presence.grad[0, 0] < 0 < presence.grad[1, 0]  # raise presence where the phrase is, lower elsewhere
 
 
+def test_one_to_many_last_layer_gets_mask_terms_at_twice_the_weight():
+    # One target and two queries: query 0 sits on it with a high score, query 1 far off with a low one, so the
+    # Hungarian and the one-to-many matchers both pick query 0 alone. With a full ground-truth mask and constant
+    # mask logits the sampled points hardly matter (only those within half a pixel of the border, which bilinear
+    # sampling fades), so the o2m mask terms are o2m (2) x the o2o ones up to that.
+    logits = torch.tensor([[3.0, -3.0]])
+    boxes = torch.tensor([[[0.2, 0.2, 0.6, 0.6], [0.7, 0.7, 0.9, 0.9]]])
+    masks = torch.full((1, 2, 128, 128), 0.5)
+    targets = [{"boxes": torch.tensor([[0.2, 0.2, 0.6, 0.6]]), "masks": torch.ones(1, 128, 128, dtype=torch.bool)}]
+    final = LayerOutput(logits, boxes, masks, torch.zeros(1, 1))
+    outputs = DetectorOutputs(final=final, o2m=[LayerOutput(logits, boxes), LayerOutput(logits, boxes, masks)])
+    _, parts = Sam3Criterion()(outputs, targets)
+    assert "loss_mask_o2m0" not in parts  # earlier o2m layers: class and box terms only
+    assert parts["loss_mask_o2m1"] == pytest.approx(2 * parts["loss_mask"], rel=0.02)
+    assert parts["loss_dice_o2m1"] == pytest.approx(2 * parts["loss_dice"], rel=0.02)
+    assert parts["loss_ce_o2m1"] == pytest.approx(2 * parts["loss_ce"], rel=1e-5)
+    assert not any(k.startswith("presence") and "o2m" in k for k in parts)  # no presence term on o2m
+
+
 def test_semantic_losses_hand_computed():
     from finetune.losses import semantic_losses
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from finetune.evaluate import cgf1, evaluate, mask_ap
+from finetune.evaluate import cgf1, duplicates, evaluate, mask_ap
 from finetune.specs import DetectorSpec, write_detector_checkpoint
 from finetune.synthetic import SyntheticSpec, write_synthetic_dataset
 from finetune.trainer import FinetuneConfig, finetune
@@ -68,7 +68,9 @@ def test_resume_continues_from_the_last_checkpoint(dataset, base, tmp_path):
 
 def test_lora_run_exports_merged_weights(dataset, base, tmp_path):
     pytest.importorskip("peft")
-    report = finetune(_config(dataset, base, tmp_path / "lora", mode="lora", max_steps=2))
+    # With the one-to-many branch on: its self-attention wrapper must work around peft's LoRA layers too.
+    report = finetune(_config(dataset, base, tmp_path / "lora", mode="lora", max_steps=2, one_to_many=True))
+    assert any("o2m" in h for h in report["history"])
     from transformers import Sam3Model
 
     model = Sam3Model.from_pretrained(report["model"])
@@ -104,6 +106,10 @@ def test_metrics_of_perfect_and_empty_predictions(dataset):
     empty = [{**p, "scores": np.zeros(0), "masks": p["masks"][:0]} for p in perfect]
     assert cgf1(records, empty)["cgF1"] == 0.0
     assert mask_ap(records, empty, phrases)["AP"] == 0.0
+    assert duplicates(records, perfect) == {"kept_per_gt": pytest.approx(1.0), "dup_rate": 0.0}
+    doubled = [{**p, "scores": np.concatenate([p["scores"], p["scores"] * 0.9]),
+                "masks": np.concatenate([p["masks"], p["masks"]])} for p in perfect]
+    assert duplicates(records, doubled) == {"kept_per_gt": pytest.approx(2.0), "dup_rate": pytest.approx(0.5)}
 
 
 def test_evaluate_runs_on_a_model(dataset, base):
