@@ -53,7 +53,7 @@ def add_finetune_tracker_commands(subparsers: argparse._SubParsersAction) -> Non
     ft.add_argument("--images", type=int, default=1500, help="synthetic training images (box/click prompts)")
     ft.add_argument("--clips", type=int, default=400, help="synthetic training clips (unrolled tracking)")
     ft.add_argument("--frames", type=int, default=5, help="frames per training clip")
-    ft.add_argument("--steps", type=int, default=3000)
+    ft.add_argument("--steps", type=int, default=4000)
     ft.add_argument("--max-minutes", type=float, help="stop training after this many minutes")
     ft.add_argument("--lr", type=float, default=1e-3)
     ft.add_argument("--batch-size", type=int, default=8, help="images per step (plus one clip)")

@@ -72,7 +72,14 @@ def video_model_from_detector(detector_dir: str | Path, shape: TrackerShape = Tr
     config.image_size = img
     torch.manual_seed(seed)
     model = Sam3VideoModel(config)
+    model.requires_grad_(False)
     model.detector_model.load_state_dict(detector.state_dict(), strict=True)
+    # The image-wide and the prompt positional encodings are two random buffers (not trained) that must be the
+    # same matrix, as in the released checkpoint: otherwise a box or click lands at a different "place" than
+    # the image pixels it covers and the decoder cannot localise prompts.
+    tracker = model.tracker_model
+    tracker.prompt_encoder.shared_embedding.positional_embedding.copy_(
+        tracker.shared_image_embedding.positional_embedding)
     logger.info("video model: detector %d params, tracker + neck %d params",
                 sum(p.numel() for p in model.detector_model.parameters()),
                 sum(p.numel() for p in trainable_parameters(model)))

@@ -41,7 +41,7 @@ class TrackerTrainConfig:
     box_start_prob: float = 0.25
     image_batch: int = 8
     prompts_per_image: int = 2
-    steps: int = 2000
+    steps: int = 4000
     max_seconds: float | None = None
     learning_rate: float = 1e-3
     weight_decay: float = 0.01
@@ -86,6 +86,9 @@ def train_tracker(config: TrackerTrainConfig) -> tuple[object, dict]:
                        spec=ClipSpec(num_frames=config.clip_frames))
     logger.info("encoded %d images and %d clips in %.0f s", len(images.masks), len(clips.masks),
                 time.monotonic() - started)
+    # Everything runs in eval mode (inference's branches) except the mask decoder, which in eval mode swaps an
+    # unstable single mask for one of its multi-mask candidates: the loss must reach the token it is about.
+    model.tracker_model.mask_decoder.train()
     for p in model.parameters():
         p.requires_grad_(False)
     params = trainable_parameters(model)
