@@ -21,9 +21,11 @@ def _finetune_tracker(args: argparse.Namespace) -> int:
 
     config = TrackerTrainConfig(
         detector=resolve_model_id(args.detector), output_dir=args.out, shape=TrackerShape(),
+        init_from=resolve_model_id(args.init) if args.init else None,
         train_images=args.images, train_clips=args.clips, clip_frames=args.frames, steps=args.steps,
         max_seconds=args.max_minutes * 60 if args.max_minutes else None, learning_rate=args.lr,
-        image_batch=args.batch_size, seed=args.seed, threads=args.threads, log_every=args.log_every)
+        warmup_steps=args.warmup_steps, image_batch=args.batch_size, seed=args.seed, threads=args.threads,
+        log_every=args.log_every)
     command = "sam3-agent " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     log = run(config, eval_images=args.eval_images, eval_clips=args.eval_clips,
               install_to=DEMO_MODEL_DIR if args.install_demo else None, command=command)
@@ -50,12 +52,14 @@ def add_finetune_tracker_commands(subparsers: argparse._SubParsersAction) -> Non
                                help="train a small SAM 3 tracker around a trained detector on synthetic shapes")
     ft.add_argument("--out", required=True, help="run folder: model/, random/, report.json")
     ft.add_argument("--detector", default="demo", help="checkpoint whose detector is kept (default: demo)")
+    ft.add_argument("--init", help="start the tracker from this sam3_video checkpoint's (default: random)")
     ft.add_argument("--images", type=int, default=1500, help="synthetic training images (box/click prompts)")
     ft.add_argument("--clips", type=int, default=400, help="synthetic training clips (unrolled tracking)")
     ft.add_argument("--frames", type=int, default=5, help="frames per training clip")
     ft.add_argument("--steps", type=int, default=4000)
     ft.add_argument("--max-minutes", type=float, help="stop training after this many minutes")
     ft.add_argument("--lr", type=float, default=1e-3)
+    ft.add_argument("--warmup-steps", type=int, default=100)
     ft.add_argument("--batch-size", type=int, default=8, help="images per step (plus one clip)")
     ft.add_argument("--seed", type=int, default=0)
     ft.add_argument("--threads", type=int, default=1, help="torch CPU threads")

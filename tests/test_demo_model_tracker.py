@@ -80,3 +80,15 @@ def test_track_cli_on_a_written_clip(tmp_path):
     mine = [i for i, name in enumerate(names) if name == phrase]
     scores = clip_j(Clip(np.zeros(0), [names[i] for i in mine], truth[mine]), tracks, by_phrase=True)
     assert np.mean(scores) > TRACK_PHRASE_MIN, scores
+
+
+def test_transformers_own_per_object_loop_tracks_with_the_64_wide_tracker():
+    """The demo tracker is as wide as its memory; without :mod:`sam3_core.video.pointers` transformers' own
+    propagation fails on the second frame. Run it unbatched (transformers' loop) to cover that path."""
+    from sam3_core.video.engine import VideoEngine
+    from sam3_core.video.options import VideoOptions
+
+    clips = held_out_clips(count=1, seed=4545, num_frames=4)
+    with VideoEngine.from_pretrained(resolve_model_id("demo"), device="cpu",
+                                     options=VideoOptions(batch_objects=False)) as engine:
+        assert track_j(engine, clips, "box") > TRACK_BOX_MIN

@@ -33,6 +33,7 @@ class TrackerTrainConfig:
 
     detector: str = str(DEMO_MODEL_DIR)
     output_dir: str = "runs/tracker"
+    init_from: str | None = None  # a sam3_video checkpoint whose tracker (and neck) to start from
     shape: TrackerShape = field(default_factory=TrackerShape)
     train_images: int = 1500
     train_clips: int = 400
@@ -80,6 +81,8 @@ def train_tracker(config: TrackerTrainConfig) -> tuple[object, dict]:
     torch.set_num_threads(config.threads)
     started = time.monotonic()
     model = video_model_from_detector(config.detector, config.shape, seed=config.seed).eval()
+    if config.init_from:
+        _load_tracker(model, config.init_from)
     processor = Sam3Processor.from_pretrained(config.detector)
     images = make_images(model, processor, config.train_images, seed=config.seed + 1)
     clips = make_clips(model, processor, config.train_clips, seed=config.seed + 2,
@@ -122,6 +125,16 @@ def train_tracker(config: TrackerTrainConfig) -> tuple[object, dict]:
     log = {"config": {**asdict(config), "shape": asdict(config.shape)}, "steps_done": step + 1,
            "seconds": round(time.monotonic() - started), "history": history}
     return model.eval(), log
+
+
+def _load_tracker(model, checkpoint: str | Path) -> None:
+    """Copy the tracker and tracker-neck weights of a ``sam3_video`` checkpoint into ``model``."""
+    from transformers import Sam3VideoModel
+
+    source = Sam3VideoModel.from_pretrained(checkpoint, dtype=torch.float32)
+    model.tracker_model.load_state_dict(source.tracker_model.state_dict())
+    model.tracker_neck.load_state_dict(source.tracker_neck.state_dict())
+    logger.info("tracker initialised from %s", checkpoint)
 
 
 def save_video_checkpoint(model, detector_dir: str | Path, dest: str | Path, *, half: bool = True) -> Path:
