@@ -23,6 +23,7 @@ def _finetune_tracker(args: argparse.Namespace) -> int:
         detector=resolve_model_id(args.detector), output_dir=args.out, shape=TrackerShape(),
         init_from=resolve_model_id(args.init) if args.init else None,
         train_images=args.images, train_clips=args.clips, clip_frames=args.frames, steps=args.steps,
+        clips_per_step=args.clips_per_step, objects_per_clip=args.objects_per_clip,
         max_seconds=args.max_minutes * 60 if args.max_minutes else None, learning_rate=args.lr,
         warmup_steps=args.warmup_steps, image_batch=args.batch_size, seed=args.seed, threads=args.threads,
         log_every=args.log_every)
@@ -56,6 +57,8 @@ def add_finetune_tracker_commands(subparsers: argparse._SubParsersAction) -> Non
     ft.add_argument("--images", type=int, default=1500, help="synthetic training images (box/click prompts)")
     ft.add_argument("--clips", type=int, default=400, help="synthetic training clips (unrolled tracking)")
     ft.add_argument("--frames", type=int, default=5, help="frames per training clip")
+    ft.add_argument("--clips-per-step", type=int, default=1)
+    ft.add_argument("--objects-per-clip", type=int, default=2, help="objects tracked per training clip")
     ft.add_argument("--steps", type=int, default=4000)
     ft.add_argument("--max-minutes", type=float, help="stop training after this many minutes")
     ft.add_argument("--lr", type=float, default=1e-3)

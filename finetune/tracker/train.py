@@ -38,6 +38,7 @@ class TrackerTrainConfig:
     train_images: int = 1500
     train_clips: int = 400
     clip_frames: int = 5
+    clips_per_step: int = 1
     objects_per_clip: int = 2
     box_start_prob: float = 0.25
     image_batch: int = 8
@@ -66,12 +67,13 @@ def train_step(model, images: ImageSet, clips: ClipSet, rng: np.random.Generator
     chosen = rng.choice(len(images.masks), config.image_batch, replace=False)
     batch = sample_prompts(rng, [images.masks[i] for i in chosen], config.prompts_per_image)
     refine = image_loss(model, images.tokens[chosen].float(), batch)
-    c = int(rng.integers(len(clips.masks)))
-    masks = clips.masks[c]
-    objects = rng.choice(len(masks), min(config.objects_per_clip, len(masks)), replace=False)
-    track = unroll_clip(model, clips.tokens[c].float(), torch.as_tensor(masks[objects]),
-                        box_prompt=bool(rng.random() < config.box_start_prob), rng=rng)
-    return refine, track
+    track = refine.new_zeros(())
+    for c in rng.choice(len(clips.masks), config.clips_per_step, replace=False):
+        masks = clips.masks[c]
+        objects = rng.choice(len(masks), min(config.objects_per_clip, len(masks)), replace=False)
+        track = track + unroll_clip(model, clips.tokens[c].float(), torch.as_tensor(masks[objects]),
+                                    box_prompt=bool(rng.random() < config.box_start_prob), rng=rng)
+    return refine, track / config.clips_per_step
 
 
 def train_tracker(config: TrackerTrainConfig) -> tuple[object, dict]:
