@@ -150,7 +150,11 @@ def save_video_checkpoint(model, detector_dir: str | Path, dest: str | Path, *, 
     model.float()
     processor = Sam3Processor.from_pretrained(detector_dir)
     processor.save_pretrained(dest)
-    video_processor = Sam2VideoVideoProcessor(size=dict(processor.image_processor.size))
+    # Frames must be normalised exactly as the detector's training images were (SAM 3: mean = std = 0.5);
+    # the video processor's own defaults are ImageNet's, which would shift every feature the models see.
+    image = processor.image_processor
+    video_processor = Sam2VideoVideoProcessor(size=dict(image.size), image_mean=list(image.image_mean),
+                                              image_std=list(image.image_std), resample=image.resample)
     Sam3VideoProcessor(image_processor=processor.image_processor, video_processor=video_processor,
                        tokenizer=processor.tokenizer).save_pretrained(dest)
     return dest
