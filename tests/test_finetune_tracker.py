@@ -101,3 +101,22 @@ def test_unrolled_clip_loss_decreases_and_reaches_every_tracker_part(small_setup
     tracker = model.tracker_model
     for part in (tracker.memory_attention, tracker.memory_encoder, tracker.mask_decoder, model.tracker_neck):
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters()), part
+
+
+def test_a_short_run_saves_a_checkpoint_the_engines_load_with_matching_normalisation(tmp_path):
+    from transformers import Sam3VideoProcessor
+
+    from finetune.tracker.train import TrackerTrainConfig, save_video_checkpoint, train_tracker
+    from sam3_core.video.engine import VideoEngine
+
+    config = TrackerTrainConfig(output_dir=str(tmp_path), train_images=10, train_clips=3, clip_frames=3,
+                                image_batch=2, steps=2, warmup_steps=1, log_every=1)
+    model, log = train_tracker(config)
+    assert log["steps_done"] == 2 and len(log["history"]) == 2
+    folder = save_video_checkpoint(model, config.detector, tmp_path / "model")
+    processor = Sam3VideoProcessor.from_pretrained(folder)
+    # frames must be normalised like the detector's training images, not with the video processor's defaults
+    assert list(processor.video_processor.image_mean) == list(processor.image_processor.image_mean)
+    assert list(processor.video_processor.image_std) == list(processor.image_processor.image_std)
+    with VideoEngine.from_pretrained(str(folder), device="cpu") as engine:
+        assert engine.model.tracker_model.config.vision_config.fpn_hidden_size == 64
