@@ -12,11 +12,12 @@ import pytest
 from finetune.tracker.evaluate import held_out_clips, refine_iou, track_j
 from sam3_core.defaults import DEMO_MODEL_DIR, resolve_model_id
 
-# Recorded in sam3_core/demo_model/training.json ("tracker"): refine IoU from a box ~REFINE_BOX_MEASURED,
-# tracking J ~TRACK_MEASURED; the untrained tracker scores ~0 on all of them. The bounds sit well below the
-# measured figures (other CPUs, other seeds) and far above the random tracker's.
-REFINE_BOX_MIN = 0.6
-REFINE_CLICK_MIN = 0.4
+# Recorded in sam3_core/demo_model/training.json ("tracker"), on 50 held-out images / 12 held-out 8-frame clips:
+# refine IoU 0.94 from a box and 0.94 from one click; tracking J 0.82 started from boxes, 0.76 from phrases. The
+# untrained tracker scores 0.05, 0.05, 0.002 and 0.11. The bounds sit well below the measured figures (other CPUs,
+# other seeds, fewer samples here) and far above the untrained tracker's.
+REFINE_BOX_MIN = 0.75
+REFINE_CLICK_MIN = 0.7
 TRACK_BOX_MIN = 0.5
 TRACK_PHRASE_MIN = 0.4
 
