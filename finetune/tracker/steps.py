@@ -5,9 +5,10 @@ Only transformers' modules and helpers run the network: the tracker neck (throug
 (``_prepare_memory_conditioned_features``), the memory encoder (``_encode_new_memory``) and the mask-prompt
 path (``_run_single_frame_inference``). The model's public ``forward`` runs under ``torch.inference_mode``,
 so a clip is unrolled here frame by frame with the same per-object steps (the way
-:mod:`sam3_core.video.batched` calls them), keeping autograd on. The model stays in ``eval()`` mode so that
+:mod:`sam3_core.video.batched` calls them), keeping autograd on. The tracker stays in ``eval()`` mode so that
 every branch taken (mask binarisation for prompted memories, which object pointers are eligible) is the one
-inference takes; the tiny tracker has no dropout worth training with.
+inference takes; only the mask decoder is switched to training mode by the trainer (see
+:func:`finetune.tracker.train.train_tracker`).
 """
 
 from __future__ import annotations
