@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     from cli.checkpoints import add_make_tiny_checkpoint
     from cli.eval import add_eval_commands
     from cli.finetune import add_finetune_command
+    from cli.finetune_tracker import add_finetune_tracker_commands
     from cli.image import add_segment_phrase
     from cli.llm import add_llm_commands
     from cli.segment import add_segment
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_commands(commands)
     add_serving_commands(commands)
     add_finetune_command(commands)
+    add_finetune_tracker_commands(commands)
     return parser
 
 

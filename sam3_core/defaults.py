@@ -20,8 +20,9 @@ MASK_THRESHOLD = 0.5
 #: Seconds the one hub probe made before loading a hub checkpoint may take (see ``sam3_core.loading``).
 HUB_PROBE_TIMEOUT_S = 5.0
 
-#: ``--model demo``: the small SAM 3 shipped in the package, trained on synthetic shapes (``finetune/``); it
-#: segments "red circle", "blue square", ... offline. Detector only: no clicks, no video.
+#: ``--model demo``: the small SAM 3 shipped in the package (``sam3_video`` layout: detector + tracker), trained
+#: on synthetic shapes (``finetune/``, ``finetune/tracker/``); offline it segments "red circle", "blue square",
+#: ... in images, refines from clicks and boxes, and tracks those shapes through clips. Nothing else.
 DEMO_MODEL = "demo"
 DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo_model"
 

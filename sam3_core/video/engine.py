@@ -42,7 +42,7 @@ from ..loading import (
     resolve_model_id,
 )
 from ..phrases import clean_phrases
-from . import batched
+from . import batched, pointers
 from .cleanup import suppress_duplicates
 from .frames import FrameSource, check_index, open_video
 from .options import VideoOptions, apply_options
@@ -92,6 +92,7 @@ class VideoEngine:
         self.model, self.processor = model, processor
         self.device, self.dtype, self.options = device, dtype, options
         self.settings = apply_options(model, options)
+        pointers.install(model.tracker_model)  # trackers as narrow as their memory (the demo model's)
         if options.batch_objects:
             batched.install(model.tracker_model, options.max_objects_per_pass)
         else:
