@@ -7,9 +7,11 @@ loaders apply it; re-exported here).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from sam3_core.defaults import DEMO_MODEL, DEMO_MODEL_DIR, resolve_model_id
+from sam3_core.errors import UsageError
 
 __all__ = ["DEMO_MODEL", "DEMO_MODEL_DIR", "package_demo", "resolve_model_id"]
 
@@ -19,12 +21,16 @@ def package_demo(model_dir: str | Path, report: dict, dest: str | Path = DEMO_MO
     """Copy a trained detector into ``dest`` with float16 weights (half the size; the engine casts them
     back to its own dtype on load) and a ``training.json`` holding the run's command-line settings and
     held-out metrics (``commands``: how the data and the model were made, for the record)."""
-    import json
-
     import torch
     from transformers import Sam3Model, Sam3Processor
 
     dest = Path(dest)
+    config = dest / "config.json"
+    if config.is_file() and json.loads(config.read_text()).get("model_type") == "sam3_video":
+        # The shipped demo is detector + trained tracker; writing a detector over it would drop the tracker.
+        raise UsageError(f"{dest} holds a detector + tracker model; package the new detector into another "
+                         "folder, then train a tracker for it with `sam3-agent finetune-tracker --detector FOLDER "
+                         "--install-demo`")
     dest.mkdir(parents=True, exist_ok=True)
     model = Sam3Model.from_pretrained(model_dir, dtype=torch.float32)
     model.to(torch.float16).save_pretrained(dest)

@@ -166,6 +166,9 @@ def _write_video_processor(folder: Path, image_processor) -> None:
     # Sam3VideoProcessor reuses SAM 2's video frame processor (the auto mapping says so too).
     from transformers import CLIPTokenizer, Sam2VideoVideoProcessor, Sam3VideoProcessor
 
-    video_processor = Sam2VideoVideoProcessor(size=dict(image_processor.size))
+    # Frames must be normalised like the detector's images; SAM 2's frame processor defaults to ImageNet's
+    # mean and std, SAM 3's image processor uses 0.5 / 0.5.
+    video_processor = Sam2VideoVideoProcessor(size=dict(image_processor.size), image_mean=image_processor.image_mean,
+                                              image_std=image_processor.image_std)
     Sam3VideoProcessor(image_processor=image_processor, video_processor=video_processor,
                        tokenizer=CLIPTokenizer.from_pretrained(folder)).save_pretrained(folder)

@@ -140,3 +140,15 @@ def test_training_starts_from_a_float16_checkpoint(dataset, base, tmp_path):
     half = package_demo(base, {"before": {}, "after": {}}, dest=tmp_path / "half")
     report = finetune(_config(dataset, half, tmp_path / "run", max_steps=2))
     assert all(np.isfinite(h["loss"]) for h in report["history"] if "loss" in h)
+
+
+def test_packaging_a_detector_never_drops_the_demo_tracker(tmp_path):
+    from finetune.demo import package_demo
+    from sam3_core.defaults import DEMO_MODEL_DIR
+    from sam3_core.errors import UsageError
+
+    video_demo = tmp_path / "demo"
+    video_demo.mkdir()
+    (video_demo / "config.json").write_text((DEMO_MODEL_DIR / "config.json").read_text())
+    with pytest.raises(UsageError, match="finetune-tracker"):
+        package_demo(DEMO_MODEL_DIR, {}, dest=video_demo)
