@@ -9,9 +9,12 @@ Commands:
   eval {reasonseg,refcoco,omnilabel,score}     benchmark runs (resumable) and their scores
   serve / mcp / chat                           HTTP API, MCP server, chat page
 
-First run with no download: `sam3-agent make-tiny-checkpoint tiny && sam3-agent segment-phrase
-photo.jpg -p dog --model tiny --threshold 0`. The real model (`facebook/sam3`) is gated on the
-Hugging Face hub: request access, then `hf auth login` or set HF_TOKEN.
+First run with no download, on the shipped demo model (synthetic shapes only):
+`sam3-agent make-synthetic-data syn --images 3 && sam3-agent segment-phrase syn/images/00000.png
+-p "yellow triangle" --model demo --overlay`; on your own images with random weights:
+`sam3-agent make-tiny-checkpoint tiny && sam3-agent segment-phrase photo.jpg -p dog --model tiny
+--threshold 0`. The real model (`facebook/sam3`) is gated on the Hugging Face hub: request access,
+then `hf auth login` or set HF_TOKEN.
 """
 
 from __future__ import annotations
