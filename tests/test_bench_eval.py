@@ -45,6 +45,13 @@ def test_eval_benchmark_runs(tmp_path, tiny_checkpoint, caplog):
     assert summary["limit_speedup"] == summary["limit_qps"] / summary["agent_qps_c1"]
     assert summary["limit_at_configured_latency_qps"] >= summary["limit_qps"]  # the agent never sees less latency
     assert all(r["llm_s_per_call"] >= 0.02 for r in report["runs"] if r["planner"] == "agent")
+    assert summary["finite_run_limit_qps"] <= summary["limit_qps"]
+    assert summary["limit_with_agent_cpu_qps"] <= summary["limit_qps"]
+    for run in report["runs"]:  # the time split adds up; the worker served every run in batches
+        assert run["query_s"] == pytest.approx(run["llm_s_per_query"] + run["sam_s_per_query"]
+                                               + run["other_s_per_query"])
+        assert run["batches"] >= 1 and run["mean_batch_size"] >= 1 and run["cpu_s_per_query"] > 0
+    assert "load average at the start" in caplog.text and "counting the agent's own CPU" in caplog.text
 
 
 def test_concurrency_limit_is_the_smaller_of_the_two_bounds():
@@ -54,3 +61,17 @@ def test_concurrency_limit_is_the_smaller_of_the_two_bounds():
     # SAM-bound: the single worker serves at most 1 / D queries per second, however many are in flight
     assert limit(64, 2, 0.3, 0.026) == pytest.approx(1 / 0.026)
     assert limit(1, 2, 0.3, 0.0) == pytest.approx(1 / 0.6)
+
+
+def test_finite_run_and_agent_cpu_limits():
+    bench = load_bench("eval")
+    # 32 queries, SAM-bound: 32 x 43 ms of SAM 3, then the last answer's 300 ms LLM call
+    assert bench.finite_run_limit(32, 16, 2, 0.3, 0.043) == pytest.approx(32 / (32 * 0.043 + 0.3))
+    # LLM-bound: two rounds of 16 queries, each 2 x 300 ms + 10 ms
+    assert bench.finite_run_limit(32, 16, 2, 0.3, 0.010) == pytest.approx(32 / (2 * 0.61))
+    # a long run approaches the asymptotic limit from below
+    assert bench.finite_run_limit(10_000, 16, 2, 0.3, 0.043) < bench.concurrency_limit(16, 2, 0.3, 0.043)
+    # the agent's own 20 ms per query lengthen each query's path; all CPU shares the cores
+    assert bench.agent_cpu_limit(16, 2, 0.3, 0.010, 0.020, 0.05, 2) == pytest.approx(16 / 0.63)
+    assert bench.agent_cpu_limit(16, 2, 0.3, 0.010, 0.020, 0.5, 2) == pytest.approx(2 / 0.5)
+    assert bench.agent_cpu_limit(16, 2, 0.3, 0.05, 0.0, 0.05, 2) == pytest.approx(1 / 0.05)
