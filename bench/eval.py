@@ -119,7 +119,7 @@ async def one_run(engine: Sam3Engine, data: Path, out: Path, planner: str, concu
     """One benchmark run into ``out``; returns its timing and summary."""
     task = load_task(TaskSpec("reasonseg", str(data), "val"))
     samples = args.samples if concurrency > 1 else min(args.samples, args.c1_samples)
-    options = RunOptions(concurrency=concurrency, limit=samples, progress=False, worst_k=0)
+    options = RunOptions(concurrency=concurrency, limit=samples, progress=False, worst_k=0, ramp=not args.no_ramp)
     engine.cache.clear()  # every run encodes its images itself
     direct = planner == "direct"
     # the direct planner is given no LLM at all, so it needs no server (and makes no requests)
@@ -129,11 +129,11 @@ async def one_run(engine: Sam3Engine, data: Path, out: Path, planner: str, concu
                                             timeout_s=60)
         settings = (DirectSettings(score_threshold=args.score_threshold) if direct
                     else AgentSettings(score_threshold=args.score_threshold))
-        before = engine._worker.stats()  # the worker's own counters: no public accessor on the engine
+        before = engine.batch_stats()
         started, cpu_started = time.perf_counter(), time.process_time()
         report = await run_eval(task, out, engine, llm, sam3_model="tiny", settings=settings, options=options)
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-        after = engine._worker.stats()
+        after = engine.batch_stats()
         busy, batches = after.busy_s - before.busy_s, after.batches - before.batches
     if server.get("errors"):
         raise SystemExit(f"the scripted server met problems: {server['errors']}")
@@ -288,6 +288,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="where SAM 3 runs (default: cpu)")
     parser.add_argument("--max-batch", type=int, default=EngineOptions.max_batch,
                         help="most requests per engine micro-batch (EngineOptions.max_batch)")
+    parser.add_argument("--no-ramp", action="store_true",
+                        help="start the agent's first queries all at once (RunOptions.ramp=False), to compare")
     parser.add_argument("--out", default="bench/results/eval.json")
     args = parser.parse_args(argv)
     if min(args.samples, args.c1_samples, args.repeats, args.max_batch) < 1 or args.concurrency < 2:

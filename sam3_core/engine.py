@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .admission import AdmissionLimits, check_admission, max_masks_per_phrase
-from .batching import MicroBatcher
+from .batching import BatchStats, MicroBatcher
 from .cache import CacheStats, FeatureCache
 from .detector import MAX_TEXT_TOKENS, ImageFeatures, PromptSpec, SerialTokenizer, cached_bytes, count_tokens
 from .errors import PromptError, UsageError
@@ -222,6 +222,10 @@ class Sam3Engine:
 
     def queue_depth(self) -> int:
         return self._worker.queue_depth()
+
+    def batch_stats(self) -> BatchStats:
+        """How the worker has batched so far: batches, requests, the largest batch and its busy seconds."""
+        return self._worker.stats()
 
     def close(self) -> None:
         """Serve what is queued, then stop the worker. Later calls raise :class:`UsageError`."""
