@@ -259,6 +259,11 @@ async def bench(engine: Sam3Engine, data: Path, work: Path, args: argparse.Names
             for concurrency in (1, args.concurrency):
                 out = work / f"{planner}-c{concurrency}-{repeat}"
                 runs.append({"repeat": repeat, **await one_run(engine, data, out, planner, concurrency, args)})
+        if args.compare_ramp:  # the same agent run with all first queries started at once, for the ratio
+            plain = argparse.Namespace(**{**vars(args), "no_ramp": not args.no_ramp})
+            out = work / f"agent-c{args.concurrency}-{repeat}-{'no-ramp' if plain.no_ramp else 'ramp'}"
+            other = await one_run(engine, data, out, "agent", args.concurrency, plain)
+            runs.append({"repeat": repeat, **other, "planner": "agent-other-ramp"})
     qps = {key: statistics.median(r["queries_per_s"] for r in runs if (r["planner"], r["concurrency"]) == key)
            for key in {(r["planner"], r["concurrency"]) for r in runs}}
     speedup = qps["agent", args.concurrency] / qps["agent", 1]
@@ -271,6 +276,11 @@ async def bench(engine: Sam3Engine, data: Path, work: Path, args: argparse.Names
         "direct_speedup": qps["direct", args.concurrency] / qps["direct", 1],
         **limits(runs, qps, args),
     }
+    if args.compare_ramp:
+        other = qps["agent-other-ramp", args.concurrency]
+        ramped, at_once = (other, qps["agent", args.concurrency]) if args.no_ramp else (qps["agent", args.concurrency],
+                                                                                         other)
+        summary.update({"agent_qps_ramp": ramped, "agent_qps_at_once": at_once, "ramp_gain": ramped / at_once})
     return {"summary": summary, "runs": runs}
 
 
@@ -290,6 +300,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="most requests per engine micro-batch (EngineOptions.max_batch)")
     parser.add_argument("--no-ramp", action="store_true",
                         help="start the agent's first queries all at once (RunOptions.ramp=False), to compare")
+    parser.add_argument("--compare-ramp", action="store_true",
+                        help="each repeat also runs the agent at --concurrency with the other ramp setting")
     parser.add_argument("--out", default="bench/results/eval.json")
     args = parser.parse_args(argv)
     if min(args.samples, args.c1_samples, args.repeats, args.max_batch) < 1 or args.concurrency < 2:
@@ -341,6 +353,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 1e3 * s["agent_query_s"], 1e3 * s["agent_llm_s_per_query"], 1e3 * s["agent_sam_s_per_query"],
                 1e3 * s["agent_other_s_per_query"], 100 * s["agent_worker_busy_fraction"],
                 s["agent_mean_batch_size"], s["direct_mean_batch_size"])
+    if args.compare_ramp:
+        logger.info("start ramp (median of %d, alternating): %.2f queries/s with it, %.2f with all first queries "
+                    "at once = %.2fx", args.repeats, s["agent_qps_ramp"], s["agent_qps_at_once"], s["ramp_gain"])
     logger.info("load average at the end: %s", " ".join(f"{v:.2f}" for v in report["load_average"]))
     logger.info("direct (SAM 3 alone, no LLM): %.2f queries/s at concurrency %d, %.2f at 1",
                 s[f"direct_qps_c{args.concurrency}"], args.concurrency, s["direct_qps_c1"])

@@ -14,7 +14,7 @@ from conftest import load_bench
 def test_eval_benchmark_runs(tmp_path, tiny_checkpoint, caplog):
     out = tmp_path / "eval.json"
     args = ["--samples", "6", "--latency-ms", "20", "--concurrency", "4", "--repeats", "1",
-            "--checkpoint", tiny_checkpoint, "--out", str(out)]
+            "--checkpoint", tiny_checkpoint, "--out", str(out), "--compare-ramp"]
     with caplog.at_level(logging.INFO, logger="bench.eval"):
         load_bench("eval").main(args)
     assert "agent (median of 1): " in caplog.text and "queries/s at concurrency 4" in caplog.text
@@ -28,7 +28,7 @@ def test_eval_benchmark_runs(tmp_path, tiny_checkpoint, caplog):
         assert summary[key] > 0
     assert summary["agent_speedup"] == summary["agent_qps_c4"] / summary["agent_qps_c1"]
     runs = {(r["planner"], r["concurrency"]): r for r in report["runs"]}
-    assert set(runs) == {("agent", 1), ("agent", 4), ("direct", 1), ("direct", 4)}
+    assert set(runs) == {("agent", 1), ("agent", 4), ("direct", 1), ("direct", 4), ("agent-other-ramp", 4)}
     assert all(r["queries"] == 6 and r["wall_s"] > 0 for r in runs.values())
     assert runs["agent", 1]["max_llm_requests_in_flight"] == 1 and runs["agent", 4]["max_llm_requests_in_flight"] >= 2
     assert runs["agent", 1]["llm_requests"] == 12 and runs["agent", 1]["mean_llm_calls"] == 2.0
@@ -52,6 +52,9 @@ def test_eval_benchmark_runs(tmp_path, tiny_checkpoint, caplog):
                                                + run["other_s_per_query"])
         assert run["batches"] >= 1 and run["mean_batch_size"] >= 1 and run["cpu_s_per_query"] > 0
     assert "load average at the start" in caplog.text and "counting the agent's own CPU" in caplog.text
+    assert "start ramp" in caplog.text
+    assert summary["ramp_gain"] == summary["agent_qps_ramp"] / summary["agent_qps_at_once"]
+    assert summary["agent_qps_ramp"] == summary["agent_qps_c4"]  # the default runner ramps
 
 
 def test_concurrency_limit_is_the_smaller_of_the_two_bounds():
