@@ -246,21 +246,24 @@ async def _worker(run: _Run, item: EvalItem, slots: asyncio.Semaphore, delay_s: 
     run.progress.update(run.task.progress_value(run.scored) if run.progress.active else None)
 
 
-#: Longest gap between two of the first queries' starts (a slow engine must not delay the run's start much).
-MAX_RAMP_SPACING_S = 0.25
+#: Longest time over which the first queries start (a slow engine, or one whose statistics come from
+#: unbatched requests, must not hold back the run's start: the ramp only has to break the lock-step).
+MAX_RAMP_S = 1.0
 
 
-async def ramp_spacing(engine: Sam3Engine, first_image: Any) -> float:
-    """Seconds between the starts of the agent's first queries: the SAM 3 worker's mean busy seconds per
-    request so far (about the time one query's image encoding or segmentation adds), so that the work of
-    the queries started meets the worker about as fast as it can serve it. An engine that has served
-    nothing yet encodes ``first_image`` (the first query's, which is cached for it) to find out.
-    At most :data:`MAX_RAMP_SPACING_S`."""
+async def ramp_spacing(engine: Sam3Engine, first_image: Any, concurrency: int) -> float:
+    """Seconds between the starts of the agent's first ``concurrency`` queries: the SAM 3 worker's mean busy
+    seconds per request so far (about the time one query's image encoding or segmentation adds), so that
+    the work of the queries started meets the worker about as fast as it can serve it; at most
+    :data:`MAX_RAMP_S` for all of them. An engine that has served nothing yet encodes ``first_image`` (the
+    first query's, which is cached for it) to find out."""
     stats = engine.batch_stats()
     if stats.requests == 0:
         await asyncio.gather(engine.aencode(first_image), return_exceptions=True)
         stats = engine.batch_stats()
-    return min(MAX_RAMP_SPACING_S, stats.busy_s / stats.requests) if stats.requests else 0.0
+    if not stats.requests or concurrency < 2:
+        return 0.0
+    return min(MAX_RAMP_S / (concurrency - 1), stats.busy_s / stats.requests)
 
 
 async def _gather_all(coroutines: list[Any]) -> None:
@@ -332,7 +335,7 @@ async def run_eval(task: Task, run_dir: str | Path, engine: Sam3Engine, llm: LLM
             run = _Run(task, engine, client, settings, log, progress, scored)
             slots = asyncio.Semaphore(options.concurrency)
             spread = options.ramp and not isinstance(settings, DirectSettings) and len(todo) > 1
-            spacing = await ramp_spacing(engine, todo[0].image_path) if spread else 0.0
+            spacing = await ramp_spacing(engine, todo[0].image_path, options.concurrency) if spread else 0.0
             # the first `concurrency` queries start `spacing` apart; the rest wait for free slots
             delays = [i * spacing if i < options.concurrency else 0.0 for i in range(len(todo))]
             try:

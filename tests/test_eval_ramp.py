@@ -13,7 +13,7 @@ from agent.llm import LLMConfig
 from agent.settings import AgentSettings
 from agent.testing import ScriptedLLM
 from eval.planners import DirectSettings
-from eval.runner import MAX_RAMP_SPACING_S, RunOptions, ramp_spacing, run_eval
+from eval.runner import MAX_RAMP_S, RunOptions, ramp_spacing, run_eval
 from eval.tasks import TaskSpec, load_task
 from eval.testing import AgentScript, write_reasonseg
 from sam3_core.batching import BatchStats
@@ -35,11 +35,12 @@ class StatsOnly:
 
 def test_spacing_is_the_mean_busy_time_per_request():
     warm = StatsOnly(BatchStats(batches=5, requests=20, largest_batch=8, busy_s=0.8))
-    assert asyncio.run(ramp_spacing(warm, "a.jpg")) == pytest.approx(0.04) and warm.encoded == []
+    assert asyncio.run(ramp_spacing(warm, "a.jpg", 16)) == pytest.approx(0.04) and warm.encoded == []
     fresh = StatsOnly(BatchStats())  # has served nothing: encodes the first image to find out
-    assert asyncio.run(ramp_spacing(fresh, "a.jpg")) == pytest.approx(0.03) and fresh.encoded == ["a.jpg"]
+    assert asyncio.run(ramp_spacing(fresh, "a.jpg", 16)) == pytest.approx(0.03) and fresh.encoded == ["a.jpg"]
     slow = StatsOnly(BatchStats(batches=1, requests=1, largest_batch=1, busy_s=30.0))
-    assert asyncio.run(ramp_spacing(slow, "a.jpg")) == MAX_RAMP_SPACING_S
+    assert asyncio.run(ramp_spacing(slow, "a.jpg", 11)) == pytest.approx(MAX_RAMP_S / 10)  # all start within it
+    assert asyncio.run(ramp_spacing(warm, "a.jpg", 1)) == 0.0
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +68,8 @@ def started_delays(monkeypatch, engine, task, out: Path, settings, **options) ->
 
 
 def test_first_queries_start_spaced_the_rest_in_free_slots(monkeypatch, engine, task, tmp_path):
-    spacing = asyncio.run(ramp_spacing(engine, task.items()[0].image_path))
-    assert 0 < spacing <= MAX_RAMP_SPACING_S
+    spacing = asyncio.run(ramp_spacing(engine, task.items()[0].image_path, 3))
+    assert 0 < spacing <= MAX_RAMP_S / 2
     delays, report = started_delays(monkeypatch, engine, task, tmp_path / "ramp", AgentSettings(score_threshold=0.2),
                                     concurrency=3)
     assert report["samples"]["scored"] == 8 and report["failures"]["count"] == 0
