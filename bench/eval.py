@@ -249,6 +249,15 @@ def same_run_limit(runs: list[dict[str, Any]], c: int) -> dict[str, Any]:
             "same_run_fraction_of_limit": statistics.median(fractions), "same_run_fractions": fractions}
 
 
+async def other_ramp_run(engine: Sam3Engine, data: Path, work: Path, repeat: int,
+                         args: argparse.Namespace) -> dict[str, Any]:
+    """The agent at ``--concurrency`` with the other start-ramp setting (``--compare-ramp``)."""
+    other = argparse.Namespace(**{**vars(args), "no_ramp": not args.no_ramp})
+    out = work / f"agent-c{args.concurrency}-{repeat}-{'no-ramp' if other.no_ramp else 'ramp'}"
+    return {"repeat": repeat, **await one_run(engine, data, out, "agent", args.concurrency, other),
+            "planner": "agent-other-ramp"}
+
+
 async def bench(engine: Sam3Engine, data: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Warm-up, then the agent and the direct planner at both concurrencies."""
     warm = argparse.Namespace(**{**vars(args), "samples": min(4, args.samples)})
@@ -258,12 +267,12 @@ async def bench(engine: Sam3Engine, data: Path, work: Path, args: argparse.Names
         for planner in ("agent", "direct"):
             for concurrency in (1, args.concurrency):
                 out = work / f"{planner}-c{concurrency}-{repeat}"
+                other_first = planner == "agent" and concurrency > 1 and args.compare_ramp and repeat % 2 == 1
+                if other_first:  # the ramp comparison, right beside its run and in alternating order
+                    runs.append(await other_ramp_run(engine, data, work, repeat, args))
                 runs.append({"repeat": repeat, **await one_run(engine, data, out, planner, concurrency, args)})
-        if args.compare_ramp:  # the same agent run with all first queries started at once, for the ratio
-            plain = argparse.Namespace(**{**vars(args), "no_ramp": not args.no_ramp})
-            out = work / f"agent-c{args.concurrency}-{repeat}-{'no-ramp' if plain.no_ramp else 'ramp'}"
-            other = await one_run(engine, data, out, "agent", args.concurrency, plain)
-            runs.append({"repeat": repeat, **other, "planner": "agent-other-ramp"})
+                if planner == "agent" and concurrency > 1 and args.compare_ramp and not other_first:
+                    runs.append(await other_ramp_run(engine, data, work, repeat, args))
     qps = {key: statistics.median(r["queries_per_s"] for r in runs if (r["planner"], r["concurrency"]) == key)
            for key in {(r["planner"], r["concurrency"]) for r in runs}}
     speedup = qps["agent", args.concurrency] / qps["agent", 1]
