@@ -119,7 +119,7 @@ async def one_run(engine: Sam3Engine, data: Path, out: Path, planner: str, concu
     """One benchmark run into ``out``; returns its timing and summary."""
     task = load_task(TaskSpec("reasonseg", str(data), "val"))
     samples = args.samples if concurrency > 1 else min(args.samples, args.c1_samples)
-    options = RunOptions(concurrency=concurrency, limit=samples, progress=False, worst_k=0, ramp=not args.no_ramp)
+    options = RunOptions(concurrency=concurrency, limit=samples, progress=False, worst_k=0, ramp=args.ramp)
     engine.cache.clear()  # every run encodes its images itself
     direct = planner == "direct"
     # the direct planner is given no LLM at all, so it needs no server (and makes no requests)
@@ -252,8 +252,8 @@ def same_run_limit(runs: list[dict[str, Any]], c: int) -> dict[str, Any]:
 async def other_ramp_run(engine: Sam3Engine, data: Path, work: Path, repeat: int,
                          args: argparse.Namespace) -> dict[str, Any]:
     """The agent at ``--concurrency`` with the other start-ramp setting (``--compare-ramp``)."""
-    other = argparse.Namespace(**{**vars(args), "no_ramp": not args.no_ramp})
-    out = work / f"agent-c{args.concurrency}-{repeat}-{'no-ramp' if other.no_ramp else 'ramp'}"
+    other = argparse.Namespace(**{**vars(args), "ramp": not args.ramp})
+    out = work / f"agent-c{args.concurrency}-{repeat}-{'ramp' if other.ramp else 'no-ramp'}"
     return {"repeat": repeat, **await one_run(engine, data, out, "agent", args.concurrency, other),
             "planner": "agent-other-ramp"}
 
@@ -287,8 +287,8 @@ async def bench(engine: Sam3Engine, data: Path, work: Path, args: argparse.Names
     }
     if args.compare_ramp:
         other = qps["agent-other-ramp", args.concurrency]
-        ramped, at_once = (other, qps["agent", args.concurrency]) if args.no_ramp else (qps["agent", args.concurrency],
-                                                                                         other)
+        ramped, at_once = (qps["agent", args.concurrency], other) if args.ramp else (other,
+                                                                                     qps["agent", args.concurrency])
         summary.update({"agent_qps_ramp": ramped, "agent_qps_at_once": at_once, "ramp_gain": ramped / at_once})
     return {"summary": summary, "runs": runs}
 
@@ -307,8 +307,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="where SAM 3 runs (default: cpu)")
     parser.add_argument("--max-batch", type=int, default=EngineOptions.max_batch,
                         help="most requests per engine micro-batch (EngineOptions.max_batch)")
-    parser.add_argument("--no-ramp", action="store_true",
-                        help="start the agent's first queries all at once (RunOptions.ramp=False), to compare")
+    parser.add_argument("--ramp", action="store_true",
+                        help="start the agent's first queries spread out (RunOptions.ramp=True)")
     parser.add_argument("--compare-ramp", action="store_true",
                         help="each repeat also runs the agent at --concurrency with the other ramp setting")
     parser.add_argument("--out", default="bench/results/eval.json")

@@ -16,11 +16,14 @@ records which (``"planner"``), so a run never resumes with the other one.
 Up to ``concurrency`` agents run at once (an :class:`asyncio.Semaphore`), all sharing one
 :class:`~sam3_core.engine.Sam3Engine` (whose worker batches their SAM 3 calls), one
 :class:`~agent.llm.LLMClient` and one compiled agent graph (each query on its own thread, deleted from
-the graph's in-memory checkpointer when the query ends, so a long run does not grow). The agent's first
-``concurrency`` queries start one after another, ``ramp`` apart (:func:`ramp_spacing`), not all at once:
-queries started together run in lock-step (every LLM call of the wave comes back together, its SAM 3
-calls meet in one batch, then the SAM 3 worker idles while they all wait for the LLM again), whereas
-queries spread out keep the worker busy with some while the others wait for the LLM. Each finished
+the graph's in-memory checkpointer when the query ends, so a long run does not grow). With
+``RunOptions(ramp=True)`` the agent's first ``concurrency`` queries start one after another
+(:func:`ramp_spacing` apart) instead of all at once: queries started together run in lock-step when the
+LLM's latency is fixed (every LLM call of the wave comes back together, its SAM 3 calls meet in one batch,
+then the SAM 3 worker idles while they all wait for the LLM again), and a ramp splits them into groups
+that take turns. Off by default: on a 2-core CPU box it did split the waves (segment batches of 5-11
+instead of 14-16) but gained no throughput (``python -m bench.eval --compare-ramp``), since smaller
+batches cost SAM 3 more per query. Each finished
 sample is scored and appended to ``predictions.jsonl`` (see :mod:`eval.records`); samples already
 there are skipped, so a killed run resumes where it stopped; a second run on a folder in use is refused
 (:mod:`eval.run_lock`). A sample whose agent run raises (the LLM
@@ -77,7 +80,7 @@ class RunOptions:
     progress: bool = True
     worst_k: int = 8
     #: Start the agent's first ``concurrency`` queries spread out (see the module docstring); False: at once.
-    ramp: bool = True
+    ramp: bool = False
 
     def __post_init__(self) -> None:
         if self.concurrency < 1 or (self.limit is not None and self.limit < 0) or not 0 <= self.worst_k <= 8:

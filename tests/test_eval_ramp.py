@@ -1,4 +1,5 @@
-"""The runner starts the agent's first queries spread out, one SAM 3 request's busy time apart."""
+"""With ``RunOptions(ramp=True)`` the runner starts the agent's first queries spread out, one SAM 3 request's
+busy time apart."""
 
 from __future__ import annotations
 
@@ -71,15 +72,15 @@ def test_first_queries_start_spaced_the_rest_in_free_slots(monkeypatch, engine, 
     spacing = asyncio.run(ramp_spacing(engine, task.items()[0].image_path, 3))
     assert 0 < spacing <= MAX_RAMP_S / 2
     delays, report = started_delays(monkeypatch, engine, task, tmp_path / "ramp", AgentSettings(score_threshold=0.2),
-                                    concurrency=3)
+                                    concurrency=3, ramp=True)
     assert report["samples"]["scored"] == 8 and report["failures"]["count"] == 0
     assert len(delays) == 8 and delays[0] == 0 and delays[3:] == [0.0] * 5  # the first 3 (the concurrency) spaced
     assert delays[1] > 0 and math.isclose(delays[2], 2 * delays[1])
 
 
-@pytest.mark.parametrize("case", ["no_ramp", "direct"])
-def test_all_at_once_without_ramp_and_for_the_direct_planner(monkeypatch, engine, task, tmp_path, case):
+@pytest.mark.parametrize("case", ["default", "direct"])
+def test_all_at_once_by_default_and_for_the_direct_planner(monkeypatch, engine, task, tmp_path, case):
     settings = DirectSettings(score_threshold=0.2) if case == "direct" else AgentSettings(score_threshold=0.2)
-    delays, report = started_delays(monkeypatch, engine, task, tmp_path / case, settings, concurrency=3,
-                                    ramp=case != "no_ramp")
+    options = {"ramp": True} if case == "direct" else {}
+    delays, report = started_delays(monkeypatch, engine, task, tmp_path / case, settings, concurrency=3, **options)
     assert report["samples"]["scored"] == 8 and delays == [0.0] * 8
