@@ -3,7 +3,8 @@
 Used only to build the grammar of a constrained reply (:class:`agent.tool_protocol.CallChoices`); the
 tools still validate every call themselves. Ids are restricted to the current candidates; a tool that
 needs a candidate (an id argument, or ``examine_each_mask``) is left out while there is none, and
-``segment_phrase`` once the phrase budget is used up.
+``segment_phrase`` once the phrase budget is used up. In a video run, frame indices are restricted to the
+clip's frames (``0 .. num_frames - 1``).
 """
 
 from __future__ import annotations
@@ -18,12 +19,16 @@ from agent.state import State
 ID_ARGUMENTS: tuple[str, ...] = ("mask_ids", "masklet_ids", "masklet_id")
 #: Tools that need at least one candidate although they take no id.
 _NEEDS_CANDIDATES = frozenset({"examine_each_mask"})
+#: Argument names that take a frame index of the run's video.
+FRAME_ARGUMENTS: tuple[str, ...] = ("frame_index",)
 #: The argument that names a new phrase (counted against ``max_phrases``).
 _PHRASE_ARGUMENT = "text_prompt"
 
 
-def call_choices(state: State, settings: AgentSettings, specs: Sequence[tp.ToolSpec]) -> tp.CallChoices:
-    """The tools callable now and the ids they may name (see the module docstring)."""
+def call_choices(state: State, settings: AgentSettings, specs: Sequence[tp.ToolSpec], *,
+                 num_frames: int | None = None) -> tp.CallChoices:
+    """The tools callable now, the ids they may name and, for a video of ``num_frames`` frames (None: not
+    a video), the frame indices (see the module docstring)."""
     ids = tuple(state.candidate_ids())
     callable_now = []
     for spec in specs:
@@ -34,4 +39,5 @@ def call_choices(state: State, settings: AgentSettings, specs: Sequence[tp.ToolS
         if _PHRASE_ARGUMENT in arguments and len(state.phrases_tried) >= settings.max_phrases:
             continue
         callable_now.append(spec.name)
-    return tp.CallChoices(tools=tuple(callable_now), values=dict.fromkeys(ID_ARGUMENTS, ids))
+    ranges = dict.fromkeys(FRAME_ARGUMENTS, (0, num_frames - 1)) if num_frames is not None else {}
+    return tp.CallChoices(tools=tuple(callable_now), values=dict.fromkeys(ID_ARGUMENTS, ids), ranges=ranges)

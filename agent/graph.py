@@ -100,7 +100,8 @@ async def _ask_model(state: State, ctx: RunContext, meter: StepMeter) -> tuple[L
     messages = await asyncio.to_thread(build_messages, state, ctx)  # overlays and encoding off the event loop
     try:
         with meter.timing("model"):
-            choices = call_choices(state, ctx.settings, tool_specs)  # narrows a constrained call only
+            # narrows a constrained call only; a video's frame count bounds its frame indices
+            choices = call_choices(state, ctx.settings, tool_specs, num_frames=getattr(ctx, "num_frames", None))
             reply = await before_deadline(ctx.llm.chat(messages, tool_specs, choices=choices), state, ctx.settings)
     except DeadlineReached:
         limit = time_limit(state, ctx.settings)

@@ -99,12 +99,15 @@ class CallChoices:
 
     ``tools`` names the tools that can be called in this state (None: all offered). ``values`` maps an
     argument name to the values it may take (e.g. ``{"mask_ids": (1, 2, 5)}``); an integer argument
-    becomes one of them, an array argument a list of them. A tool whose required argument has no
-    allowed value cannot be called.
+    becomes one of them, an array argument a list of them. ``ranges`` maps an integer argument's name
+    to the inclusive ``(low, high)`` it must lie in (e.g. ``{"frame_index": (0, 119)}`` for a 120-frame
+    clip; for an array of integers, each item). A tool whose required argument has no allowed value
+    (an empty tuple, or ``low > high``) cannot be called.
     """
 
     tools: tuple[str, ...] | None = None
     values: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- schemas

@@ -16,7 +16,14 @@ records which (``"planner"``), so a run never resumes with the other one.
 Up to ``concurrency`` agents run at once (an :class:`asyncio.Semaphore`), all sharing one
 :class:`~sam3_core.engine.Sam3Engine` (whose worker batches their SAM 3 calls), one
 :class:`~agent.llm.LLMClient` and one compiled agent graph (each query on its own thread, deleted from
-the graph's in-memory checkpointer when the query ends, so a long run does not grow). Each finished
+the graph's in-memory checkpointer when the query ends, so a long run does not grow). With
+``RunOptions(ramp=True)`` the agent's first ``concurrency`` queries start one after another
+(:func:`ramp_spacing` apart) instead of all at once: queries started together run in lock-step when the
+LLM's latency is fixed (every LLM call of the wave comes back together, its SAM 3 calls meet in one batch,
+then the SAM 3 worker idles while they all wait for the LLM again), and a ramp splits them into groups
+that take turns. Off by default: on a 2-core CPU box it did split the waves (segment batches of 5-11
+instead of 14-16) but gained no throughput (``python -m bench.eval --compare-ramp``), since smaller
+batches cost SAM 3 more per query. Each finished
 sample is scored and appended to ``predictions.jsonl`` (see :mod:`eval.records`); samples already
 there are skipped, so a killed run resumes where it stopped; a second run on a folder in use is refused
 (:mod:`eval.run_lock`). A sample whose agent run raises (the LLM
@@ -72,6 +79,8 @@ class RunOptions:
     limit: int | None = None
     progress: bool = True
     worst_k: int = 8
+    #: Start the agent's first ``concurrency`` queries spread out (see the module docstring); False: at once.
+    ramp: bool = False
 
     def __post_init__(self) -> None:
         if self.concurrency < 1 or (self.limit is not None and self.limit < 0) or not 0 <= self.worst_k <= 8:
@@ -231,12 +240,33 @@ async def _run_sample(run: _Run, item: EvalItem) -> dict[str, Any]:
     return {**record, **fields}
 
 
-async def _worker(run: _Run, item: EvalItem, slots: asyncio.Semaphore) -> None:
+async def _worker(run: _Run, item: EvalItem, slots: asyncio.Semaphore, delay_s: float = 0.0) -> None:
     async with slots:
+        await asyncio.sleep(delay_s)  # in its slot already, so that no later query starts before it
         record = await _run_sample(run, item)
     run.log.append(record)
     run.scored.append(record)
     run.progress.update(run.task.progress_value(run.scored) if run.progress.active else None)
+
+
+#: Longest time over which the first queries start (a slow engine, or one whose statistics come from
+#: unbatched requests, must not hold back the run's start: the ramp only has to break the lock-step).
+MAX_RAMP_S = 1.0
+
+
+async def ramp_spacing(engine: Sam3Engine, first_image: Any, concurrency: int) -> float:
+    """Seconds between the starts of the agent's first ``concurrency`` queries: the SAM 3 worker's mean busy
+    seconds per request so far (about the time one query's image encoding or segmentation adds), so that
+    the work of the queries started meets the worker about as fast as it can serve it; at most
+    :data:`MAX_RAMP_S` for all of them. An engine that has served nothing yet encodes ``first_image`` (the
+    first query's, which is cached for it) to find out."""
+    stats = engine.batch_stats()
+    if stats.requests == 0:
+        await asyncio.gather(engine.aencode(first_image), return_exceptions=True)
+        stats = engine.batch_stats()
+    if not stats.requests or concurrency < 2:
+        return 0.0
+    return min(MAX_RAMP_S / (concurrency - 1), stats.busy_s / stats.requests)
 
 
 async def _gather_all(coroutines: list[Any]) -> None:
@@ -307,8 +337,12 @@ async def run_eval(task: Task, run_dir: str | Path, engine: Sam3Engine, llm: LLM
             progress = Progress(len(items), len(scored), options.progress, task.progress_name)
             run = _Run(task, engine, client, settings, log, progress, scored)
             slots = asyncio.Semaphore(options.concurrency)
+            spread = options.ramp and not isinstance(settings, DirectSettings) and len(todo) > 1
+            spacing = await ramp_spacing(engine, todo[0].image_path, options.concurrency) if spread else 0.0
+            # the first `concurrency` queries start `spacing` apart; the rest wait for free slots
+            delays = [i * spacing if i < options.concurrency else 0.0 for i in range(len(todo))]
             try:
-                await _gather_all([_worker(run, item, slots) for item in todo])
+                await _gather_all([_worker(run, item, slots, delay) for item, delay in zip(todo, delays)])
             finally:
                 progress.close()
     return await asyncio.to_thread(score_run, run_dir, task, options.worst_k)

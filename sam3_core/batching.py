@@ -1,21 +1,31 @@
 """One worker thread that owns the model and serves requests in micro-batches.
 
-Callers (threads or asyncio tasks) put requests on a queue and wait on a future. The worker takes
-the first request, keeps collecting for at most ``max_wait_s`` or until ``max_batch`` requests are
-in hand, and passes the batch to a handler, which resolves every request's future. Requests that
-arrive together therefore share one image encoding and one decoder pass, while a lone request
-waits at most ``max_wait_s`` longer than it would alone.
+Callers (threads or asyncio tasks) queue requests and wait on a future. The worker takes the first
+request, keeps collecting for at most ``max_wait_s`` or until ``max_batch`` requests are in hand, and
+passes the batch to a handler, which resolves every request's future. Requests that arrive together
+therefore share one image encoding and one decoder pass, while a lone request waits at most
+``max_wait_s`` longer than it would alone.
+
+Some work is **deferrable** (:attr:`Request.deferrable`): nobody is blocked on it yet, e.g. an image
+encoded ahead of time to warm the cache while the caller's LLM is still deciding what to look for. A
+batch takes the waiting requests that are not deferrable first, with any deferrable ones on the same
+image (:meth:`Request.affinity`: they cost nothing more); deferrable requests go in batches of their
+own, at most ``max_deferred`` at a time, only when nothing else waits, or once they have waited
+``max_defer_s``. So a segment request that concurrent queries are blocked on never waits behind a
+backlog of warm-ups, only behind the batch already running, which holds at most ``max_deferred``
+of them (one encoder pass).
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from .errors import UsageError
 
@@ -27,6 +37,14 @@ class Request:
     """Base of the requests a worker serves; ``future`` receives the result or the exception."""
 
     future: Future = field(default_factory=Future, init=False, repr=False)
+    #: When the request was queued (``time.monotonic()``; set by :meth:`MicroBatcher.submit`).
+    queued_at: float = field(default=0.0, init=False, repr=False, compare=False)
+    #: Work no caller is blocked on yet (see the module docstring); served after the other requests.
+    deferrable: ClassVar[bool] = False
+
+    def affinity(self) -> Hashable | None:
+        """What this request shares work on (e.g. its image's key); None: nothing."""
+        return None
 
 
 @dataclass
@@ -48,35 +66,42 @@ class MicroBatcher:
             (an exception that escapes it is set on every unresolved future of the batch).
         max_batch: most requests handed over at once.
         max_wait_s: longest time the first request of a batch waits for company.
+        max_deferred: most deferrable requests in a batch of their own (e.g. one encoder pass).
+        max_defer_s: a deferrable request waiting longer than this is served like any other.
         name: the thread's name, for logs and debuggers.
     """
 
-    _STOP = object()
-
     def __init__(self, handler: Callable[[list[Request]], None], *, max_batch: int = 32,
-                 max_wait_s: float = 0.002, name: str = "sam3-worker") -> None:
-        if max_batch < 1 or max_wait_s < 0:
-            raise UsageError("max_batch must be >= 1 and max_wait_s >= 0")
+                 max_wait_s: float = 0.002, max_deferred: int | None = None, max_defer_s: float = 1.0,
+                 name: str = "sam3-worker") -> None:
+        if max_batch < 1 or max_wait_s < 0 or (max_deferred is not None and max_deferred < 1) or max_defer_s < 0:
+            raise UsageError("max_batch and max_deferred must be >= 1, max_wait_s and max_defer_s >= 0")
         self._handler = handler
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
-        self._queue: queue.Queue = queue.Queue()
+        self.max_deferred = min(max_batch, max_deferred or max_batch)
+        self.max_defer_s = max_defer_s
+        self._pending: deque[Request] = deque()
         self._stats = BatchStats()
         self._closed = False
         self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def submit(self, request: Request) -> Future:
         """Queue ``request``; its future resolves when the worker has served it."""
-        with self._lock:
+        with self._ready:
             if self._closed:
                 raise UsageError("the engine is closed; create a new one")
-            self._queue.put(request)
+            request.queued_at = time.monotonic()
+            self._pending.append(request)
+            self._ready.notify()
         return request.future
 
     def queue_depth(self) -> int:
-        return self._queue.qsize()
+        with self._lock:
+            return len(self._pending)
 
     def stats(self) -> BatchStats:
         with self._lock:
@@ -84,41 +109,51 @@ class MicroBatcher:
 
     def close(self, timeout: float | None = 10.0) -> None:
         """Finish queued requests, then stop the thread."""
-        with self._lock:
+        with self._ready:
             if self._closed:
                 return
             self._closed = True
-            self._queue.put(self._STOP)
+            self._ready.notify()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 
-    def _collect(self, first: Request) -> tuple[list[Request], bool]:
-        batch, stop = [first], False
-        deadline = time.monotonic() + self.max_wait_s
-        while len(batch) < self.max_batch:
-            try:
-                # Take whatever is already queued without waiting; wait only while time is left.
+    def _choose(self) -> list[Request]:
+        """Take the next batch out of ``_pending`` (called with the lock held; see the module docstring)."""
+        now = time.monotonic()
+        urgent = [r for r in self._pending
+                  if not r.deferrable or now - r.queued_at >= self.max_defer_s][: self.max_batch]
+        if urgent:
+            keys = {r.affinity() for r in urgent} - {None}
+            taken = {id(r) for r in urgent}
+            riders = [r for r in self._pending if id(r) not in taken and r.affinity() in keys]
+            batch = urgent + riders[: self.max_batch - len(urgent)]
+        else:
+            batch = list(self._pending)[: self.max_deferred]
+        chosen = {id(r) for r in batch}
+        self._pending = deque(r for r in self._pending if id(r) not in chosen)
+        return batch
+
+    def _collect(self) -> list[Request] | None:
+        """Wait for the next batch; None once closed and drained."""
+        with self._ready:
+            while not self._pending and not self._closed:
+                self._ready.wait()
+            if not self._pending:
+                return None
+            deadline = time.monotonic() + self.max_wait_s
+            while len(self._pending) < self.max_batch and not self._closed:
                 remaining = deadline - time.monotonic()
-                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is self._STOP:
-                stop = True
-                break
-            batch.append(item)
-        return batch, stop
+                if remaining <= 0:
+                    break
+                self._ready.wait(remaining)
+            batch = self._choose()
+            self._stats.batches += 1
+            self._stats.requests += len(batch)
+            self._stats.largest_batch = max(self._stats.largest_batch, len(batch))
+            return batch
 
     def _run(self) -> None:
-        stop = False
-        while not stop:
-            first = self._queue.get()
-            if first is self._STOP:
-                break
-            batch, stop = self._collect(first)
-            with self._lock:
-                self._stats.batches += 1
-                self._stats.requests += len(batch)
-                self._stats.largest_batch = max(self._stats.largest_batch, len(batch))
+        while (batch := self._collect()) is not None:
             started = time.perf_counter()
             try:
                 self._handler(batch)
@@ -130,11 +165,3 @@ class MicroBatcher:
             finally:
                 with self._lock:
                     self._stats.busy_s += time.perf_counter() - started
-        # Drain anything that raced with close() so no caller waits forever.
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not self._STOP and not item.future.done():
-                item.future.set_exception(UsageError("the engine was closed before this request ran"))

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .admission import AdmissionLimits, check_admission, max_masks_per_phrase
-from .batching import MicroBatcher
+from .batching import BatchStats, MicroBatcher
 from .cache import CacheStats, FeatureCache
 from .detector import MAX_TEXT_TOKENS, ImageFeatures, PromptSpec, SerialTokenizer, cached_bytes, count_tokens
 from .errors import PromptError, UsageError
@@ -91,8 +91,11 @@ class Sam3Engine:
             cache=self.cache, device=device, dtype=dtype, max_encode_batch=options.max_encode_batch,
             max_prompts_per_pass=options.max_prompts_per_pass,
         )
+        # Cache warm-ups (encode requests) go in batches of one encoder pass when nothing else waits, so
+        # that a segment request never queues behind a backlog of them (sam3_core.batching).
         self._worker = MicroBatcher(self._handler, max_batch=options.max_batch,
-                                    max_wait_s=options.max_wait_ms / 1000.0)
+                                    max_wait_s=options.max_wait_ms / 1000.0,
+                                    max_deferred=options.max_encode_batch)
 
     @classmethod
     def from_pretrained(cls, model_id_or_path: str = DEFAULT_MODEL_ID, device: str | torch.device | None = None,
@@ -127,7 +130,11 @@ class Sam3Engine:
     # -- public sync API ---------------------------------------------------------------------------
 
     def encode(self, image: ImageInput) -> ImageFeatures:
-        """Encode ``image`` (or fetch it from the cache) and return its cached features."""
+        """Encode ``image`` (or fetch it from the cache) and return its cached features.
+
+        A cache warm-up: requests that need an image's features (segment, refine) are served first, and
+        this one at the latest after ``max_defer_s`` (one second) of waiting (see :mod:`sam3_core.batching`).
+        """
         return self._worker.submit(EncodeRequest(image=self.load(image))).result()
 
     def segment(self, image: ImageInput, phrases: str | Sequence[str] | None,
@@ -215,6 +222,10 @@ class Sam3Engine:
 
     def queue_depth(self) -> int:
         return self._worker.queue_depth()
+
+    def batch_stats(self) -> BatchStats:
+        """How the worker has batched so far: batches, requests, the largest batch and its busy seconds."""
+        return self._worker.stats()
 
     def close(self) -> None:
         """Serve what is queued, then stop the worker. Later calls raise :class:`UsageError`."""

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
@@ -33,19 +35,32 @@ def preprocess(image_processor, images: list[LoadedImage]) -> torch.Tensor:
                            input_data_format="channels_last")["pixel_values"]
 
 
-@dataclass
-class EncodeRequest(Request):
+class _OnImage:
+    """Requests on one image share its encoding: their :meth:`affinity` is the image's content key."""
+
     image: LoadedImage
 
+    def affinity(self) -> Hashable | None:
+        return self.image.key
+
 
 @dataclass
-class SegmentRequest(Request):
+class EncodeRequest(_OnImage, Request):
+    """Encode an image into the cache. Deferrable: it warms the cache ahead of the requests that need it
+    (see :mod:`sam3_core.batching`)."""
+
+    image: LoadedImage
+    deferrable: ClassVar[bool] = True
+
+
+@dataclass
+class SegmentRequest(_OnImage, Request):
     image: LoadedImage
     prompts: list[PromptSpec]
 
 
 @dataclass
-class RefineRequest(Request):
+class RefineRequest(_OnImage, Request):
     image: LoadedImage
     points: list | None
     point_labels: list | None

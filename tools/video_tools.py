@@ -168,7 +168,8 @@ def _check_refinement(state: State, ctx: VideoContext, masklet_id: int, frame_in
 async def refine_masklet(
     env: ToolEnv,
     masklet_id: Annotated[int, Field(description="The id of the masklet to fix.")],
-    frame_index: Annotated[int, Field(description="The frame the points are on (a frame number from a caption).")],
+    frame_index: Annotated[int, Field(ge=0, description="The frame the points are on (a frame number from a "
+                                                         "caption).")],
     points: Annotated[
         list[Annotated[list[float], Field(min_length=2, max_length=2)]],
         Field(min_length=1, max_length=16, description="Points [x, y] in pixels of the full-size video frame."),

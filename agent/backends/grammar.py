@@ -5,7 +5,9 @@ opening tag may already be in the prompt), then
 exactly one ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``, then the end of the message.
 The call object is described by one JSON schema (:func:`call_schema`): ``anyOf`` over the tools offered,
 each with ``name`` fixed and ``arguments`` from the tool's pydantic model, narrowed by
-:class:`~agent.tool_protocol.CallChoices` (the tools callable now, ids restricted to the masks that exist).
+:class:`~agent.tool_protocol.CallChoices` (the tools callable now, ids restricted to the masks that exist,
+a video's frame indices to its frames as integer ``minimum``/``maximum``, which both libraries and the
+EBNF sent to a vLLM server turn into digit rules).
 
 Two grammar libraries are supported, both used by vLLM: **xgrammar** (vLLM's default; its EBNF, as
 text, is also what is sent to a vLLM server) and **llguidance** (a Lark grammar with an embedded JSON
@@ -92,6 +94,23 @@ def _narrow(node: dict[str, Any], values: Sequence[Any]) -> dict[str, Any]:
     return {**{k: v for k, v in node.items() if k not in ("minimum", "maximum")}, "enum": list(values)}
 
 
+def _within(node: dict[str, Any], low: int, high: int) -> dict[str, Any]:
+    """``node`` (an integer or array-of-integers schema) restricted to ``low..high`` (inclusive), intersected
+    with the bounds it already has."""
+    if node.get("type") == "array":
+        return {**node, "items": _within(dict(node.get("items", {"type": "integer"})), low, high)}
+    low = max(low, node.get("minimum", low))
+    high = min(high, node.get("maximum", high))
+    if "enum" in node:  # already narrowed to values: keep those in range
+        return {**node, "enum": [v for v in node["enum"] if low <= v <= high]}
+    return {**node, "minimum": low, "maximum": high}
+
+
+def _empty(node: dict[str, Any]) -> bool:
+    """Whether no integer satisfies ``node`` (an empty enum, or minimum above maximum)."""
+    return node.get("enum") == [] or node.get("minimum", 0) > node.get("maximum", node.get("minimum", 0))
+
+
 def _bound_strings(node: Any) -> Any:
     """Give every unbounded string schema a length limit and a non-blank first character."""
     if isinstance(node, list):
@@ -110,11 +129,18 @@ def _arguments_schema(spec: tp.ToolSpec, choices: tp.CallChoices) -> dict[str, A
     """One tool's narrowed arguments schema, or None when no call to it could be valid now."""
     schema = copy.deepcopy(tp.args_schema(spec.args_model))
     props = schema.get("properties", {})
+    required = set(schema.get("required", []))
     for name, values in choices.values.items():
         if name in props:
-            if not values and (name in schema.get("required", []) or props[name].get("minItems", 0) > 0):
+            if not values and (name in required or props[name].get("minItems", 0) > 0):
                 return None
             props[name] = _narrow(props[name], values)
+    for name, (low, high) in choices.ranges.items():
+        if name in props:
+            props[name] = _within(props[name], int(low), int(high))
+            item = props[name].get("items", {}) if props[name].get("type") == "array" else props[name]
+            if _empty(item) and (name in required or props[name].get("minItems", 0) > 0):
+                return None
     schema["additionalProperties"] = False
     return _bound_strings(schema)
 
