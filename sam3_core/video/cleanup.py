@@ -15,6 +15,8 @@ This module supplies the same steps with plain torch ops, for the engine's outpu
   shapes and at worst with its geodesic diameter (long thin spirals). On SAM 3's 288x288 low-resolution
   masks that is well under a millisecond per object per round on one CPU core; the tiny test model's
   32x32 masks converge in a handful of rounds.
+* :func:`component_areas` -- each pixel's component size: :func:`connected_components` on an accelerator,
+  ``scipy.ndimage.label`` (one linear pass in C, ~50x faster than the torch rounds on a 288x288 mask) on CPU.
 * :func:`fill_holes_and_remove_sprinkles` -- the same rule as transformers' ``fill_holes_in_mask_scores``.
 * :func:`suppress_duplicates` -- mask NMS among objects created on the same frame by the same phrase.
 * :func:`resolve_overlaps` -- each pixel goes to the best-scoring object of its phrase group.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -84,6 +87,35 @@ def _max_3x3(values: torch.Tensor) -> torch.Tensor:
     return torch.maximum(torch.maximum(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
 
 
+def component_areas(masks: torch.Tensor) -> torch.Tensor:
+    """The pixel count of each foreground pixel's 8-connected component, 0 for background.
+
+    Args:
+        masks: ``(N, H, W)`` (nonzero is foreground), on any device.
+
+    Returns:
+        ``(N, H, W)`` int64 on the device of ``masks``; the same values as the ``areas`` of
+        :func:`connected_components`.
+    """
+    if masks.device.type != "cpu":
+        return connected_components(masks)[1]
+    from scipy import ndimage
+
+    foreground = masks.bool().numpy()
+    if foreground.size == 0:
+        return torch.zeros(foreground.shape, dtype=torch.int64)
+    labels, _ = ndimage.label(foreground, structure=_EIGHT_CONNECTED_PER_MASK)
+    counts = np.bincount(labels.ravel())
+    counts[0] = 0  # background
+    return torch.from_numpy(counts[labels].astype(np.int64, copy=False))
+
+
+# 8-connectivity inside each mask of an (N, H, W) stack and none across masks (only the middle plane is set).
+_EIGHT_CONNECTED_PER_MASK = np.zeros((3, 3, 3), dtype=bool)
+_EIGHT_CONNECTED_PER_MASK[1] = True
+_EIGHT_CONNECTED_PER_MASK.setflags(write=False)
+
+
 def fill_holes_and_remove_sprinkles(logits: torch.Tensor, max_area: int) -> torch.Tensor:
     """Fill small background holes and drop small foreground specks of mask logits.
 
@@ -102,13 +134,13 @@ def fill_holes_and_remove_sprinkles(logits: torch.Tensor, max_area: int) -> torc
     if max_area <= 0 or logits.numel() == 0:
         return logits
     background = logits <= 0
-    _, bg_areas = connected_components(background)
+    bg_areas = component_areas(background)
     holes = background & (bg_areas <= max_area)
     logits = torch.where(holes, torch.full_like(logits, FILLED_LOGIT), logits)
 
     foreground = logits > 0
     limit = (foreground.sum(dim=(1, 2), keepdim=True) // 2).clamp(max=max_area)
-    _, fg_areas = connected_components(foreground)
+    fg_areas = component_areas(foreground)
     specks = foreground & (fg_areas <= limit)
     return torch.where(specks, torch.full_like(logits, REMOVED_LOGIT), logits)
 
