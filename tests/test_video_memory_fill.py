@@ -143,3 +143,31 @@ def test_component_areas_match_the_torch_labelling(density):
     assert torch.equal(component_areas(masks), connected_components(masks)[1])
     empty = torch.zeros(0, 4, 4, dtype=torch.bool)
     assert component_areas(empty).shape == (0, 4, 4)
+
+
+def test_box_labelling_matches_whole_mask_labelling():
+    """The CPU clean-up (inside each object's box) equals whole-mask labelling: objects with holes and specks,
+    objects touching the border, a frame-filling object (the whole-mask fallback), empty and full masks."""
+    from sam3_core.video.cleanup import _fill_by_boxes, _fill_by_labelling
+
+    rng = np.random.default_rng(5)
+    side = 40
+    yy, xx = np.mgrid[:side, :side]
+    masks = []
+    for _ in range(24):
+        (cy, cx), radius = rng.uniform(-5, side + 5, 2), rng.uniform(3, 30)
+        blob = (yy - cy) ** 2 + (xx - cx) ** 2 < radius**2
+        masks.append(blob ^ (rng.random((side, side)) < rng.uniform(0.0, 0.15)))  # holes and specks
+    masks += [np.zeros((side, side), bool), np.ones((side, side), bool)]
+    frame_filling = np.zeros((side, side), bool)
+    frame_filling[:37] = True  # 120 background pixels below it, only 40 of them inside its box + 1 px
+    frame_filling[5:7, 5:7] = False
+    masks.append(frame_filling)
+    strip = np.ones((side, side), bool)
+    strip[side - 1] = False  # a 40 px background strip, outside the box: a hole for max_area >= 40
+    masks.append(strip)
+    logits = torch.from_numpy(np.where(np.stack(masks), 2.0, -2.0).astype(np.float32))
+    for area in (1, 6, 30, 60):
+        expected = _fill_by_labelling(logits, area)
+        assert torch.equal(_fill_by_boxes(logits, area), expected)
+    assert not torch.equal(expected, logits)  # the masks did have something to clean

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ..postprocess import mask_nms
+from .small_components import small_components
 
 # Logit values transformers writes into filled holes / removed sprinkles (just past the 0 threshold).
 FILLED_LOGIT = 0.1
@@ -129,10 +130,17 @@ def fill_holes_and_remove_sprinkles(logits: torch.Tensor, max_area: int) -> torc
         max_area: area threshold in pixels of ``logits``; ``<= 0`` returns ``logits`` unchanged.
 
     Returns:
-        A new ``(N, H, W)`` tensor of the same dtype.
+        ``(N, H, W)`` of the same dtype (``logits`` itself when nothing changes; never modified in place).
     """
     if max_area <= 0 or logits.numel() == 0:
         return logits
+    if logits.device.type == "cpu":
+        return _fill_by_boxes(logits, max_area)
+    return _fill_by_labelling(logits, max_area)
+
+
+def _fill_by_labelling(logits: torch.Tensor, max_area: int) -> torch.Tensor:
+    """:func:`fill_holes_and_remove_sprinkles` with whole-mask labelling in torch (any device)."""
     background = logits <= 0
     bg_areas = component_areas(background)
     holes = background & (bg_areas <= max_area)
@@ -143,6 +151,23 @@ def fill_holes_and_remove_sprinkles(logits: torch.Tensor, max_area: int) -> torc
     fg_areas = component_areas(foreground)
     specks = foreground & (fg_areas <= limit)
     return torch.where(specks, torch.full_like(logits, REMOVED_LOGIT), logits)
+
+
+def _fill_by_boxes(logits: torch.Tensor, max_area: int) -> torch.Tensor:
+    """:func:`fill_holes_and_remove_sprinkles` on CPU, mask by mask inside each object's box (same result)."""
+    foreground = (logits > 0).numpy()
+    result = logits
+    for index, mask in enumerate(foreground):
+        found = small_components(mask, max_area)
+        if found is None:
+            continue
+        if result is logits:
+            result = logits.clone()
+        (y0, y1, x0, x1), holes, specks = found
+        window = result[index, y0:y1, x0:x1]
+        window[torch.from_numpy(holes)] = FILLED_LOGIT
+        window[torch.from_numpy(specks)] = REMOVED_LOGIT
+    return result
 
 
 def suppress_duplicates(masks: torch.Tensor, scores: Sequence[float], groups: Sequence[int],
