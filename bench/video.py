@@ -16,7 +16,11 @@ count of the same mode and path, ``speedup_vs_per_object`` of the batched path a
 
     python -m bench.video                                  # tiny random SAM 3 on CPU
     python -m bench.video --spec mid --frames 6            # the mid-size CPU model of bench/engine.py
+    python -m bench.video --spec tiny mid --frames 8 3 --modes track   # both CPU models in one run
     python -m bench.video --full-size --device cuda        # the released architecture, bf16 on GPU
+
+The run ends with a table per model: fps of both paths at each object count and their ratio (wall time and
+process CPU time).
 
 Random weights time like the real checkpoint for the networks (latency depends on shapes, not values); the mask
 clean-up after them depends on the masks, which random weights make unlike real ones.
@@ -93,7 +97,9 @@ def bench(engines: dict[str, VideoEngine], frames: np.ndarray, object_counts: li
           repeats: int) -> list[dict]:
     """Best-of-``repeats`` seconds per frame for every (mode, path, objects); repeats are interleaved so a burst
     of load from elsewhere on the machine does not land on one configuration only."""
-    configs = [(mode, path, n) for mode in modes for path in engines for n in object_counts]
+    # Each repeat runs the two paths back to back at every object count (A/B pairs), so slow spells from
+    # other processes hit both paths of a pair alike.
+    configs = [(mode, path, n) for mode in modes for n in object_counts for path in engines]
     for mode in modes:
         for engine in engines.values():
             time_session(engine, frames[:3], 1, mode == "detect+track")  # warm-up
@@ -103,7 +109,9 @@ def bench(engines: dict[str, VideoEngine], frames: np.ndarray, object_counts: li
             mode, path, objects = config
             runs[config].append(time_session(engines[path], frames, objects, mode == "detect+track"))
     rows = []
-    for (mode, path, objects), samples in runs.items():
+    for mode, path, objects in sorted(runs, key=lambda c: (modes.index(c[0]), list(engines).index(c[1]),
+                                                          object_counts.index(c[2]))):
+        samples = runs[(mode, path, objects)]
         seconds = min(s["wall"] for s in samples)
         rows.append({"mode": mode, "path": path, "objects": objects, "ms_per_frame": round(1000 * seconds, 2),
                      "ms_per_frame_median": round(1000 * statistics.median(s["wall"] for s in samples), 2),
@@ -129,12 +137,12 @@ def _row(rows: list[dict], mode: str, path: str, objects: int) -> dict | None:
     return next((r for r in rows if (r["mode"], r["path"], r["objects"]) == (mode, path, objects)), None)
 
 
-def build_engines(args: argparse.Namespace, folder: Path) -> dict[str, VideoEngine]:
-    """One engine per path (``batched``, ``per-object``) on the same random checkpoint."""
-    if args.full_size:
+def build_engines(args: argparse.Namespace, model: str, folder: Path) -> dict[str, VideoEngine]:
+    """One engine per path (``batched``, ``per-object``) on the same random checkpoint of ``model``."""
+    if model == "full-size":
         config, size = full_size_config(), 1008
     else:
-        spec = MID_SPEC if args.spec == "mid" else TinySpec()
+        spec = MID_SPEC if model == "mid" else TinySpec()
         config, size = tiny_config(spec), spec.image_size
     write_random_checkpoint(folder, config, size, video=True)
     engines = {}
@@ -146,10 +154,25 @@ def build_engines(args: argparse.Namespace, folder: Path) -> dict[str, VideoEngi
     return engines
 
 
+def summary(rows: list[dict], model: str, mode: str) -> str:
+    """A text table: fps of both paths per object count and their ratios (wall and CPU time)."""
+    lines = [f"{model} / {mode}: fps by object count",
+             f"{'objects':>8} {'batched fps':>12} {'per-object fps':>15} {'ratio (wall)':>13} {'ratio (cpu)':>12}"]
+    for row in rows:
+        if row["model"] != model or row["mode"] != mode or row["path"] != "batched":
+            continue
+        other = _row([r for r in rows if r["model"] == model], mode, "per-object", row["objects"])
+        lines.append(f"{row['objects']:>8} {row['fps']:>12.2f} {other['fps'] if other else float('nan'):>15.2f} "
+                     f"{row.get('speedup_vs_per_object', float('nan')):>13.2f} "
+                     f"{row.get('cpu_speedup_vs_per_object', float('nan')):>12.2f}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark with command-line ``argv``; writes and returns the report."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--spec", choices=["tiny", "mid"], default="tiny", help="CPU model size")
+    parser.add_argument("--spec", nargs="+", choices=["tiny", "mid"], default=["tiny"],
+                        help="CPU model size(s), benchmarked one after the other in this run")
     parser.add_argument("--full-size", action="store_true", help="the released architecture (use with a GPU)")
     parser.add_argument("--device", default=None, help="cpu, cuda (default: cuda if available)")
     parser.add_argument("--dtype", default=None, help="bf16 / fp32 (default: bf16 on GPU, fp32 on CPU)")
@@ -159,29 +182,43 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-objects-per-pass", type=int, default=VideoOptions.max_objects_per_pass,
                         help="objects per batched pass (default: the engine's)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--frames", type=int, default=16, help="frames per timed propagation")
+    parser.add_argument("--frames", type=int, nargs="+", default=[16],
+                        help="frames per timed propagation: one value, or one per --spec")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--size", type=int, nargs=2, default=[240, 320], metavar=("H", "W"), help="video frame size")
     parser.add_argument("--out", default="bench/results/video.json")
     args = parser.parse_args(argv)
+    models = ["full-size"] if args.full_size else list(dict.fromkeys(args.spec))
+    if len(args.frames) not in (1, len(models)):
+        parser.error(f"--frames takes one value or one per model ({len(models)}), got {len(args.frames)}")
+    frame_counts = dict(zip(models, args.frames * len(models) if len(args.frames) == 1 else args.frames))
     if args.threads:
         torch.set_num_threads(args.threads)
-    with torch.random.fork_rng():  # seeded without touching the caller's RNG (main() also runs in the tests)
-        torch.manual_seed(0)
-        with tempfile.TemporaryDirectory() as tmp:
-            engines = build_engines(args, Path(tmp))
-    frames = make_frames(args.frames + 1, *args.size)
-    rows = bench(engines, frames, args.objects, args.modes, args.repeats)
-    engine = next(iter(engines.values()))
+    load_before = list(os.getloadavg())
+    rows: list[dict] = []
+    device = dtype = None
+    for model in models:
+        with torch.random.fork_rng():  # seeded without touching the caller's RNG (main() also runs in the tests)
+            torch.manual_seed(0)
+            with tempfile.TemporaryDirectory() as tmp:
+                engines = build_engines(args, model, Path(tmp))
+        frames = make_frames(frame_counts[model] + 1, *args.size)
+        logger.info("%s model, %d frames per propagation", model, frame_counts[model])
+        rows += [{"model": model, **row} for row in bench(engines, frames, args.objects, args.modes, args.repeats)]
+        engine = next(iter(engines.values()))
+        device, dtype = str(engine.device), str(engine.dtype).replace("torch.", "")
+        for each in engines.values():
+            each.close()
+    for model in models:
+        for mode in args.modes:
+            logger.info("%s", summary(rows, model, mode))
     report = {
-        "model": "full-size" if args.full_size else args.spec, "device": str(engine.device),
-        "dtype": str(engine.dtype).replace("torch.", ""), "frames": args.frames, "frame_size": args.size,
+        "model": models[0] if len(models) == 1 else "+".join(models), "models": models, "device": device,
+        "dtype": dtype, "frames": frame_counts, "frame_size": args.size,
         "max_objects_per_pass": args.max_objects_per_pass,
         "torch_threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
-        "load_average": list(os.getloadavg()), "rows": rows,
+        "load_average_before": load_before, "load_average": list(os.getloadavg()), "rows": rows,
     }
-    for each in engines.values():
-        each.close()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
     logger.info("report written to %s", args.out)

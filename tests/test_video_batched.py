@@ -173,3 +173,28 @@ def test_cold_memories_are_offloaded(video_checkpoint):
             assert all(stored["maskmem_features"].device.type == "cpu"
                        for stored in outputs["cond_frame_outputs"].values())
             assert any(abs(t - 13) > policy.window for t in outputs["non_cond_frame_outputs"])
+
+
+def test_cache_sized_sub_passes_match_the_per_object_path(video_checkpoint, monkeypatch):
+    """On CPU, memory attention and memory encoding split a pass into sub-passes of a few objects (so their
+    activations fit the caches); with a budget of two objects' worth, results still match one at a time."""
+    frames = moving_shapes(12)
+    with open_engine(video_checkpoint, False) as slow:
+        single = clicks_script(slow, frames)
+    with open_engine(video_checkpoint, True, max_objects_per_pass=None) as fast:
+        tracker = fast.model.tracker_model
+        first = tracker.memory_attention.layers[0]
+        tokens = int(np.prod(tracker.backbone_feature_sizes[-1]))
+        monkeypatch.setattr(batched_module, "CPU_CHUNK_ELEMENTS", 2 * tokens * first.linear1.out_features)
+        attention, encoding = [], []
+        hooks = [first.cross_attn_image.register_forward_hook(
+                     lambda module, args, kwargs, output: attention.append(int(kwargs["query"].shape[0])),
+                     with_kwargs=True),
+                 tracker.memory_encoder.register_forward_hook(
+                     lambda module, args, output: encoding.append(int(args[0].shape[0])))]
+        batched = clicks_script(fast, frames)
+        for hook in hooks:
+            hook.remove()
+    assert_same_tracks(batched, single)
+    assert max(attention) == 2 and max(encoding) <= 2  # six objects ran in sub-passes of at most two
+    assert batched_module.cache_chunk(torch.device("cuda"), 10**9, 6) == 6  # no split off the CPU

@@ -15,6 +15,8 @@ This module supplies the same steps with plain torch ops, for the engine's outpu
   shapes and at worst with its geodesic diameter (long thin spirals). On SAM 3's 288x288 low-resolution
   masks that is well under a millisecond per object per round on one CPU core; the tiny test model's
   32x32 masks converge in a handful of rounds.
+* :func:`component_areas` -- each pixel's component size: :func:`connected_components` on an accelerator,
+  ``scipy.ndimage.label`` (one linear pass in C, ~50x faster than the torch rounds on a 288x288 mask) on CPU.
 * :func:`fill_holes_and_remove_sprinkles` -- the same rule as transformers' ``fill_holes_in_mask_scores``.
 * :func:`suppress_duplicates` -- mask NMS among objects created on the same frame by the same phrase.
 * :func:`resolve_overlaps` -- each pixel goes to the best-scoring object of its phrase group.
@@ -24,10 +26,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..postprocess import mask_nms
+from .small_components import small_components
 
 # Logit values transformers writes into filled holes / removed sprinkles (just past the 0 threshold).
 FILLED_LOGIT = 0.1
@@ -84,6 +88,35 @@ def _max_3x3(values: torch.Tensor) -> torch.Tensor:
     return torch.maximum(torch.maximum(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
 
 
+def component_areas(masks: torch.Tensor) -> torch.Tensor:
+    """The pixel count of each foreground pixel's 8-connected component, 0 for background.
+
+    Args:
+        masks: ``(N, H, W)`` (nonzero is foreground), on any device.
+
+    Returns:
+        ``(N, H, W)`` int64 on the device of ``masks``; the same values as the ``areas`` of
+        :func:`connected_components`.
+    """
+    if masks.device.type != "cpu":
+        return connected_components(masks)[1]
+    from scipy import ndimage
+
+    foreground = masks.bool().numpy()
+    if foreground.size == 0:
+        return torch.zeros(foreground.shape, dtype=torch.int64)
+    labels, _ = ndimage.label(foreground, structure=_EIGHT_CONNECTED_PER_MASK)
+    counts = np.bincount(labels.ravel())
+    counts[0] = 0  # background
+    return torch.from_numpy(counts[labels].astype(np.int64, copy=False))
+
+
+# 8-connectivity inside each mask of an (N, H, W) stack and none across masks (only the middle plane is set).
+_EIGHT_CONNECTED_PER_MASK = np.zeros((3, 3, 3), dtype=bool)
+_EIGHT_CONNECTED_PER_MASK[1] = True
+_EIGHT_CONNECTED_PER_MASK.setflags(write=False)
+
+
 def fill_holes_and_remove_sprinkles(logits: torch.Tensor, max_area: int) -> torch.Tensor:
     """Fill small background holes and drop small foreground specks of mask logits.
 
@@ -97,20 +130,44 @@ def fill_holes_and_remove_sprinkles(logits: torch.Tensor, max_area: int) -> torc
         max_area: area threshold in pixels of ``logits``; ``<= 0`` returns ``logits`` unchanged.
 
     Returns:
-        A new ``(N, H, W)`` tensor of the same dtype.
+        ``(N, H, W)`` of the same dtype (``logits`` itself when nothing changes; never modified in place).
     """
     if max_area <= 0 or logits.numel() == 0:
         return logits
+    if logits.device.type == "cpu":
+        return _fill_by_boxes(logits, max_area)
+    return _fill_by_labelling(logits, max_area)
+
+
+def _fill_by_labelling(logits: torch.Tensor, max_area: int) -> torch.Tensor:
+    """:func:`fill_holes_and_remove_sprinkles` with whole-mask labelling in torch (any device)."""
     background = logits <= 0
-    _, bg_areas = connected_components(background)
+    bg_areas = component_areas(background)
     holes = background & (bg_areas <= max_area)
     logits = torch.where(holes, torch.full_like(logits, FILLED_LOGIT), logits)
 
     foreground = logits > 0
     limit = (foreground.sum(dim=(1, 2), keepdim=True) // 2).clamp(max=max_area)
-    _, fg_areas = connected_components(foreground)
+    fg_areas = component_areas(foreground)
     specks = foreground & (fg_areas <= limit)
     return torch.where(specks, torch.full_like(logits, REMOVED_LOGIT), logits)
+
+
+def _fill_by_boxes(logits: torch.Tensor, max_area: int) -> torch.Tensor:
+    """:func:`fill_holes_and_remove_sprinkles` on CPU, mask by mask inside each object's box (same result)."""
+    foreground = (logits > 0).numpy()
+    result = logits
+    for index, mask in enumerate(foreground):
+        found = small_components(mask, max_area)
+        if found is None:
+            continue
+        if result is logits:
+            result = logits.clone()
+        (y0, y1, x0, x1), holes, specks = found
+        window = result[index, y0:y1, x0:x1]
+        window[torch.from_numpy(holes)] = FILLED_LOGIT
+        window[torch.from_numpy(specks)] = REMOVED_LOGIT
+    return result
 
 
 def suppress_duplicates(masks: torch.Tensor, scores: Sequence[float], groups: Sequence[int],

@@ -42,7 +42,7 @@ from ..loading import (
     resolve_model_id,
 )
 from ..phrases import clean_phrases
-from . import batched, pointers
+from . import batched, memory_fill, pointers
 from .cleanup import suppress_duplicates
 from .frames import FrameSource, check_index, open_video
 from .options import VideoOptions, apply_options
@@ -97,6 +97,9 @@ class VideoEngine:
             batched.install(model.tracker_model, options.max_objects_per_pass)
         else:
             batched.uninstall(model.tracker_model)
+        memory_fill.install(model.tracker_model,
+                            self.settings.fill_hole_area if options.fill_holes_in_memory else 0,
+                            low_res_side=int(model.low_res_mask_size))
         offload = device.type != "cpu" if options.offload_to_cpu is None else options.offload_to_cpu
         self.policy = RetentionPolicy.for_tracker(
             model.tracker_model.config, self.settings.hotstart_delay,

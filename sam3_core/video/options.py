@@ -25,6 +25,9 @@ class VideoOptions:
             frames can be removed from earlier frames too (15). Only for sessions with phrases.
         fill_hole_area: holes and specks up to this many pixels of the low-resolution mask are filled /
             removed in the output (``fill_hole_area``, 16); 0 turns it off.
+        fill_holes_in_memory: apply the same clean-up (same area) to every mask before the tracker encodes
+            it into memory, as SAM 3's video model does when transformers can load its hub kernel
+            (:mod:`sam3_core.video.memory_fill`); ``False`` encodes masks as transformers does offline.
         nms_iou_threshold: objects created on the same frame by the same phrase whose masks overlap more
             than this (IoU) with a better one are dropped (``det_nms_thresh``, 0.1); 0 turns it off.
         decode_cache_frames: decoded video frames kept per session.
@@ -44,6 +47,7 @@ class VideoOptions:
     new_object_threshold: float | None = None
     hotstart_delay: int | None = None
     fill_hole_area: int | None = None
+    fill_holes_in_memory: bool = True
     nms_iou_threshold: float | None = None
     decode_cache_frames: int = 8
     keep_all_state: bool = False

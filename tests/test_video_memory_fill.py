@@ -1,0 +1,173 @@
+"""Hole filling before memory encoding (sam3_core.video.memory_fill) and the CPU component labelling it uses.
+
+Memories are compared on one tracker, one batch size and one code path, so equal inputs give equal outputs;
+``torch.allclose`` with ``atol=1e-6`` still states the tolerance. Memory features are bf16, so "different"
+means a change far above bf16 rounding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from video_fixtures import moving_shapes
+
+from sam3_core.video import VideoEngine, VideoOptions, memory_fill
+from sam3_core.video.cleanup import FILLED_LOGIT, component_areas, connected_components
+
+
+@pytest.fixture(scope="module")
+def engines(video_checkpoint):
+    """One engine with the fill on (the default) and one with it off, on the same checkpoint."""
+    on = VideoEngine.from_pretrained(video_checkpoint, device="cpu")
+    off = VideoEngine.from_pretrained(video_checkpoint, device="cpu",
+                                      options=VideoOptions(fill_holes_in_memory=False))
+    yield on, off
+    on.close()
+    off.close()
+
+
+def features(tracker, objects: int) -> torch.Tensor:
+    """Random top-level frame features ``(HW, B, C)`` as the tracker's memory encoding takes them."""
+    height, width = tracker.backbone_feature_sizes[-1]
+    generator = torch.Generator().manual_seed(3)
+    return torch.randn(height * width, 1, tracker.hidden_dim, generator=generator).expand(-1, objects, -1)
+
+
+def disc_with_holes(side: int, small: int, large: int) -> tuple[torch.Tensor, tuple, tuple]:
+    """``(1, 1, side, side)`` logits: a disc (+4) on background (-4) with a ``small`` and a ``large`` square hole."""
+    yy, xx = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    centre = side / 2
+    logits = torch.where((yy - centre) ** 2 + (xx - centre) ** 2 < (0.4 * side) ** 2, 4.0, -4.0)
+    small_hole = (slice(side // 4, side // 4 + small), slice(side // 2 - small // 2, side // 2 + (small + 1) // 2))
+    large_hole = (slice(side // 2, side // 2 + large), slice(side // 2 - large // 2, side // 2 + (large + 1) // 2))
+    logits[small_hole] = -4.0
+    logits[large_hole] = -4.0
+    return logits[None, None], small_hole, large_hole
+
+
+def encode(tracker, masks: torch.Tensor, from_points: bool = False):
+    scores = torch.full((masks.shape[0], 1), 5.0)
+    with torch.inference_mode():
+        return tracker._encode_new_memory(current_vision_feats=features(tracker, masks.shape[0]),
+                                          pred_masks_high_res=masks, object_score_logits=scores,
+                                          is_mask_from_pts=from_points)
+
+
+def transformers_encode(tracker, masks: torch.Tensor, from_points: bool = False):
+    """transformers' own memory encoding (the class method, bypassing any wrapper on the instance)."""
+    scores = torch.full((masks.shape[0], 1), 5.0)
+    with torch.inference_mode():
+        return type(tracker)._encode_new_memory(tracker, current_vision_feats=features(tracker, masks.shape[0]),
+                                                pred_masks_high_res=masks, object_score_logits=scores,
+                                                is_mask_from_pts=from_points)
+
+
+def same(a, b) -> bool:
+    return all(torch.allclose(x.float(), y.float(), atol=1e-6) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("from_points", [False, True])
+def test_a_small_hole_is_encoded_as_if_filled(engines, from_points):
+    on, off = engines
+    tracker = on.model.tracker_model
+    side = memory_fill.memory_input_size(tracker)[0]
+    # The tiny model's 32 px low-res masks and 128 px memory input: the default 16 px area becomes 256 px.
+    holed, small, large = disc_with_holes(side, small=6, large=20)  # 36 px: filled; 400 px: kept
+    filled = holed.clone()
+    filled[0, 0][small] = FILLED_LOGIT
+    memory_on = encode(tracker, holed, from_points)
+    assert same(memory_on, encode(tracker, filled, from_points))
+    assert same(memory_on, transformers_encode(tracker, filled, from_points))
+    closed = holed.clone()
+    closed[0, 0][small] = FILLED_LOGIT
+    closed[0, 0][large] = FILLED_LOGIT  # the large hole must stay open
+    assert not same(memory_on, transformers_encode(tracker, closed, from_points))
+    # Off: transformers' memory of the mask as it is, which differs from the filled one.
+    memory_off = encode(off.model.tracker_model, holed, from_points)
+    assert same(memory_off, transformers_encode(tracker, holed, from_points))
+    assert (memory_off[0].float() - memory_on[0].float()).abs().max() > 1e-2
+
+
+def test_masks_are_resized_before_filling(engines):
+    """A mask at the model's input size is cleaned at the memory input size (area threshold scaled)."""
+    tracker = engines[0].model.tracker_model
+    image = int(tracker.image_size)
+    holed, small, large = disc_with_holes(image, small=5, large=24)
+    cleaned = memory_fill.clean_for_memory(tracker, holed, max_area=256)
+    side = memory_fill.memory_input_size(tracker)[0]
+    assert cleaned.shape == (1, 1, side, side)
+    scale = side / image
+    centre_small = (int((small[0].start + 2.5) * scale), int((small[1].start + 2.5) * scale))
+    centre_large = (int((large[0].start + 12) * scale), int((large[1].start + 12) * scale))
+    assert cleaned[0, 0][centre_small] > 0 and cleaned[0, 0][centre_large] < 0
+
+
+def test_fill_is_wired_by_the_options(video_checkpoint, engines):
+    on, off = engines
+    assert memory_fill.is_installed(on.model.tracker_model)
+    assert not memory_fill.is_installed(off.model.tracker_model)
+    with VideoEngine.from_pretrained(video_checkpoint, device="cpu", options=VideoOptions(fill_hole_area=0)) as zero:
+        assert not memory_fill.is_installed(zero.model.tracker_model)
+    with pytest.raises(ValueError, match="low_res_side"):
+        memory_fill.install(on.model.tracker_model, 16, low_res_side=0)
+
+
+def test_both_tracking_paths_clean_every_memory(video_checkpoint, monkeypatch):
+    """Batched and one-object-at-a-time propagation send the same masks through the clean-up."""
+    frames = moving_shapes(5)
+    seen: dict[bool, list[int]] = {}
+    original = memory_fill.clean_for_memory
+    for batch in (True, False):
+        counts: list[int] = []
+
+        def spy(tracker, masks, max_area, counts=counts):
+            counts.append(int(masks.shape[0]))
+            return original(tracker, masks, max_area)
+
+        monkeypatch.setattr(memory_fill, "clean_for_memory", spy)
+        with VideoEngine.from_pretrained(video_checkpoint, device="cpu",
+                                         options=VideoOptions(batch_objects=batch)) as engine:
+            session = engine.start_session(frames)
+            for point in ([24, 30], [90, 60], [60, 20]):
+                engine.add_points(session, 0, [point])
+            list(engine.propagate(session, 0))
+        seen[batch] = counts
+    assert sum(seen[True]) == sum(seen[False]) >= 3 * 5  # every object, every frame (frame 0 at its clicks)
+
+
+@pytest.mark.parametrize("density", [0.2, 0.5, 0.8])
+def test_component_areas_match_the_torch_labelling(density):
+    rng = np.random.default_rng(int(density * 10))
+    masks = torch.from_numpy(rng.random((5, 37, 29)) < density)
+    assert torch.equal(component_areas(masks), connected_components(masks)[1])
+    empty = torch.zeros(0, 4, 4, dtype=torch.bool)
+    assert component_areas(empty).shape == (0, 4, 4)
+
+
+def test_box_labelling_matches_whole_mask_labelling():
+    """The CPU clean-up (inside each object's box) equals whole-mask labelling: objects with holes and specks,
+    objects touching the border, a frame-filling object (the whole-mask fallback), empty and full masks."""
+    from sam3_core.video.cleanup import _fill_by_boxes, _fill_by_labelling
+
+    rng = np.random.default_rng(5)
+    side = 40
+    yy, xx = np.mgrid[:side, :side]
+    masks = []
+    for _ in range(24):
+        (cy, cx), radius = rng.uniform(-5, side + 5, 2), rng.uniform(3, 30)
+        blob = (yy - cy) ** 2 + (xx - cx) ** 2 < radius**2
+        masks.append(blob ^ (rng.random((side, side)) < rng.uniform(0.0, 0.15)))  # holes and specks
+    masks += [np.zeros((side, side), bool), np.ones((side, side), bool)]
+    frame_filling = np.zeros((side, side), bool)
+    frame_filling[:37] = True  # 120 background pixels below it, only 40 of them inside its box + 1 px
+    frame_filling[5:7, 5:7] = False
+    masks.append(frame_filling)
+    strip = np.ones((side, side), bool)
+    strip[side - 1] = False  # a 40 px background strip, outside the box: a hole for max_area >= 40
+    masks.append(strip)
+    logits = torch.from_numpy(np.where(np.stack(masks), 2.0, -2.0).astype(np.float32))
+    for area in (1, 6, 30, 60):
+        expected = _fill_by_labelling(logits, area)
+        assert torch.equal(_fill_by_boxes(logits, area), expected)
+    assert not torch.equal(expected, logits)  # the masks did have something to clean
