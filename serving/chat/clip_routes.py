@@ -29,11 +29,9 @@ from serving.chat.routes import compose_query
 from serving.http.agent import SSE_HEADERS, event_stream
 from serving.http.common import runtime, until_disconnected, with_timeout
 from serving.http.errors import ApiError
-from serving.http.examples import form_hint
-from serving.http.forms import params_from_form
 from serving.http.schemas import ChatMessage, ErrorResponse, StrictModel
 from serving.http.stream import EventSink
-from serving.http.video import _save_upload, _store, _upload_body
+from serving.http.video import _store, _upload_body, receive_video_form
 from serving.http.video_agent import MAX_FRAMES_DOC, VideoAgentJob, plan_clip, video_agent_settings
 from serving.http.video_agent_schemas import VIDEO_AGENT_200
 from serving.http.video_sessions import remove_folder
@@ -74,13 +72,8 @@ def clip_chats(request: Request) -> ClipChats:
 async def create_clip_conversation(request: Request) -> JSONResponse:
     """Upload a clip (checked and sampled to ``max_frames`` once) to ask the video agent about it, with follow-ups."""
     chats, store = clip_chats(request), _store(request)
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "multipart/form-data":
-        raise ApiError(415, f"send the clip as multipart/form-data: {form_hint(ClipChatParams, 'video')}",
-                       "unsupported_media_type")
-    folder = store.new_folder()
+    folder, path, params = await receive_video_form(request, store, ClipChatParams, "clip")
     try:
-        path, parts = await _save_upload(request, folder, ClipChatParams)
-        params = params_from_form(parts, ClipChatParams, "video")
         plan = await plan_clip(runtime(request), path, folder, params.max_frames)
         conversation = await chats.add(path.name, folder, plan)
     except BaseException:

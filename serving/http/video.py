@@ -33,7 +33,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -116,6 +116,26 @@ def _content_kind(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
+ParamsT = TypeVar("ParamsT", bound=BaseModel)
+
+
+async def receive_video_form(request: Request, store: VideoSessionStore, params_model: type[ParamsT],
+                             what: str = "video") -> tuple[Path, Path, ParamsT]:
+    """A multipart video upload saved into a new upload folder, and its fields read as ``params_model``:
+    ``(folder, video path, params)``. 415 for another content type, 4xx for a bad form; when anything fails
+    the folder is removed, so a refused upload leaves nothing on disk."""
+    if _content_kind(request) != "multipart/form-data":
+        raise ApiError(415, f"send the {what} as multipart/form-data: {form_hint(params_model, 'video')}",
+                       "unsupported_media_type")
+    folder = store.new_folder()
+    try:
+        path, parts = await _save_upload(request, folder, params_model)
+        return folder, path, params_from_form(parts, params_model, "video")
+    except BaseException:
+        remove_folder(folder)
+        raise
+
+
 def _server_path(root: str | None, raw: str) -> Path:
     """``raw`` resolved under the video root; 403 without a root or outside it, 400 if missing."""
     if root is None:
@@ -190,18 +210,10 @@ async def track(request: Request) -> Any:
     One request is one session (waiting for a free one); ``"stream": true`` answers as server-sent events.
     """
     store, settings = _store(request), runtime(request).settings
-    if _content_kind(request) != "multipart/form-data":
-        raise ApiError(415, f"send the video as multipart/form-data: {form_hint(VideoParams, 'video')}",
-                       "unsupported_media_type")
-    folder = store.new_folder()
-    try:
-        path, parts = await _save_upload(request, folder, VideoParams)
-        params = params_from_form(parts, VideoParams, "video")
-        if not params.phrases and not params.points and params.box is None:
-            raise ApiError(400, "give phrases, points or a box to track", "bad_input")
-    except BaseException:
+    folder, path, params = await receive_video_form(request, store, VideoParams)
+    if not params.phrases and not params.points and params.box is None:
         remove_folder(folder)
-        raise
+        raise ApiError(400, "give phrases, points or a box to track", "bad_input")
     events = _track_events(store, path, folder, params)
     if params.stream:
         return StreamingResponse(_sse_stream(events, settings.video_timeout_s), media_type="text/event-stream",

@@ -46,11 +46,9 @@ from serving.clips import ClipPlan, ClipRefused, prepare_clip
 from serving.http.agent import SSE_HEADERS, event_stream
 from serving.http.common import Runtime, runtime, until_disconnected, with_timeout
 from serving.http.errors import ApiError
-from serving.http.examples import form_hint
-from serving.http.forms import params_from_form
 from serving.http.schemas import StrictModel
 from serving.http.stream import EventSink, StreamingGraph
-from serving.http.video import _errors, _save_upload, _store, _upload_body
+from serving.http.video import _errors, _store, _upload_body, receive_video_form
 from serving.http.video_agent_schemas import VIDEO_AGENT_200
 from serving.http.video_sessions import remove_folder
 
@@ -169,16 +167,7 @@ async def video_agent_query(request: Request) -> Any:
     store = _store(request)
     if rt.settings.llm is None:
         raise ApiError(503, "no LLM is configured on this server (start it with --llm-url)", "not_ready")
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "multipart/form-data":
-        raise ApiError(415, f"send the video as multipart/form-data: {form_hint(VideoAgentParams, 'video')}",
-                       "unsupported_media_type")
-    folder = store.new_folder()
-    try:
-        path, parts = await _save_upload(request, folder, VideoAgentParams)
-        params = params_from_form(parts, VideoAgentParams, "video")
-    except BaseException:
-        remove_folder(folder)
-        raise
+    folder, path, params = await receive_video_form(request, store, VideoAgentParams)
     seconds = rt.settings.video_timeout_s
     try:  # every bound is checked before any model work, so a refused clip is a status, not a stream error
         plan = await plan_clip(rt, path, folder, params.max_frames)
