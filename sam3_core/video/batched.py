@@ -281,18 +281,21 @@ def memory_attention(module, features: torch.Tensor, positions: torch.Tensor, me
     for start in range(0, size, step):
         keys = memory[:, start:start + step].transpose(0, 1).unsqueeze(1)  # (b, 1, M, C_mem)
         key_pos = memory_pos[:, start:start + step].transpose(0, 1).unsqueeze(1)
-        outputs.append(_cross_layers(module, first, shared.expand(keys.shape[0], -1, -1, -1), keys, key_pos,
-                                     rope, pointers))
+        outputs.append(_cross_layers(module, first, shared, keys, key_pos, rope, pointers))
     return (outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=0)).transpose(0, 1)
 
 
-def _cross_layers(module, first, queries: torch.Tensor, keys: torch.Tensor, key_pos: torch.Tensor, rope,
+def _cross_layers(module, first, shared: torch.Tensor, keys: torch.Tensor, key_pos: torch.Tensor, rope,
                   pointers: int) -> torch.Tensor:
-    """The rest of the memory attention for ``b`` objects: ``(b, 1, HW, C)`` queries in and out."""
-    query = first.layer_norm2(queries)
+    """The rest of the memory attention for ``b`` objects: ``(1, 1, HW, C)`` shared queries in, ``(b, 1, HW, C)`` out.
+
+    The first layer's cross-attention input norm reads only the shared queries, so it too runs once.
+    """
+    size = keys.shape[0]
+    query = first.layer_norm2(shared).expand(size, -1, -1, -1)
     query, _ = first.cross_attn_image(query=query, key=keys + key_pos, value=keys, position_embeddings=rope,
                                       num_k_exclude_rope=pointers)
-    queries = queries + first.dropout2(query)
+    queries = shared + first.dropout2(query)
     query = first.linear2(first.dropout(first.activation(first.linear1(first.layer_norm3(queries)))))
     queries = queries + first.dropout3(query)
     for layer in module.layers[1:]:
