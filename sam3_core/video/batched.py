@@ -289,12 +289,11 @@ def _cross_layers(module, first, shared: torch.Tensor, keys: torch.Tensor, key_p
                   pointers: int) -> torch.Tensor:
     """The rest of the memory attention for ``b`` objects: ``(1, 1, HW, C)`` shared queries in, ``(b, 1, HW, C)`` out.
 
-    The first layer's cross-attention input norm reads only the shared queries, so it too runs once.
+    The first layer's cross-attention reads the shared queries: their norm, projection and rotary encoding run
+    once (:func:`_shared_query_attention`).
     """
-    size = keys.shape[0]
-    query = first.layer_norm2(shared).expand(size, -1, -1, -1)
-    query, _ = first.cross_attn_image(query=query, key=keys + key_pos, value=keys, position_embeddings=rope,
-                                      num_k_exclude_rope=pointers)
+    query = _shared_query_attention(first.cross_attn_image, first.layer_norm2(shared), keys + key_pos, keys, rope,
+                                    pointers)
     queries = shared + first.dropout2(query)
     query = first.linear2(first.dropout(first.activation(first.linear1(first.layer_norm3(queries)))))
     queries = queries + first.dropout3(query)
@@ -302,6 +301,34 @@ def _cross_layers(module, first, shared: torch.Tensor, keys: torch.Tensor, key_p
         queries = layer(queries=queries, keys=keys, key_point_embedding=key_pos, rope_position_embeddings=rope,
                         num_k_exclude_rope=pointers)
     return module.layer_norm(queries)
+
+
+def _shared_query_attention(attention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, rope,
+                            pointers: int) -> torch.Tensor:
+    """``attention`` (transformers' RoPE attention) with one query map for ``b`` objects' keys and values.
+
+    What the module's ``forward`` computes for ``query.expand(b, ...)``, with the query projected and rotated
+    once instead of ``b`` times. query: ``(1, 1, HW, C)``; key / value: ``(b, 1, M, C_mem)``; out
+    ``(b, 1, HW, C)``.
+    """
+    from transformers.models.sam3_tracker_video.modeling_sam3_tracker_video import (
+        ALL_ATTENTION_FUNCTIONS,
+        apply_rotary_pos_emb_2d,
+        eager_attention_forward,
+    )
+
+    size, heads, width = key.shape[0], attention.num_attention_heads, attention.head_dim
+    query = attention.q_proj(query).view(1, -1, heads, width).transpose(1, 2)
+    key = attention.k_proj(key).view(size, -1, heads, width).transpose(1, 2)
+    value = attention.v_proj(value).view(size, -1, heads, width).transpose(1, 2)
+    cos, sin = rope
+    query, key = apply_rotary_pos_emb_2d(query, key, cos, sin, repeat_freqs_k=attention.rope_k_repeat,
+                                         num_k_exclude_rope=pointers)
+    interface = ALL_ATTENTION_FUNCTIONS.get_interface(attention.config._attn_implementation, eager_attention_forward)
+    output, _ = interface(attention, query.expand(size, -1, -1, -1), key, value, attention_mask=None, dropout=0.0,
+                          scaling=attention.scaling, is_causal=attention.is_causal)
+    output = output.reshape(size, 1, -1, heads * width).contiguous()
+    return attention.o_proj(output)
 
 
 def cache_chunk(device: torch.device, elements_per_object: int, objects: int) -> int:
