@@ -187,9 +187,9 @@ def test_cache_sized_sub_passes_match_the_per_object_path(video_checkpoint, monk
         tokens = int(np.prod(tracker.backbone_feature_sizes[-1]))
         monkeypatch.setattr(batched_module, "CPU_CHUNK_ELEMENTS", 2 * tokens * first.linear1.out_features)
         attention, encoding = [], []
-        hooks = [first.cross_attn_image.register_forward_hook(
-                     lambda module, args, kwargs, output: attention.append(int(kwargs["query"].shape[0])),
-                     with_kwargs=True),
+        # The keys' projection runs once per sub-pass (the shared queries are projected once per frame).
+        hooks = [first.cross_attn_image.k_proj.register_forward_hook(
+                     lambda module, args, output: attention.append(int(args[0].shape[0]))),
                  tracker.memory_encoder.register_forward_hook(
                      lambda module, args, output: encoding.append(int(args[0].shape[0])))]
         batched = clicks_script(fast, frames)

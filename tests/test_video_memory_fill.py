@@ -145,9 +145,12 @@ def test_component_areas_match_the_torch_labelling(density):
     assert component_areas(empty).shape == (0, 4, 4)
 
 
-def test_box_labelling_matches_whole_mask_labelling():
-    """The CPU clean-up (inside each object's box) equals whole-mask labelling: objects with holes and specks,
-    objects touching the border, a frame-filling object (the whole-mask fallback), empty and full masks."""
+@pytest.mark.parametrize("pad", [(0, 0, 0, 0), (0, 2, 0, 1), (7, 0, 0, 13), (20, 20, 20, 20)])
+def test_box_labelling_matches_whole_mask_labelling(pad):
+    """The CPU clean-up (all masks at once, inside their common box) equals whole-mask labelling: objects with
+    holes and specks, objects touching the border, a frame-filling object (the whole-mask fallback), empty and
+    full masks; ``pad`` (top, bottom, left, right) puts them in a larger frame, so the box is smaller than it
+    and background pieces reach past the box."""
     from sam3_core.video.cleanup import _fill_by_boxes, _fill_by_labelling
 
     rng = np.random.default_rng(5)
@@ -166,8 +169,13 @@ def test_box_labelling_matches_whole_mask_labelling():
     strip = np.ones((side, side), bool)
     strip[side - 1] = False  # a 40 px background strip, outside the box: a hole for max_area >= 40
     masks.append(strip)
-    logits = torch.from_numpy(np.where(np.stack(masks), 2.0, -2.0).astype(np.float32))
+    top, bottom, left, right = pad
+    stack = np.pad(np.stack(masks), ((0, 0), (top, bottom), (left, right)))
+    logits = torch.from_numpy(np.where(stack, 2.0, -2.0).astype(np.float32))
     for area in (1, 6, 30, 60):
         expected = _fill_by_labelling(logits, area)
         assert torch.equal(_fill_by_boxes(logits, area), expected)
     assert not torch.equal(expected, logits)  # the masks did have something to clean
+    for index in (0, 3, len(masks) - 1):  # one mask alone (another box) gives the same as within the stack
+        alone = logits[index:index + 1]
+        assert torch.equal(_fill_by_boxes(alone, 30), _fill_by_labelling(alone, 30))

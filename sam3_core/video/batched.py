@@ -67,19 +67,22 @@ def is_installed(tracker) -> bool:
 class _Plain:
     """An object on plain propagation, with the memory it attends to on this frame.
 
-    ``memory`` / ``memory_pos``: ``(M, 1, C_mem)`` tokens (spatial memories then object pointers);
-    ``pointers``: how many of them are object-pointer tokens (they get no rotary encoding).
+    ``memory`` / ``memory_pos``: ``(M, 1, C_mem)`` spatial memory tokens; ``offsets`` / ``tokens``: the
+    temporal offsets and ``(1, 1, C)`` object pointers of earlier frames (turned into memory tokens for a whole
+    group at once by :func:`_group_pointers`); ``max_pointers``: transformers' normaliser of the offsets.
     """
 
     obj_idx: int
     reverse: bool
     memory: torch.Tensor
     memory_pos: torch.Tensor
-    pointers: int
+    offsets: list[int]
+    tokens: list[torch.Tensor]
+    max_pointers: int
 
     @property
-    def key(self) -> tuple[bool, int, int]:
-        return (self.reverse, int(self.memory.shape[0]), self.pointers)
+    def key(self) -> tuple[bool, int, int, int]:
+        return (self.reverse, int(self.memory.shape[0]), len(self.tokens), self.max_pointers)
 
 
 @dataclass
@@ -171,21 +174,42 @@ def _step_one(tracker, state, obj_idx: int, frame_idx: int, reverse: bool, strea
 
 
 def _gather_memory(tracker, state, obj_idx: int, frame_idx: int, reverse: bool, streaming: bool) -> _Plain:
-    """An object's memory tokens for this frame, built by transformers' helpers (as for one object)."""
+    """An object's spatial memories and object pointers for this frame, found by transformers' helpers."""
     device = state.inference_device
     entries = tracker._gather_memory_frame_outputs(state, obj_idx, frame_idx, reverse)
     memories, positions = tracker._build_memory_attention_inputs(entries, device)
     offsets, tokens, max_pointers = tracker._get_object_pointers(
         state, obj_idx, frame_idx, state.num_frames, device, reverse, streaming)
-    pointers = 0
-    if tokens:
-        pointer_memory, pointer_pos = tracker._process_object_pointers(
-            offsets, tokens, max_pointers, 1, tracker.hidden_dim, device)
-        memories.append(pointer_memory)
-        positions.append(pointer_pos)
-        pointers = int(pointer_memory.shape[0])
     memory = torch.cat(memories, dim=0).to(dtype=state.dtype)
-    return _Plain(obj_idx, reverse, memory, torch.cat(positions, dim=0), pointers)
+    return _Plain(obj_idx, reverse, memory, torch.cat(positions, dim=0), list(offsets), list(tokens), max_pointers)
+
+
+def _group_pointers(tracker, group: Sequence[_Plain], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The object-pointer memory tokens of a group, ``(P, B, C_mem)`` each for tokens and positions.
+
+    What ``_process_object_pointers`` computes for one object, for all ``B`` at once: the pointers split into
+    ``C_mem``-wide tokens, and a projected sine encoding of each pointer's temporal offset (offsets may differ
+    between objects, e.g. ones prompted on different frames).
+    """
+    size, count = len(group), len(group[0].tokens)
+    channels, mem_dim = tracker.hidden_dim, tracker.mem_dim
+    device = group[0].memory.device
+    # (B * S, C) in object-major order -> (S, B, C), the layout transformers stacks for one object.
+    pointers = torch.cat([token.reshape(1, -1) for item in group for token in item.tokens], dim=0)
+    pointers = pointers.to(dtype).reshape(size, count, channels).transpose(0, 1)
+    if tracker.config.enable_temporal_pos_encoding_for_object_pointers:
+        from transformers.models.sam3_tracker_video.modeling_sam3_tracker_video import get_1d_sine_pe
+
+        offsets = torch.tensor([item.offsets for item in group], device=device, dtype=torch.float32)
+        sine = get_1d_sine_pe(offsets / float(group[0].max_pointers - 1), dim=channels).to(dtype)
+        pos = tracker.temporal_positional_encoding_projection_layer(sine).transpose(0, 1)  # (S, B, C_mem)
+    else:
+        pos = pointers.new_zeros(count, size, mem_dim)
+    if mem_dim < channels:
+        splits = channels // mem_dim
+        pointers = pointers.reshape(count, size, splits, mem_dim).permute(0, 2, 1, 3).flatten(0, 1)
+        pos = pos.repeat_interleave(splits, dim=0)
+    return pointers, pos
 
 
 def _groups(plain: Sequence[_Plain], limit: int | None) -> Iterator[list[_Plain]]:
@@ -211,8 +235,13 @@ def _propagate_group(tracker, state, frame_idx: int, group: Sequence[_Plain]) ->
     height, width = tracker.backbone_feature_sizes[-1]
     memory = torch.cat([item.memory for item in group], dim=1)
     memory_pos = torch.cat([item.memory_pos for item in group], dim=1)
-    conditioned = memory_attention(tracker.memory_attention, feats[-1], feat_pos[-1], memory, memory_pos,
-                                   group[0].pointers)
+    pointers = 0
+    if group[0].tokens:
+        pointer_memory, pointer_pos = _group_pointers(tracker, group, memory.dtype)
+        memory = torch.cat([memory, pointer_memory], dim=0)
+        memory_pos = torch.cat([memory_pos, pointer_pos.to(memory_pos.dtype)], dim=0)
+        pointers = int(pointer_memory.shape[0])
+    conditioned = memory_attention(tracker.memory_attention, feats[-1], feat_pos[-1], memory, memory_pos, pointers)
     # (1, B, HW, C) -> (B, C, H, W); transformers' reshape here assumes one object.
     pix_feat = conditioned.reshape(size, height * width, channels).transpose(1, 2).reshape(
         size, channels, height, width)
@@ -252,24 +281,54 @@ def memory_attention(module, features: torch.Tensor, positions: torch.Tensor, me
     for start in range(0, size, step):
         keys = memory[:, start:start + step].transpose(0, 1).unsqueeze(1)  # (b, 1, M, C_mem)
         key_pos = memory_pos[:, start:start + step].transpose(0, 1).unsqueeze(1)
-        outputs.append(_cross_layers(module, first, shared.expand(keys.shape[0], -1, -1, -1), keys, key_pos,
-                                     rope, pointers))
+        outputs.append(_cross_layers(module, first, shared, keys, key_pos, rope, pointers))
     return (outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=0)).transpose(0, 1)
 
 
-def _cross_layers(module, first, queries: torch.Tensor, keys: torch.Tensor, key_pos: torch.Tensor, rope,
+def _cross_layers(module, first, shared: torch.Tensor, keys: torch.Tensor, key_pos: torch.Tensor, rope,
                   pointers: int) -> torch.Tensor:
-    """The rest of the memory attention for ``b`` objects: ``(b, 1, HW, C)`` queries in and out."""
-    query = first.layer_norm2(queries)
-    query, _ = first.cross_attn_image(query=query, key=keys + key_pos, value=keys, position_embeddings=rope,
-                                      num_k_exclude_rope=pointers)
-    queries = queries + first.dropout2(query)
+    """The rest of the memory attention for ``b`` objects: ``(1, 1, HW, C)`` shared queries in, ``(b, 1, HW, C)`` out.
+
+    The first layer's cross-attention reads the shared queries: their norm, projection and rotary encoding run
+    once (:func:`_shared_query_attention`).
+    """
+    query = _shared_query_attention(first.cross_attn_image, first.layer_norm2(shared), keys + key_pos, keys, rope,
+                                    pointers)
+    queries = shared + first.dropout2(query)
     query = first.linear2(first.dropout(first.activation(first.linear1(first.layer_norm3(queries)))))
     queries = queries + first.dropout3(query)
     for layer in module.layers[1:]:
         queries = layer(queries=queries, keys=keys, key_point_embedding=key_pos, rope_position_embeddings=rope,
                         num_k_exclude_rope=pointers)
     return module.layer_norm(queries)
+
+
+def _shared_query_attention(attention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, rope,
+                            pointers: int) -> torch.Tensor:
+    """``attention`` (transformers' RoPE attention) with one query map for ``b`` objects' keys and values.
+
+    What the module's ``forward`` computes for ``query.expand(b, ...)``, with the query projected and rotated
+    once instead of ``b`` times. query: ``(1, 1, HW, C)``; key / value: ``(b, 1, M, C_mem)``; out
+    ``(b, 1, HW, C)``.
+    """
+    from transformers.models.sam3_tracker_video.modeling_sam3_tracker_video import (
+        ALL_ATTENTION_FUNCTIONS,
+        apply_rotary_pos_emb_2d,
+        eager_attention_forward,
+    )
+
+    size, heads, width = key.shape[0], attention.num_attention_heads, attention.head_dim
+    query = attention.q_proj(query).view(1, -1, heads, width).transpose(1, 2)
+    key = attention.k_proj(key).view(size, -1, heads, width).transpose(1, 2)
+    value = attention.v_proj(value).view(size, -1, heads, width).transpose(1, 2)
+    cos, sin = rope
+    query, key = apply_rotary_pos_emb_2d(query, key, cos, sin, repeat_freqs_k=attention.rope_k_repeat,
+                                         num_k_exclude_rope=pointers)
+    interface = ALL_ATTENTION_FUNCTIONS.get_interface(attention.config._attn_implementation, eager_attention_forward)
+    output, _ = interface(attention, query.expand(size, -1, -1, -1), key, value, attention_mask=None, dropout=0.0,
+                          scaling=attention.scaling, is_causal=attention.is_causal)
+    output = output.reshape(size, 1, -1, heads * width).contiguous()
+    return attention.o_proj(output)
 
 
 def cache_chunk(device: torch.device, elements_per_object: int, objects: int) -> int:

@@ -107,17 +107,18 @@ def build_frame_result(raw: RawFrame, *, hidden: set[int], groups: dict[int, int
     masks = upsampled.squeeze(1) > 0
     tracker = torch.tensor([raw.tracker_scores.get(i, 0.0) for i in ids], dtype=torch.float32)
     masks = resolve_overlaps(masks, tracker.to(masks.device), [groups.get(i, -1) for i in ids])
-    present = masks.flatten(1).any(dim=1).cpu().tolist()
-    chosen = [i for i, p in enumerate(present) if p]
-    masks = masks[chosen].cpu()
-    ids = [ids[i] for i in chosen]
+    boxes = masks_to_boxes(masks)  # (N, 4); an empty mask's box is all zeros, a drawn one has x2 > x1
+    chosen = torch.nonzero(boxes[:, 2] > boxes[:, 0]).flatten().tolist()
+    if len(chosen) < len(ids):
+        masks, boxes, ids = masks[chosen], boxes[chosen], [ids[i] for i in chosen]
+    masks = masks.cpu()
     return FrameResult(
         frame_index=raw.frame_index,
         object_ids=ids,
         phrases=[phrases.get(groups.get(i, -1)) for i in ids],
         scores=np.array([raw.scores.get(i, 1.0) for i in ids], dtype=np.float32),
         tracker_scores=tracker[chosen].numpy(),
-        boxes=masks_to_boxes(masks.numpy()),
+        boxes=boxes.cpu().numpy(),
         masks=masks.numpy(),
         frame_size=frame_size,
     )
