@@ -8,7 +8,9 @@ scripted OpenAI-compatible test server (real HTTP on 127.0.0.1, :class:`eval.tes
 answering every call after a fixed latency: each query takes two calls (``segment_phrase``, then
 ``select_masks_and_return``), so at concurrency 1 a query costs about two latencies and the LLM
 dominates, as with a real model server. The server runs in a process of its own, as a real one would:
-in this process its request parsing would compete with the agent for the GIL.
+in this process its request parsing would compete with the agent for the GIL; and it keeps connections
+open (HTTP/1.1), as a real one does: closing each after its reply made the agent open a new TCP connection
+for every LLM call, work on its event loop that a real deployment does not do.
 
 Each run starts from an empty SAM 3 feature cache and a fresh run folder; a short warm-up run comes
 first, and every configuration runs ``--repeats`` times (the summary takes the median queries per
@@ -95,7 +97,7 @@ import json, sys
 from eval.testing import AgentScript
 from agent.testing import ScriptedLLM
 script = AgentScript(delay_s=float(sys.argv[1]))
-with ScriptedLLM(responder=script) as server:
+with ScriptedLLM(responder=script, keep_alive=True) as server:
     print(server.base_url, flush=True)
     sys.stdin.read()
     stats = {"max_in_flight": script.max_in_flight, "requests": len(server.requests), "errors": server.errors}
