@@ -192,6 +192,8 @@ class _Run:
     progress: Progress
     scored: list[dict[str, Any]]
     saver: InMemorySaver = dataclasses.field(default_factory=InMemorySaver)
+    #: one record written at a time (the log's append is not made for concurrent threads)
+    log_lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
     graph: CompiledStateGraph | None = None
 
     def __post_init__(self) -> None:
@@ -255,7 +257,8 @@ async def _worker(run: _Run, item: EvalItem, slots: asyncio.Semaphore, delay_s: 
         answered = await _answer_sample(run, item)
     # scored after the slot is given back: the next query need not wait for the scoring of this one
     record = await _score(run, item, *answered)
-    run.log.append(record)
+    async with run.log_lock:  # off the event loop: the append waits for fsync, which can take milliseconds
+        await asyncio.to_thread(run.log.append, record)
     run.scored.append(record)
     run.progress.update(run.task.progress_value(run.scored) if run.progress.active else None)
 
