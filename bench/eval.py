@@ -8,7 +8,9 @@ scripted OpenAI-compatible test server (real HTTP on 127.0.0.1, :class:`eval.tes
 answering every call after a fixed latency: each query takes two calls (``segment_phrase``, then
 ``select_masks_and_return``), so at concurrency 1 a query costs about two latencies and the LLM
 dominates, as with a real model server. The server runs in a process of its own, as a real one would:
-in this process its request parsing would compete with the agent for the GIL.
+in this process its request parsing would compete with the agent for the GIL; and it keeps connections
+open (HTTP/1.1), as a real one does: closing each after its reply made the agent open a new TCP connection
+for every LLM call, work on its event loop that a real deployment does not do.
 
 Each run starts from an empty SAM 3 feature cache and a fresh run folder; a short warm-up run comes
 first, and every configuration runs ``--repeats`` times (the summary takes the median queries per
@@ -40,6 +42,13 @@ out the agent's own work between its LLM and SAM 3 calls (prompt and overlay bui
 the LLM, HTTP and JSON, the graph); ``a``, the agent run's process CPU per query less the direct planner's,
 lies on each query's path, and all the CPU (``c`` seconds per query, SAM 3 included) shares the machine's
 ``P`` cores: ``min(C / (k L + D + a), 1 / D, P / c)``.
+
+The SAM 3 worker runs torch with one thread (``--sam-threads 1``, :attr:`sam3_core.engine.EngineOptions.threads`;
+the direct planner's ``D`` is measured with the same engine): this machine's 2 cores are shared with the agent's
+event loop and with other processes, and with torch's default of a thread per core a batch of the tiny model
+took 10-30x longer whenever another process kept the cores busy (direct planner 3-8 queries/s against about
+100 with one thread, in adjacent runs), which made both the limit and the agent's throughput a measure of the
+neighbours' load. ``--sam-threads 0`` keeps torch's default.
 
 Each run also reports where its queries' time went (from their traces: waiting for the LLM, for SAM 3
 including its queue, and the rest), how busy the SAM 3 worker was, and its mean batch size; and the
@@ -88,7 +97,7 @@ import json, sys
 from eval.testing import AgentScript
 from agent.testing import ScriptedLLM
 script = AgentScript(delay_s=float(sys.argv[1]))
-with ScriptedLLM(responder=script) as server:
+with ScriptedLLM(responder=script, keep_alive=True) as server:
     print(server.base_url, flush=True)
     sys.stdin.read()
     stats = {"max_in_flight": script.max_in_flight, "requests": len(server.requests), "errors": server.errors}
@@ -307,6 +316,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="where SAM 3 runs (default: cpu)")
     parser.add_argument("--max-batch", type=int, default=EngineOptions.max_batch,
                         help="most requests per engine micro-batch (EngineOptions.max_batch)")
+    parser.add_argument("--sam-threads", type=int, default=1,
+                        help="torch threads of the SAM 3 worker (EngineOptions.threads; 0: torch's default, one "
+                             "per core); 1 by default: see the module doc")
     parser.add_argument("--ramp", action="store_true",
                         help="start the agent's first queries spread out (RunOptions.ramp=True)")
     parser.add_argument("--compare-ramp", action="store_true",
@@ -315,6 +327,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if min(args.samples, args.c1_samples, args.repeats, args.max_batch) < 1 or args.concurrency < 2:
         parser.error("--samples, --c1-samples, --repeats and --max-batch must be >= 1, --concurrency >= 2")
+    if args.sam_threads < 0:
+        parser.error("--sam-threads must be >= 0")
     return args
 
 
@@ -327,12 +341,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         work = Path(folder)
         data = write_reasonseg(work / "reasonseg", copies=math.ceil(args.samples / 4))
         checkpoint = args.checkpoint or str(write_tiny_checkpoint(work / "tiny", seed=0))
-        options = EngineOptions(max_batch=args.max_batch)
+        options = EngineOptions(max_batch=args.max_batch, threads=args.sam_threads or None)
         with Sam3Engine.from_pretrained(checkpoint, device=args.device, with_tracker=False, options=options) as engine:
             report = asyncio.run(bench(engine, data, work, args))
     report.update({"machine": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                   "device": args.device, "max_batch": args.max_batch, "load_average": list(os.getloadavg()),
-                   "load_average_at_start": load_at_start})
+                   "device": args.device, "max_batch": args.max_batch, "sam_threads": args.sam_threads,
+                   "load_average": list(os.getloadavg()), "load_average_at_start": load_at_start})
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     s = report["summary"]

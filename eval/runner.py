@@ -192,6 +192,8 @@ class _Run:
     progress: Progress
     scored: list[dict[str, Any]]
     saver: InMemorySaver = dataclasses.field(default_factory=InMemorySaver)
+    #: one record written at a time (the log's append is not made for concurrent threads)
+    log_lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
     graph: CompiledStateGraph | None = None
 
     def __post_init__(self) -> None:
@@ -220,6 +222,11 @@ async def _answer(run: _Run, item: EvalItem) -> AgentAnswer:
 
 async def _run_sample(run: _Run, item: EvalItem) -> dict[str, Any]:
     """Answer one query (never raises for agent or LLM failures) and score the answer."""
+    return await _score(run, item, *await _answer_sample(run, item))
+
+
+async def _answer_sample(run: _Run, item: EvalItem) -> tuple[dict[str, Any], np.ndarray]:
+    """One query's record (never raises for agent or LLM failures) and its answer's masks, not yet scored."""
     started = time.perf_counter()
     answer: AgentAnswer | None = None
     failure: Exception | None = None
@@ -235,7 +242,11 @@ async def _run_sample(run: _Run, item: EvalItem) -> dict[str, Any]:
     counted = answer if answer is not None else getattr(failure, "answer", None)
     usage = counted.usage if counted is not None else Usage()
     record = _record(item, answer, failure, usage, time.perf_counter() - started)
-    masks = answer.masks if answer is not None else NO_MASKS
+    return record, answer.masks if answer is not None else NO_MASKS
+
+
+async def _score(run: _Run, item: EvalItem, record: dict[str, Any], masks: np.ndarray) -> dict[str, Any]:
+    """``record`` with the task's scores of ``masks`` (off the event loop)."""
     fields = await asyncio.to_thread(run.task.score_record, item, record, masks)
     return {**record, **fields}
 
@@ -243,8 +254,11 @@ async def _run_sample(run: _Run, item: EvalItem) -> dict[str, Any]:
 async def _worker(run: _Run, item: EvalItem, slots: asyncio.Semaphore, delay_s: float = 0.0) -> None:
     async with slots:
         await asyncio.sleep(delay_s)  # in its slot already, so that no later query starts before it
-        record = await _run_sample(run, item)
-    run.log.append(record)
+        answered = await _answer_sample(run, item)
+    # scored after the slot is given back: the next query need not wait for the scoring of this one
+    record = await _score(run, item, *answered)
+    async with run.log_lock:  # off the event loop: the append waits for fsync, which can take milliseconds
+        await asyncio.to_thread(run.log.append, record)
     run.scored.append(record)
     run.progress.update(run.task.progress_value(run.scored) if run.progress.active else None)
 

@@ -69,14 +69,16 @@ class MicroBatcher:
         max_deferred: most deferrable requests in a batch of their own (e.g. one encoder pass).
         max_defer_s: a deferrable request waiting longer than this is served like any other.
         name: the thread's name, for logs and debuggers.
+        on_start: called once on the worker thread before it serves anything (e.g. per-thread torch settings).
     """
 
     def __init__(self, handler: Callable[[list[Request]], None], *, max_batch: int = 32,
                  max_wait_s: float = 0.002, max_deferred: int | None = None, max_defer_s: float = 1.0,
-                 name: str = "sam3-worker") -> None:
+                 name: str = "sam3-worker", on_start: Callable[[], None] | None = None) -> None:
         if max_batch < 1 or max_wait_s < 0 or (max_deferred is not None and max_deferred < 1) or max_defer_s < 0:
             raise UsageError("max_batch and max_deferred must be >= 1, max_wait_s and max_defer_s >= 0")
         self._handler = handler
+        self._on_start = on_start
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.max_deferred = min(max_batch, max_deferred or max_batch)
@@ -153,6 +155,11 @@ class MicroBatcher:
             return batch
 
     def _run(self) -> None:
+        if self._on_start is not None:
+            try:
+                self._on_start()
+            except Exception:  # a setting that cannot be applied must not stop the worker
+                logger.exception("the worker's start-up call failed; serving without it")
         while (batch := self._collect()) is not None:
             started = time.perf_counter()
             try:

@@ -51,6 +51,10 @@ class EngineOptions:
         max_batch: most requests the worker serves in one micro-batch.
         max_wait_ms: longest a request waits for others to join its batch.
         max_encode_batch: most images per vision-encoder pass.
+        threads: torch intra-op threads of the worker thread that runs the model (None: torch's default).
+            1 suits a small model on a CPU shared with other work: the default (one per core) spins
+            threads that wait for each other, and on a loaded 2-core machine a tiny model's batch
+            took 10-30x longer than with 1 thread in adjacent runs (``bench.eval --sam-threads``).
         max_prompts_per_pass: most (image, phrase) rows per detector pass; bounds activation memory.
         admission: the per-request budget (phrases, boxes, estimated memory) checked before a request
             is queued; ``None`` uses :class:`~sam3_core.admission.AdmissionLimits` with ``max_pixels``.
@@ -61,8 +65,13 @@ class EngineOptions:
     max_batch: int = 32
     max_wait_ms: float = 2.0
     max_encode_batch: int = 8
+    threads: int | None = None
     max_prompts_per_pass: int = 64
     admission: AdmissionLimits | None = None
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise UsageError(f"EngineOptions.threads must be >= 1 or None, got {self.threads}")
 
     @property
     def limits(self) -> AdmissionLimits:
@@ -95,7 +104,12 @@ class Sam3Engine:
         # that a segment request never queues behind a backlog of them (sam3_core.batching).
         self._worker = MicroBatcher(self._handler, max_batch=options.max_batch,
                                     max_wait_s=options.max_wait_ms / 1000.0,
-                                    max_deferred=options.max_encode_batch)
+                                    max_deferred=options.max_encode_batch, on_start=self._start_worker)
+
+    def _start_worker(self) -> None:
+        """Run on the worker thread before it serves: with OpenMP, torch's thread count is per thread."""
+        if self.options.threads is not None:
+            torch.set_num_threads(self.options.threads)
 
     @classmethod
     def from_pretrained(cls, model_id_or_path: str = DEFAULT_MODEL_ID, device: str | torch.device | None = None,

@@ -6,7 +6,12 @@ import threading
 from dataclasses import dataclass
 from typing import ClassVar
 
+import pytest
+import torch
+
 from sam3_core.batching import MicroBatcher, Request
+from sam3_core.engine import EngineOptions
+from sam3_core.errors import UsageError
 
 
 @dataclass
@@ -72,3 +77,22 @@ def test_close_serves_what_is_queued():
     futures = [worker.submit(WarmUp(f"w{i}")) for i in range(3)]
     worker.close()
     assert all(f.done() for f in futures) and sorted(seen) == ["w0", "w1", "w2"]
+
+
+def test_on_start_runs_on_the_worker_thread_before_any_batch():
+    seen = []
+
+    def handler(batch):
+        seen.append((threading.current_thread().name, torch.get_num_threads()))
+        for r in batch:
+            r.future.set_result(r.name)
+
+    worker = MicroBatcher(handler, name="t-worker", on_start=lambda: torch.set_num_threads(1))
+    assert worker.submit(Work("a")).result(5) == "a"
+    worker.close()
+    assert seen == [("t-worker", 1)]
+
+
+def test_engine_threads_must_be_positive():
+    with pytest.raises(UsageError, match="threads"):
+        EngineOptions(threads=0)

@@ -22,6 +22,7 @@ def test_eval_benchmark_runs(tmp_path, tiny_checkpoint, caplog):
     assert "of it (goal >= 90%" in caplog.text
     report = json.loads(out.read_text())
     summary = report["summary"]
+    assert report["sam_threads"] == 1
     assert summary["samples"] == 6 and summary["latency_ms"] == 20 and summary["concurrency"] == 4
     assert summary["repeats"] == 1
     for key in ("agent_qps_c1", "agent_qps_c4", "direct_qps_c1", "direct_qps_c4", "agent_speedup"):

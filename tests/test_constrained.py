@@ -15,6 +15,7 @@ from agent import tool_protocol as tp
 from agent.backends.constrain import GrammarCompiler
 from agent.backends.grammar import LIBRARIES, MAX_STRING_CHARS, CallGrammar, call_schema
 from agent.backends.logits import ConstrainedLogits
+from agent.backends.requests import call_grammar
 from agent.backends.tiny_llm import build_tokenizer
 from agent.call_choices import call_choices
 from agent.llm import LLMClient, LLMConfig
@@ -201,6 +202,18 @@ def test_auto_mode_sends_no_grammar_to_a_server_that_is_not_vllm(scripted_llm):
     scripted_llm.add(_text_call())
     _chat(LLMConfig(base_url=scripted_llm.base_url, model=scripted_llm.model))
     assert "structured_outputs" not in scripted_llm.requests[0]
+
+
+def test_no_grammar_is_built_once_the_server_is_known_not_to_take_it(scripted_llm, monkeypatch):
+    import agent.llm
+
+    built = []
+    monkeypatch.setattr(agent.llm, "call_grammar", lambda *a: built.append(a) or call_grammar(*a))
+    scripted_llm.add(_text_call(), _text_call(), _text_call())
+    replies = _chat(LLMConfig(base_url=scripted_llm.base_url, model=scripted_llm.model), 3)
+    assert [r.tool_call.name for r in replies] == ["report_no_mask"] * 3
+    assert len(built) == 1  # the first call, before the server was asked what it is; never again
+    assert not any("structured_outputs" in body for body in scripted_llm.requests)
 
 
 def test_a_server_refusing_the_grammar_is_asked_again_without_it():

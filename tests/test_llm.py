@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import http.client
 import io
 import json
 
@@ -351,3 +352,19 @@ def test_schema_and_result_messages():
     assert text_mode == [{"role": "user", "content": "<tool_response>\n3 masks\n</tool_response>"}]
     with pytest.raises(UsageError):
         LLMConfig(tool_protocol="xml")
+
+
+@pytest.mark.parametrize("keep_alive", [False, True])
+def test_scripted_server_keeps_connections_open_only_when_asked(keep_alive):
+    with ScriptedLLM([Reply.text("one"), Reply.text("two")], keep_alive=keep_alive) as server:
+        host, port = server.base_url.split("//")[1].split("/")[0].split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=5)
+        body = json.dumps({"model": server.model, "messages": [{"role": "user", "content": "hi"}]})
+        answers = []
+        for _ in range(2):
+            connection.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            content = json.loads(response.read())["choices"][0]["message"]["content"]
+            answers.append((content, response.will_close))  # will_close: the server ends the connection
+        connection.close()
+    assert answers == [("one", not keep_alive), ("two", not keep_alive)]

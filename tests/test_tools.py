@@ -90,6 +90,15 @@ def test_docstrings_and_signatures_are_the_schemas():
         "segment_phrase", "select_masks_and_return", "report_no_mask"]
 
 
+def test_schemas_made_once_are_handed_out_as_copies():
+    spec = ALL_TOOLS[2].spec
+    first = tp.args_schema(spec.args_model)
+    first["properties"]["mask_ids"]["minItems"] = 99  # a caller narrowing its copy (as call_schema does)
+    assert tp.args_schema(spec.args_model)["properties"]["mask_ids"]["minItems"] == 1
+    assert tp.render_tools_text([spec]) == tp.render_tools_text([tuple(spec)])
+    assert json.dumps(tp.args_schema(spec.args_model), ensure_ascii=False) in tp.render_tools_text([spec])
+
+
 def test_tool_decorator_checks_its_function():
     async def ok(env: ToolEnv, count: Annotated[int, Field(ge=1, description="how many")] = 2) -> ToolOutcome:
         """Do it."""

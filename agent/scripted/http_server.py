@@ -27,8 +27,12 @@ class ScriptedLLM(Script):
     """The script served over HTTP on 127.0.0.1; a context manager (``start``/``stop``). Thread-safe."""
 
     def __init__(self, script: Iterable[Reply | str] = (), *, responder: Responder | None = None,
-                 model: str = "scripted-model") -> None:
+                 model: str = "scripted-model", keep_alive: bool = False) -> None:
+        """``keep_alive``: serve HTTP/1.1 and keep each connection open for the client's next request, as a
+        real model server does (benchmarks); by default every reply closes its connection (HTTP/1.0), so
+        that a stopped server is unreachable at once (tests of endpoints going down)."""
         super().__init__(script, responder=responder, model=model)
+        self.keep_alive = keep_alive
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -47,6 +51,7 @@ class ScriptedLLM(Script):
             return self
         self._stopping.clear()
         self._server = _Server(("127.0.0.1", 0), _make_handler(self))
+        self._server.block_on_close = not self.keep_alive  # an open connection's thread waits for its client
         self._port = self._server.server_address[1]
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), name="ScriptedLLM", daemon=True
@@ -85,6 +90,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         answer = self.scripted._route(self.command, self.path, raw, headers)
         if answer.delay_s and self.scripted._stopping.wait(answer.delay_s):
+            self.close_connection = True
             return  # the server is stopping: abandon the delayed reply
         data = answer.body.encode()
         try:
@@ -103,4 +109,5 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _make_handler(server: ScriptedLLM) -> type[BaseHTTPRequestHandler]:
     """A request-handler class bound to ``server``."""
-    return type("ScriptedLLMHandler", (_Handler,), {"scripted": server})
+    protocol = "HTTP/1.1" if server.keep_alive else "HTTP/1.0"
+    return type("ScriptedLLMHandler", (_Handler,), {"scripted": server, "protocol_version": protocol})
