@@ -112,7 +112,9 @@ def batched_forward(tracker, inference_session, frame_idx: int | None = None, fr
         frame_idx = state.add_new_frame(frame, frame_idx)
     if frame is not None and state.get_obj_num() == 0:
         raise ValueError("No objects are provided for tracking; please add inputs first.")
-    if tracker.num_maskmem == 0:  # no memory: nothing to batch beyond what transformers does
+    if tracker.num_maskmem == 0 or state.get_obj_num() == 1:
+        # No memory, or one object: nothing to batch; transformers' own step does the same work without the
+        # grouping's bookkeeping.
         return type(tracker).forward(tracker, state, frame_idx=frame_idx, frame=None, reverse=reverse,
                                      run_mem_encoder=run_mem_encoder)
     streaming = frame is not None
