@@ -15,7 +15,15 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from agent.settings import AgentSettings
-from cli.options import add_agent_options, add_llm_options, add_model_options, add_threshold_options, llm_config
+from cli.options import (
+    add_agent_options,
+    add_llm_options,
+    add_model_options,
+    add_threshold_options,
+    llm_config,
+    positive_float,
+    positive_int,
+)
 from serving.clips import DEFAULT_MAX_FRAMES, DEFAULT_MAX_SECONDS
 
 if TYPE_CHECKING:
@@ -141,16 +149,6 @@ def _shared_factories(args: argparse.Namespace):
     return load_image, load_video
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     add_model_options(parser)
     add_threshold_options(parser, mask=False)
@@ -198,16 +196,16 @@ def _add_http_args(parser: argparse.ArgumentParser, *, state_db: str | None) -> 
                             "when --host is a loopback address (stops DNS rebinding), else no check")
     group.add_argument("--url-allow-network", action="append", metavar="CIDR",
                        help="a private network URL images may come from (repeatable; with --allow-url-images)")
-    group.add_argument("--retention-days", type=_positive, default=7.0,
+    group.add_argument("--retention-days", type=positive_float, default=7.0,
                        help="delete conversations and agent threads unused for this many days (default: 7)")
-    group.add_argument("--retention-max-mb", type=_positive, default=1024.0,
+    group.add_argument("--retention-max-mb", type=positive_float, default=1024.0,
                        help="keep stored conversations and threads under this size, oldest deleted first "
                             "(default: 1024)")
-    group.add_argument("--header-timeout", type=_positive, default=10.0,
+    group.add_argument("--header-timeout", type=positive_float, default=10.0,
                        help="seconds a connection has to send its request headers (default: 10)")
-    group.add_argument("--body-timeout", type=_positive, default=60.0,
+    group.add_argument("--body-timeout", type=positive_float, default=60.0,
                        help="seconds a request has to send its body after the headers (default: 60)")
-    group.add_argument("--max-connections", type=int, default=1000,
+    group.add_argument("--max-connections", type=positive_int, default=1000,
                        help="connections served at once; more get HTTP 503 (default: 1000)")
     group.add_argument("--chat-max-clips", type=int, default=8,
                        help="clip conversations of the chat kept in memory at once (default: 8)")
