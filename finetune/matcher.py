@@ -55,6 +55,12 @@ def match_cost(logits: torch.Tensor, boxes: torch.Tensor, target_boxes: torch.Te
     return costs.cost_class * class_cost + costs.cost_bbox * l1 - costs.cost_giou * giou
 
 
+def _no_match(device: torch.device) -> Match:
+    """The match of a pair without instances: no query, no target."""
+    empty = torch.zeros(0, dtype=torch.long, device=device)
+    return empty, empty
+
+
 @torch.no_grad()
 def hungarian_match(logits: torch.Tensor, boxes: torch.Tensor, targets: list[torch.Tensor],
                     costs: MatcherCosts = MatcherCosts()) -> list[Match]:
@@ -68,8 +74,7 @@ def hungarian_match(logits: torch.Tensor, boxes: torch.Tensor, targets: list[tor
     matches = []
     for p, target in enumerate(targets):
         if len(target) == 0:
-            empty = torch.zeros(0, dtype=torch.long, device=logits.device)
-            matches.append((empty, empty))
+            matches.append(_no_match(logits.device))
             continue
         cost = match_cost(logits[p], boxes[p], target.to(boxes.device), costs)
         if not torch.isfinite(cost).all():
@@ -88,8 +93,7 @@ def one_to_many_match(logits: torch.Tensor, boxes: torch.Tensor, targets: list[t
     matches = []
     for p, target in enumerate(targets):
         if len(target) == 0:
-            empty = torch.zeros(0, dtype=torch.long, device=logits.device)
-            matches.append((empty, empty))
+            matches.append(_no_match(logits.device))
             continue
         iou, _ = pairwise_iou_giou(boxes[p].float(), target.to(boxes.device).float())
         quality = options.alpha * logits[p].float().sigmoid()[:, None] + (1 - options.alpha) * iou  # (Q, T)

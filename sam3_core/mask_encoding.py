@@ -1,4 +1,5 @@
-"""Masks as COCO RLE and as tight boxes: :func:`masks_to_rle`, :func:`rle_to_mask`, :func:`masks_to_boxes`.
+"""Masks as COCO RLE and as tight boxes: :func:`masks_to_rle`, :func:`rle_to_mask` (and
+:func:`rle_to_coco`), :func:`masks_to_boxes`.
 
 Boxes are ``xyxy`` pixels with exclusive ``x2``/``y2``, as pycocotools' ``toBbox`` once its ``xywh`` is made
 ``xyxy``. Conventions: :mod:`sam3_core.postprocess`, which re-exports these functions.
@@ -33,8 +34,9 @@ def masks_to_rle(masks: MaskArray) -> list[dict[str, Any]]:
     return [{"size": [int(v) for v in r["size"]], "counts": r["counts"].decode("utf-8")} for r in encoded]
 
 
-def rle_to_mask(rle: Mapping[str, Any]) -> np.ndarray:
-    """Decode one COCO RLE dict to an ``(H, W)`` ``bool`` numpy array.
+def rle_to_coco(rle: Mapping[str, Any]) -> dict[str, Any]:
+    """One COCO RLE dict in the form pycocotools' ``decode``/``iou``/``area`` take: ``{"size": [H, W],
+    "counts": bytes}`` (compressed).
 
     ``counts`` may be compressed (``str`` or ``bytes``) or uncompressed (a list of run lengths, starting
     with a background run, column-major as COCO defines it). Raises :class:`InputError` when the dict
@@ -48,15 +50,18 @@ def rle_to_mask(rle: Mapping[str, Any]) -> np.ndarray:
     if isinstance(counts, str):
         counts = counts.encode("utf-8")
     if isinstance(counts, (bytes, bytearray)):
-        compressed = {"size": [height, width], "counts": bytes(counts)}
-    elif isinstance(counts, (list, tuple, np.ndarray)):
+        return {"size": [height, width], "counts": bytes(counts)}
+    if isinstance(counts, (list, tuple, np.ndarray)):
         runs = [int(c) for c in counts]
         if any(c < 0 for c in runs) or sum(runs) != height * width:
             raise InputError(f"uncompressed RLE runs must be >= 0 and sum to H*W = {height * width}")
-        compressed = mask_utils.frPyObjects({"size": [height, width], "counts": runs}, height, width)
-    else:
-        raise InputError(f"RLE 'counts' must be str, bytes or a list of ints, got {type(counts).__name__}")
-    return np.ascontiguousarray(mask_utils.decode(compressed), dtype=bool)
+        return mask_utils.frPyObjects({"size": [height, width], "counts": runs}, height, width)
+    raise InputError(f"RLE 'counts' must be str, bytes or a list of ints, got {type(counts).__name__}")
+
+
+def rle_to_mask(rle: Mapping[str, Any]) -> np.ndarray:
+    """Decode one COCO RLE dict (any form :func:`rle_to_coco` takes) to an ``(H, W)`` ``bool`` numpy array."""
+    return np.ascontiguousarray(mask_utils.decode(rle_to_coco(rle)), dtype=bool)
 
 
 def _span(occupied: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

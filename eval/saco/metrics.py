@@ -53,6 +53,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from sam3_core.errors import InputError
+from sam3_core.mask_encoding import rle_to_coco
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
 """``0.50, 0.55, ..., 0.95``, computed exactly as pycocotools does (the same floats, so ties agree)."""
@@ -136,18 +137,7 @@ def to_rles(masks: MaskInput) -> list[dict[str, Any]]:
         if masks.shape[0] == 0:
             return []
         return list(mask_utils.encode(np.asfortranarray(masks.astype(np.uint8).transpose(1, 2, 0))))
-    out = []
-    for rle in masks:
-        try:
-            height, width = (int(v) for v in rle["size"])
-            counts = rle["counts"]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"not a COCO RLE dict: {rle!r:.120}") from exc
-        if isinstance(counts, list):
-            out.append(mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width))
-        else:
-            out.append({"size": [height, width], "counts": counts.encode() if isinstance(counts, str) else counts})
-    return out
+    return [rle_to_coco(rle) for rle in masks]
 
 
 def mask_ious(pred: Sequence[dict[str, Any]], gt: Sequence[dict[str, Any]]) -> np.ndarray:
