@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -86,9 +86,11 @@ class _Plain:
 
 
 @dataclass
-class _MemoryJob:
+class MemoryJob:
+    """One object's mask to encode into memory on this frame (logits at any size the encoder resizes)."""
+
     obj_idx: int
-    high_res_masks: torch.Tensor  # (1, 1, S, S) logits
+    logits: torch.Tensor  # (1, 1, H, W) mask logits: the model's input size, or low-res ones
     score_logits: torch.Tensor  # (1, 1, 1)
     from_prompt: bool
 
@@ -121,7 +123,7 @@ def batched_forward(tracker, inference_session, frame_idx: int | None = None, fr
     count = state.get_obj_num()
     pred_masks: list[torch.Tensor | None] = [None] * count
     scores: list[torch.Tensor | None] = [None] * count
-    jobs: list[_MemoryJob] = []
+    jobs: list[MemoryJob] = []
     plain: list[_Plain] = []
     for obj_idx in range(count):
         obj_id = state.obj_idx_to_id(obj_idx)
@@ -139,14 +141,14 @@ def batched_forward(tracker, inference_session, frame_idx: int | None = None, fr
         # objects after it in index order see that, so keep the same (see the ``_Plain.reverse`` they record).
         reverse, out, from_prompt, is_init = _step_one(tracker, state, obj_idx, frame_idx, reverse, streaming)
         pred_masks[obj_idx], scores[obj_idx] = out["pred_masks"], out["object_score_logits"].squeeze(-1)
-        jobs.append(_MemoryJob(obj_idx, out["high_res_masks"], out["object_score_logits"], from_prompt))
+        jobs.append(MemoryJob(obj_idx, out["high_res_masks"], out["object_score_logits"], from_prompt))
         if not is_init:
             state.frames_tracked_per_obj[obj_idx][frame_idx] = {"reverse": reverse}
     for group in _groups(plain, max_objects_per_pass):
-        for item, out in zip(group, _propagate_group(tracker, state, frame_idx, group)):
+        for item, out in zip(group, _propagate_group(tracker, state, frame_idx, group, run_mem_encoder)):
             state.store_output(item.obj_idx, frame_idx, output_value=out, is_conditioning_frame=False)
             pred_masks[item.obj_idx], scores[item.obj_idx] = out["pred_masks"], out["object_score_logits"].squeeze(-1)
-            jobs.append(_MemoryJob(item.obj_idx, out["high_res_masks"], out["object_score_logits"], False))
+            jobs.append(MemoryJob(item.obj_idx, out["high_res_masks"], out["object_score_logits"], False))
             state.frames_tracked_per_obj[item.obj_idx][frame_idx] = {"reverse": item.reverse}
     if run_mem_encoder and jobs:
         encode_memories(tracker, state, frame_idx, jobs, max_objects_per_pass)
@@ -225,11 +227,12 @@ def _groups(plain: Sequence[_Plain], limit: int | None) -> Iterator[list[_Plain]
             yield members[start:start + step]
 
 
-def _propagate_group(tracker, state, frame_idx: int, group: Sequence[_Plain]) -> list[dict]:
+def _propagate_group(tracker, state, frame_idx: int, group: Sequence[_Plain], high_res: bool = True) -> list[dict]:
     """Memory attention + mask decoding for ``B`` objects at once; one output dict per object.
 
     Each dict holds ``pred_masks`` ``(1, 1, h, w)``, ``object_pointer`` ``(1, 1, C)``, ``high_res_masks``
-    ``(1, 1, S, S)`` and ``object_score_logits`` ``(1, 1, 1)``, as transformers' per-object step gives them.
+    ``(1, 1, S, S)`` (``None`` when ``high_res`` is off: only memory encoding in this step reads them) and
+    ``object_score_logits`` ``(1, 1, 1)``, as transformers' per-object step gives them.
     """
     size = len(group)
     feats, feat_pos = tracker._prepare_vision_features(state, frame_idx, 1)  # lists of (HW, 1, C)
@@ -247,10 +250,10 @@ def _propagate_group(tracker, state, frame_idx: int, group: Sequence[_Plain]) ->
     # (1, B, HW, C) -> (B, C, H, W); transformers' reshape here assumes one object.
     pix_feat = conditioned.reshape(size, height * width, channels).transpose(1, 2).reshape(
         size, channels, height, width)
-    high_res = [x.permute(1, 2, 0).reshape(1, x.size(2), *s)
-                for x, s in zip(feats[:-1], tracker.backbone_feature_sizes[:-1])]
-    decoded = decode_masks(tracker, pix_feat, high_res, tracker._use_multimask(False, None))
-    return [{key: value[i:i + 1] for key, value in decoded.items()} for i in range(size)]
+    levels = [x.permute(1, 2, 0).reshape(1, x.size(2), *s)
+              for x, s in zip(feats[:-1], tracker.backbone_feature_sizes[:-1])]
+    decoded = decode_masks(tracker, pix_feat, levels, tracker._use_multimask(False, None), high_res=high_res)
+    return [{key: None if value is None else value[i:i + 1] for key, value in decoded.items()} for i in range(size)]
 
 
 def memory_attention(module, features: torch.Tensor, positions: torch.Tensor, memory: torch.Tensor,
@@ -356,7 +359,7 @@ _LAYER_PARTS = ("layer_norm1", "self_attn", "dropout1", "layer_norm2", "cross_at
 
 
 def decode_masks(tracker, pix_feat: torch.Tensor, high_res_features: list[torch.Tensor],
-                 multimask: bool) -> dict[str, torch.Tensor]:
+                 multimask: bool, high_res: bool = True) -> dict[str, torch.Tensor | None]:
     """SAM mask decoding without prompts for ``B`` memory-conditioned feature maps.
 
     Args:
@@ -364,9 +367,11 @@ def decode_masks(tracker, pix_feat: torch.Tensor, high_res_features: list[torch.
         high_res_features: the two higher-resolution maps of the frame, ``(1, C_i, H_i, W_i)`` each (the decoder
             only adds them, so one copy broadcasts over the objects).
         multimask: pick the best of the multi-mask outputs by predicted IoU (as in tracking).
+        high_res: also upsample the masks to the model's input size (only memory encoding reads them).
 
     Returns:
-        ``pred_masks`` ``(B, 1, h, w)``, ``high_res_masks`` ``(B, 1, S, S)`` (``S``: model input size),
+        ``pred_masks`` ``(B, 1, h, w)``, ``high_res_masks`` ``(B, 1, S, S)`` (``S``: model input size; ``None``
+        without ``high_res``),
         ``object_pointer`` ``(B, 1, C)``, ``object_score_logits`` ``(B, 1, 1)``.
     """
     size = pix_feat.shape[0]
@@ -393,8 +398,10 @@ def decode_masks(tracker, pix_feat: torch.Tensor, high_res_features: list[torch.
         low = masks[:, :, 0]
     # Bilinear resizing is per channel, so selecting first and resizing one mask equals transformers'
     # resize-all-then-select.
-    high = F.interpolate(low.float(), size=(tracker.image_size, tracker.image_size), mode="bilinear",
-                         align_corners=False).to(low.dtype)
+    high = None
+    if high_res:
+        high = F.interpolate(low.float(), size=(tracker.image_size, tracker.image_size), mode="bilinear",
+                             align_corners=False).to(low.dtype)
     pointer = tracker.object_pointer_proj(token)
     gate = appearing.to(pointer.dtype)
     pointer = gate * pointer + (1 - gate) * tracker.no_object_pointer
@@ -402,12 +409,15 @@ def decode_masks(tracker, pix_feat: torch.Tensor, high_res_features: list[torch.
             "object_score_logits": score_logits}
 
 
-def encode_memories(tracker, state, frame_idx: int, jobs: Sequence[_MemoryJob], limit: int | None) -> None:
+def encode_memories(tracker, state, frame_idx: int, jobs: Sequence[MemoryJob], limit: int | None,
+                    encode: Callable | None = None) -> None:
     """Memory encoding of this frame's masks, at most ``limit`` objects per call, stored per object.
 
     As in transformers, masks are binarised (instead of passed through a sigmoid) for every object of the
-    frame as soon as one of them was prompted on it.
+    frame as soon as one of them was prompted on it. ``encode``: the ``_encode_new_memory`` to call (default:
+    the tracker's, with any wrapper installed on it).
     """
+    encode = encode or tracker._encode_new_memory
     feats, _ = tracker._prepare_vision_features(state, frame_idx, 1)
     from_prompt = any(job.from_prompt for job in jobs)
     fuser = tracker.memory_encoder.memory_fuser.layers
@@ -416,9 +426,9 @@ def encode_memories(tracker, state, frame_idx: int, jobs: Sequence[_MemoryJob], 
     step = cache_chunk(feats[-1].device, feats[-1].shape[0] * width, min(limit or len(jobs), len(jobs)))
     for start in range(0, len(jobs), step):
         chunk = jobs[start:start + step]
-        features, positions = tracker._encode_new_memory(
+        features, positions = encode(
             current_vision_feats=feats[-1].expand(-1, len(chunk), -1),
-            pred_masks_high_res=torch.cat([job.high_res_masks for job in chunk], dim=0),
+            pred_masks_high_res=torch.cat([job.logits for job in chunk], dim=0),
             object_score_logits=torch.cat([job.score_logits for job in chunk], dim=0),
             is_mask_from_pts=from_prompt)
         for i, job in enumerate(chunk):

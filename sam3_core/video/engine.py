@@ -97,9 +97,9 @@ class VideoEngine:
             batched.install(model.tracker_model, options.max_objects_per_pass)
         else:
             batched.uninstall(model.tracker_model)
-        memory_fill.install(model.tracker_model,
-                            self.settings.fill_hole_area if options.fill_holes_in_memory else 0,
-                            low_res_side=int(model.low_res_mask_size))
+        # Holes / specks up to this area (low-res pixels) are cleaned before memory encoding; 0: never.
+        self._memory_clean_area = max(self.settings.fill_hole_area, 0) if options.fill_holes_in_memory else 0
+        memory_fill.install(model.tracker_model, self._memory_clean_area, low_res_side=int(model.low_res_mask_size))
         offload = device.type != "cpu" if options.offload_to_cpu is None else options.offload_to_cpu
         self.policy = RetentionPolicy.for_tracker(
             model.tracker_model.config, self.settings.hotstart_delay,
@@ -320,7 +320,8 @@ class VideoEngine:
         if state.prompts:
             raw = detect_and_track(self.model, state, frame_idx, reverse)
         else:
-            raw = track_only(self.model, state, frame_idx, reverse)
+            raw = track_only(self.model, state, frame_idx, reverse, clean_area=self._memory_clean_area,
+                             max_objects_per_pass=self.options.max_objects_per_pass)
         self._drop_duplicates(session, raw, before)
         protect_clicked(self.model, state, session.pinned)
         if not self.options.keep_all_state:

@@ -63,6 +63,7 @@ class RawFrame:
     Attributes:
         frame_index: the frame. object_ids: ``N`` ids. logits: ``(N, h, w)`` mask logits (low resolution).
         scores / tracker_scores: per object id. hidden: ids the model suppressed on this frame.
+        cleaned: holes already filled and specks removed with the output's area (the step did it for memory).
     """
 
     frame_index: int
@@ -71,6 +72,7 @@ class RawFrame:
     scores: dict[int, float]
     tracker_scores: dict[int, float]
     hidden: set[int] = field(default_factory=set)
+    cleaned: bool = False
 
 
 def empty_result(frame_index: int, frame_size: tuple[int, int]) -> FrameResult:
@@ -102,7 +104,8 @@ def build_frame_result(raw: RawFrame, *, hidden: set[int], groups: dict[int, int
             return empty_result(raw.frame_index, frame_size)
         if len(alive) < len(ids):
             ids, logits = [ids[i] for i in alive], logits[alive]
-    logits = fill_holes_and_remove_sprinkles(logits, fill_hole_area)
+    if not raw.cleaned:  # clean-up is per mask, so cleaning all objects before dropping some is the same
+        logits = fill_holes_and_remove_sprinkles(logits, fill_hole_area)
     upsampled = F.interpolate(logits.unsqueeze(1), size=frame_size, mode="bilinear", align_corners=False)
     masks = upsampled.squeeze(1) > 0
     tracker = torch.tensor([raw.tracker_scores.get(i, 0.0) for i in ids], dtype=torch.float32)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from . import memory_fill
+from .cleanup import fill_holes_and_remove_sprinkles
 from .results import RawFrame, scores_of
 from .session import CLICK_PROMPT_ID
 
@@ -64,14 +66,28 @@ def _tracker_frame(state, out, frame_idx: int) -> RawFrame:
 
 
 @torch.inference_mode()
-def track_only(model, state, frame_idx: int, reverse: bool) -> RawFrame:
-    """Propagate the session's objects to ``frame_idx`` with the tracker alone (no detection)."""
+def track_only(model, state, frame_idx: int, reverse: bool, clean_area: int = 0,
+               max_objects_per_pass: int | None = None) -> RawFrame:
+    """Propagate the session's objects to ``frame_idx`` with the tracker alone (no detection).
+
+    ``clean_area > 0``: fill holes / remove specks up to that many low-res pixels once, and encode the memories
+    from those cleaned masks (:func:`~sam3_core.video.memory_fill.encode_propagated`, at most
+    ``max_objects_per_pass`` per encoder call); the returned frame is then marked ``cleaned``. ``0``: the
+    tracker's own step, memories encoded as it does.
+    """
     if state.get_obj_num() == 0:
         side = model.low_res_mask_size
         return RawFrame(frame_idx, [], torch.zeros(0, side, side, device=model.device), {}, {})
     cache_frame_features(model, state, frame_idx)
-    out = model.tracker_model(inference_session=state, frame_idx=frame_idx, reverse=reverse, run_mem_encoder=True)
-    return _tracker_frame(state, out, frame_idx)
+    tracker = model.tracker_model
+    out = tracker(inference_session=state, frame_idx=frame_idx, reverse=reverse, run_mem_encoder=clean_area <= 0)
+    frame = _tracker_frame(state, out, frame_idx)
+    if clean_area > 0:
+        frame.logits = fill_holes_and_remove_sprinkles(frame.logits, clean_area)
+        frame.cleaned = True
+        scores = out.object_score_logits.reshape(-1, 1)
+        memory_fill.encode_propagated(tracker, state, frame_idx, frame.logits, scores, max_objects_per_pass)
+    return frame
 
 
 def register_click_object(model, state, obj_id: int, frame_idx: int) -> None:
