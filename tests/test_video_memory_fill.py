@@ -113,27 +113,78 @@ def test_fill_is_wired_by_the_options(video_checkpoint, engines):
         memory_fill.install(on.model.tracker_model, 16, low_res_side=0)
 
 
-def test_both_tracking_paths_clean_every_memory(video_checkpoint, monkeypatch):
-    """Batched and one-object-at-a-time propagation send the same masks through the clean-up."""
+def test_both_tracking_paths_encode_the_same_cleaned_masks(video_checkpoint, monkeypatch):
+    """Batched and one-object-at-a-time propagation hand the same cleaned low-res masks to memory encoding."""
     frames = moving_shapes(5)
-    seen: dict[bool, list[int]] = {}
-    original = memory_fill.clean_for_memory
+    seen: dict[bool, list[torch.Tensor]] = {}
+    original = memory_fill.encode_propagated
     for batch in (True, False):
-        counts: list[int] = []
+        masks: list[torch.Tensor] = []
 
-        def spy(tracker, masks, max_area, counts=counts):
-            counts.append(int(masks.shape[0]))
-            return original(tracker, masks, max_area)
+        def spy(tracker, state, frame_idx, cleaned, scores, limit, masks=masks):
+            masks.append(cleaned.clone())
+            return original(tracker, state, frame_idx, cleaned, scores, limit)
 
-        monkeypatch.setattr(memory_fill, "clean_for_memory", spy)
+        monkeypatch.setattr(memory_fill, "encode_propagated", spy)
         with VideoEngine.from_pretrained(video_checkpoint, device="cpu",
                                          options=VideoOptions(batch_objects=batch)) as engine:
             session = engine.start_session(frames)
             for point in ([24, 30], [90, 60], [60, 20]):
                 engine.add_points(session, 0, [point])
             list(engine.propagate(session, 0))
-        seen[batch] = counts
-    assert sum(seen[True]) == sum(seen[False]) >= 3 * 5  # every object, every frame (frame 0 at its clicks)
+        seen[batch] = masks
+    assert len(seen[True]) == len(seen[False]) == 5  # every frame (frame 0 reuses its clicked outputs)
+    for batched, single in zip(seen[True], seen[False]):
+        assert batched.shape == single.shape == (3, 32, 32)
+        agree = ((batched > 0) == (single > 0)).float().mean()
+        assert agree >= 0.99
+
+
+def test_propagated_memories_are_encoded_from_the_cleaned_low_res_masks(video_checkpoint):
+    """SAM 3's order on plain propagation: low-res masks cleaned once, memories encoded from them.
+
+    Each propagated frame's stored memory equals transformers' encoder run on that frame's low-res tracker
+    mask after :func:`fill_holes_and_remove_sprinkles` (bf16 features: atol 1e-2), and differs from the
+    memory of the uncleaned mask wherever the clean-up changed something.
+    """
+    from sam3_core.video.cleanup import fill_holes_and_remove_sprinkles
+    from sam3_core.video.steps import cache_frame_features
+
+    frames = moving_shapes(4)
+    with VideoEngine.from_pretrained(video_checkpoint, device="cpu",
+                                     options=VideoOptions(keep_all_state=True)) as engine:
+        session = engine.start_session(frames)
+        for point in ([24, 30], [90, 60], [60, 20]):
+            engine.add_points(session, 0, [point])
+        list(engine.propagate(session, 0))
+        state = engine._sessions.get(session).state
+        tracker = engine.model.tracker_model
+        area = engine.settings.fill_hole_area
+        checked = changed = 0
+        with torch.inference_mode():
+            for frame_idx in range(1, 4):
+                cache_frame_features(engine.model, state, frame_idx)  # the session keeps a few frames' features
+                feats = tracker._prepare_vision_features(state, frame_idx, 1)[0][-1]
+                for obj_idx in range(3):
+                    stored = state.output_dict_per_obj[obj_idx]["non_cond_frame_outputs"][frame_idx]
+                    raw = stored["pred_masks"].float()  # (1, 1, 32, 32) as the tracker gave it
+                    cleaned = fill_holes_and_remove_sprinkles(raw[:, 0], area)[:, None]
+                    scores = stored["object_score_logits"].reshape(1, 1, 1)
+
+                    def encoded(masks, scores=scores, feats=feats):
+                        return type(tracker)._encode_new_memory(tracker, current_vision_feats=feats,
+                                                                pred_masks_high_res=masks,
+                                                                object_score_logits=scores,
+                                                                is_mask_from_pts=False)[0]
+
+                    assert torch.allclose(stored["maskmem_features"].float(), encoded(cleaned).float(), atol=1e-2)
+                    checked += 1
+                    if not torch.equal(cleaned, raw):
+                        changed += 1
+                        assert not torch.allclose(stored["maskmem_features"].float(), encoded(raw).float(),
+                                                  atol=1e-2)
+        assert checked == 9
+        assert changed >= 1  # the random-weight masks do have holes or specks to clean
 
 
 @pytest.mark.parametrize("density", [0.2, 0.5, 0.8])

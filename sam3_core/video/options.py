@@ -27,7 +27,8 @@ class VideoOptions:
             removed in the output (``fill_hole_area``, 16); 0 turns it off.
         fill_holes_in_memory: apply the same clean-up (same area) to every mask before the tracker encodes
             it into memory, as SAM 3's video model does when transformers can load its hub kernel
-            (:mod:`sam3_core.video.memory_fill`); ``False`` encodes masks as transformers does offline.
+            (:mod:`sam3_core.video.memory_fill`; plain propagation encodes the cleaned low-res masks, as that
+            model does); ``False`` encodes masks as transformers does offline.
         nms_iou_threshold: objects created on the same frame by the same phrase whose masks overlap more
             than this (IoU) with a better one are dropped (``det_nms_thresh``, 0.1); 0 turns it off.
         decode_cache_frames: decoded video frames kept per session.
