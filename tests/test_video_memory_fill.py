@@ -89,6 +89,22 @@ def test_a_small_hole_is_encoded_as_if_filled(engines, from_points):
     assert (memory_off[0].float() - memory_on[0].float()).abs().max() > 1e-2
 
 
+def test_low_res_masks_are_cleaned_at_their_own_size(engines):
+    """The detector step's low-res masks (32 px on the tiny model) are cleaned there with the area as it is
+    (16 px), as SAM 3 does before its memory update; not resized first."""
+    on, _ = engines
+    tracker = on.model.tracker_model
+    side = int(on.model.low_res_mask_size)
+    holed, small, large = disc_with_holes(side, small=3, large=5)  # 9 px: filled; 25 px: kept
+    filled = holed.clone()
+    filled[0, 0][small] = FILLED_LOGIT
+    memory = encode(tracker, holed)
+    assert same(memory, transformers_encode(tracker, filled))
+    closed = filled.clone()
+    closed[0, 0][large] = FILLED_LOGIT
+    assert not same(memory, transformers_encode(tracker, closed))
+
+
 def test_masks_are_resized_before_filling(engines):
     """A mask at the model's input size is cleaned at the memory input size (area threshold scaled)."""
     tracker = engines[0].model.tracker_model

@@ -8,22 +8,23 @@ it. So offline, a hole the decoder leaves in one frame is remembered and tends t
 
 :func:`install` wraps one tracker instance's ``_encode_new_memory``, the single step every path goes through
 before memory encoding (the batched path of :mod:`sam3_core.video.batched`, transformers' one-object loop, and
-the detector's re-encoding of reconditioned / new objects), so all of them encode the same cleaned mask:
+the detector's memory update), so all of them encode a cleaned mask, in SAM 3's order where the masks allow:
 
-1. the mask is resized to the memory encoder's input size exactly as transformers does it (bilinear,
-   antialiased), which transformers then leaves alone;
-2. :func:`~sam3_core.video.cleanup.fill_holes_and_remove_sprinkles` runs on it, with the area threshold
-   converted from low-resolution pixels (where ``fill_hole_area`` is defined) to pixels of that size, e.g.
-   16 -> 256 for the released model (288 px low-resolution masks, 1152 px memory input).
+* masks at the low-resolution size -- what the detector + tracker step (``_tracker_update_memories``) encodes
+  -- are cleaned at that size with ``fill_hole_area`` as it is, as SAM 3 does before that step;
+* larger masks -- transformers' tracker step encodes the decoder's masks upsampled to the model's input size
+  (frames with clicks, tracker-only sessions with the fill off) -- are first resized to the memory encoder's
+  input size exactly as transformers does it (bilinear, antialiased; it then leaves them alone) and cleaned
+  there with the area converted from low-resolution pixels, e.g. 16 -> 256 for the released model (288 px
+  low-resolution masks, 1152 px memory input).
 
 With ``max_area <= 0`` nothing is wrapped, so memories are exactly transformers'.
 
-Plain propagation of the tracker alone, the hot path of click-only sessions, takes the order of SAM 3's
-own video model instead (:func:`encode_propagated`): the tracker runs without its memory encoder, the
-frame's low-resolution masks are cleaned once -- the clean-up the frame's output gets anyway -- and the
-memories of all objects are encoded from those cleaned masks in one batched pass. That skips the
-upsampling to the input size and the labelling at 16x the pixels, most of the clean-up's cost with many
-objects (16 objects of the tiny model: ~6 ms of a ~40 ms frame).
+Plain propagation of the tracker alone, the hot path of click-only sessions, runs the tracker without its
+memory encoder and then :func:`encode_propagated`: the frame's low-resolution masks are cleaned once -- the
+clean-up the frame's output gets anyway -- and the memories of all objects are encoded from those cleaned
+masks in one batched pass. Against cleaning upsampled masks that skips the upsampling to the input size and
+the labelling at 16x the pixels (16 objects of the tiny model: ~6 ms of a ~40 ms frame).
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def install(tracker, max_area: int, low_res_side: int) -> None:
         raise ValueError(f"low_res_side must be >= 1, got {low_res_side}")
     side_h, side_w = memory_input_size(tracker)
     area = round(max_area * side_h * side_w / low_res_side**2)
-    tracker._encode_new_memory = functools.partial(_encode_cleaned, tracker, max_area=area)
+    tracker._encode_new_memory = functools.partial(_encode_cleaned, tracker, max_area=area,
+                                                   low_res=(low_res_side, max_area))
 
 
 def uninstall(tracker) -> None:
@@ -82,8 +84,13 @@ def clean_for_memory(tracker, masks: torch.Tensor, max_area: int) -> torch.Tenso
 
 
 def _encode_cleaned(tracker, current_vision_feats: torch.Tensor, pred_masks_high_res: torch.Tensor,
-                    object_score_logits: torch.Tensor, is_mask_from_pts: bool, *, max_area: int):
-    masks = clean_for_memory(tracker, pred_masks_high_res, max_area)
+                    object_score_logits: torch.Tensor, is_mask_from_pts: bool, *, max_area: int,
+                    low_res: tuple[int, int]):
+    side, low_res_area = low_res
+    if tuple(pred_masks_high_res.shape[-2:]) == (side, side):  # the detector step's low-res masks
+        masks = fill_holes_and_remove_sprinkles(pred_masks_high_res[:, 0], low_res_area).unsqueeze(1)
+    else:
+        masks = clean_for_memory(tracker, pred_masks_high_res, max_area)
     return type(tracker)._encode_new_memory(tracker, current_vision_feats=current_vision_feats,
                                             pred_masks_high_res=masks, object_score_logits=object_score_logits,
                                             is_mask_from_pts=is_mask_from_pts)
