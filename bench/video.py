@@ -12,7 +12,9 @@ and along two paths: ``batched`` (all objects of a frame in grouped passes, the 
 Figures are the best of ``--repeats`` interleaved runs of ``--frames`` frames (the first frame, the prompted one, is
 not timed): wall-clock ms and fps, and the process's CPU time per frame (all threads; steadier than wall time on a
 shared machine). Ratios compare like with like within one run: ``slowdown_vs_first`` against the first object
-count of the same mode and path, ``speedup_vs_per_object`` of the batched path against the per-object one.
+count of the same mode and path, ``speedup_vs_per_object`` of the batched path against the per-object one, and
+``flop_ratio_vs_first``: the same comparison in floating-point operations per frame (torch's ``FlopCounterMode``
+on one more frame), the cost the network's arithmetic alone sets.
 
     python -m bench.video                                  # tiny random SAM 3 on CPU
     python -m bench.video --spec mid --frames 6            # the mid-size CPU model of bench/engine.py
@@ -93,6 +95,26 @@ def time_session(engine: VideoEngine, frames: np.ndarray, objects: int, with_phr
     return {"wall": elapsed / max(timed, 1), "cpu": cpu / max(timed, 1), "held": held}
 
 
+def count_flops(engine: VideoEngine, frames: np.ndarray, objects: int, with_phrase: bool) -> float:
+    """Floating-point operations of one propagated frame (frame 3, or the last of a shorter clip), as torch's
+    ``FlopCounterMode`` counts them (matrix products and convolutions; element-wise work counts nothing)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    session = engine.start_session(frames[:4])
+    if with_phrase:
+        engine.add_text_prompts(session, ["object"])
+    for point in click_grid(objects, *frames.shape[1:3]):
+        engine.add_points(session, 0, [point])
+    stream = engine.propagate(session, 0)
+    for _ in range(min(len(frames), 4) - 1):
+        next(stream)
+    with FlopCounterMode(display=False) as counter:
+        next(stream)
+    stream.close()
+    engine.close_session(session)
+    return float(counter.get_total_flops())
+
+
 def bench(engines: dict[str, VideoEngine], frames: np.ndarray, object_counts: list[int], modes: list[str],
           repeats: int) -> list[dict]:
     """Best-of-``repeats`` seconds per frame for every (mode, path, objects); repeats are interleaved so a burst
@@ -113,7 +135,9 @@ def bench(engines: dict[str, VideoEngine], frames: np.ndarray, object_counts: li
                                                           object_counts.index(c[2]))):
         samples = runs[(mode, path, objects)]
         seconds = min(s["wall"] for s in samples)
-        rows.append({"mode": mode, "path": path, "objects": objects, "ms_per_frame": round(1000 * seconds, 2),
+        flops = count_flops(engines[path], frames, objects, mode == "detect+track")
+        rows.append({"mode": mode, "path": path, "objects": objects, "gflop_per_frame": round(flops / 1e9, 4),
+                     "ms_per_frame": round(1000 * seconds, 2),
                      "ms_per_frame_median": round(1000 * statistics.median(s["wall"] for s in samples), 2),
                      "cpu_ms_per_frame": round(1000 * min(s["cpu"] for s in samples), 2),
                      "fps": round(1.0 / seconds, 3), "session_held_mb": round(samples[-1]["held"] / 2**20, 3)})
@@ -121,14 +145,17 @@ def bench(engines: dict[str, VideoEngine], frames: np.ndarray, object_counts: li
         base = _row(rows, row["mode"], row["path"], object_counts[0])
         row["slowdown_vs_first"] = round(row["ms_per_frame"] / base["ms_per_frame"], 3)
         row["cpu_slowdown_vs_first"] = round(row["cpu_ms_per_frame"] / base["cpu_ms_per_frame"], 3)
+        row["flop_ratio_vs_first"] = round(row["gflop_per_frame"] / max(base["gflop_per_frame"], 1e-12), 3)
         other = _row(rows, row["mode"], "per-object", row["objects"])
         if row["path"] == "batched" and other is not None:
             row["speedup_vs_per_object"] = round(other["ms_per_frame"] / row["ms_per_frame"], 3)
             row["cpu_speedup_vs_per_object"] = round(other["cpu_ms_per_frame"] / row["cpu_ms_per_frame"], 3)
     for row in rows:
-        logger.info("%-13s %-10s %3d objects: %8.1f ms/frame %7.2f fps  x%-6.2f vs first  cpu %8.1f ms  x%-6.2f  %s",
+        logger.info("%-13s %-10s %3d objects: %8.1f ms/frame %7.2f fps  x%-6.2f vs first  cpu %8.1f ms  x%-6.2f  "
+                    "%.3f GFLOP x%-5.2f %s",
                     row["mode"], row["path"], row["objects"], row["ms_per_frame"], row["fps"],
                     row["slowdown_vs_first"], row["cpu_ms_per_frame"], row["cpu_slowdown_vs_first"],
+                    row["gflop_per_frame"], row["flop_ratio_vs_first"],
                     f"batched x{row['speedup_vs_per_object']:.2f} faster" if "speedup_vs_per_object" in row else "")
     return rows
 
@@ -155,16 +182,20 @@ def build_engines(args: argparse.Namespace, model: str, folder: Path) -> dict[st
 
 
 def summary(rows: list[dict], model: str, mode: str) -> str:
-    """A text table: fps of both paths per object count and their ratios (wall and CPU time)."""
+    """A text table: fps of both paths per object count, their ratios (wall and CPU time), and the batched
+    path's cost against its first object count in time and in counted FLOPs (what the arithmetic alone would
+    give if every operation ran equally fast)."""
     lines = [f"{model} / {mode}: fps by object count",
-             f"{'objects':>8} {'batched fps':>12} {'per-object fps':>15} {'ratio (wall)':>13} {'ratio (cpu)':>12}"]
+             f"{'objects':>8} {'batched fps':>12} {'per-object fps':>15} {'ratio (wall)':>13} {'ratio (cpu)':>12} "
+             f"{'time vs first':>14} {'FLOPs vs first':>15}"]
     for row in rows:
         if row["model"] != model or row["mode"] != mode or row["path"] != "batched":
             continue
         other = _row([r for r in rows if r["model"] == model], mode, "per-object", row["objects"])
         lines.append(f"{row['objects']:>8} {row['fps']:>12.2f} {other['fps'] if other else float('nan'):>15.2f} "
                      f"{row.get('speedup_vs_per_object', float('nan')):>13.2f} "
-                     f"{row.get('cpu_speedup_vs_per_object', float('nan')):>12.2f}")
+                     f"{row.get('cpu_speedup_vs_per_object', float('nan')):>12.2f} "
+                     f"{row['slowdown_vs_first']:>14.2f} {row['flop_ratio_vs_first']:>15.2f}")
     return "\n".join(lines)
 
 

@@ -17,5 +17,8 @@ def test_video_benchmark_runs(tmp_path):
     assert [(r["mode"], r["path"], r["objects"]) for r in report["rows"]] == [
         (mode, path, n) for mode in ("track", "detect+track") for path in ("batched", "per-object") for n in (1, 2)]
     assert all(r["fps"] > 0 and r["slowdown_vs_first"] > 0 and r["cpu_ms_per_frame"] > 0 for r in report["rows"])
+    assert all(r["gflop_per_frame"] > 0 for r in report["rows"])
+    flops = {(r["mode"], r["path"], r["objects"]): r["gflop_per_frame"] for r in report["rows"]}
+    assert flops[("track", "batched", 2)] > flops[("track", "batched", 1)]  # a second object adds arithmetic
     assert all(r["speedup_vs_per_object"] > 0 for r in report["rows"] if r["path"] == "batched")
     assert torch.equal(torch.random.get_rng_state(), rng_before)  # seeded in a forked RNG
