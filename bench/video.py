@@ -31,6 +31,7 @@ clean-up after them depends on the masks, which random weights make unlike real 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -199,12 +200,60 @@ def summary(rows: list[dict], model: str, mode: str) -> str:
     return "\n".join(lines)
 
 
+def full_size_flops(objects: list[int]) -> dict:
+    """FLOPs per frame of the released architecture when tracking N objects, counted on meta tensors (nothing
+    is computed, so this runs anywhere in seconds): the image backbone with the tracker's neck once per frame,
+    and per object the memory attention over a full memory window (``num_maskmem`` frames and the object
+    pointers), the mask decoder and the memory encoder."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import Sam3VideoModel
+    from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
+
+    from sam3_core.video import batched
+
+    def count(step) -> float:
+        with FlopCounterMode(display=False) as counter, torch.inference_mode():
+            step()
+        return float(counter.get_total_flops())
+
+    with torch.device("meta"):
+        model = Sam3VideoModel(full_size_config()).eval()
+    tracker = model.tracker_model
+    (height, width), channels, mem = tracker.backbone_feature_sizes[-1], tracker.hidden_dim, tracker.mem_dim
+    tokens, pointers = height * width, tracker.config.max_object_pointers_in_encoder * (channels // mem)
+    meta = functools.partial(torch.empty, device="meta")
+    pixels = meta(1, 3, tracker.image_size, tracker.image_size)
+    image = count(lambda: model.get_vision_features_for_tracker(vision_embeds=Sam3VisionEncoderOutput(
+        last_hidden_state=model.detector_model.vision_encoder.backbone(pixels).last_hidden_state)))
+    memory = meta(tracker.num_maskmem * tokens + pointers, 1, mem)
+    side = 4 * tracker.prompt_encoder.mask_input_size[0]
+    per_object = (
+        count(lambda: batched.memory_attention(tracker.memory_attention, meta(tokens, 1, channels),
+                                               meta(tokens, 1, channels), memory, memory, pointers))
+        + count(lambda: batched.decode_masks(tracker, meta(1, channels, height, width),
+                                             [meta(1, channels // 8, 4 * height, 4 * width),
+                                              meta(1, channels // 4, 2 * height, 2 * width)], True, high_res=False))
+        + count(lambda: tracker.memory_encoder(meta(1, channels, height, width), meta(1, 1, side, side))))
+    rows = [{"objects": n, "gflop_per_frame": round((image + n * per_object) / 1e9, 1),
+             "flop_ratio_vs_first": round((image + n * per_object) / (image + objects[0] * per_object), 3)}
+            for n in objects]
+    logger.info("released architecture: %.1f GFLOP per frame for the image backbone + tracker neck, %.1f GFLOP "
+                "per tracked object", image / 1e9, per_object / 1e9)
+    for row in rows:
+        logger.info("%4d objects: %9.1f GFLOP per frame, x%.2f vs %d", row["objects"], row["gflop_per_frame"],
+                    row["flop_ratio_vs_first"], objects[0])
+    return {"image_gflop": round(image / 1e9, 1), "per_object_gflop": round(per_object / 1e9, 1), "rows": rows}
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark with command-line ``argv``; writes and returns the report."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spec", nargs="+", choices=["tiny", "mid"], default=["tiny"],
                         help="CPU model size(s), benchmarked one after the other in this run")
     parser.add_argument("--full-size", action="store_true", help="the released architecture (use with a GPU)")
+    parser.add_argument("--full-size-flops", action="store_true",
+                        help="only count the released architecture's FLOPs per frame by object count (no weights, "
+                             "no timing; seconds on any machine)")
     parser.add_argument("--device", default=None, help="cpu, cuda (default: cuda if available)")
     parser.add_argument("--dtype", default=None, help="bf16 / fp32 (default: bf16 on GPU, fp32 on CPU)")
     parser.add_argument("--objects", type=int, nargs="+", default=[1, 4, 16, 64])
@@ -219,6 +268,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--size", type=int, nargs=2, default=[240, 320], metavar=("H", "W"), help="video frame size")
     parser.add_argument("--out", default="bench/results/video.json")
     args = parser.parse_args(argv)
+    if args.full_size_flops:
+        return full_size_flops(args.objects)
     models = ["full-size"] if args.full_size else list(dict.fromkeys(args.spec))
     if len(args.frames) not in (1, len(models)):
         parser.error(f"--frames takes one value or one per model ({len(models)}), got {len(args.frames)}")

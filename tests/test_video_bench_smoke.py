@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from conftest import load_bench
 
@@ -22,3 +23,13 @@ def test_video_benchmark_runs(tmp_path):
     assert flops[("track", "batched", 2)] > flops[("track", "batched", 1)]  # a second object adds arithmetic
     assert all(r["speedup_vs_per_object"] > 0 for r in report["rows"] if r["path"] == "batched")
     assert torch.equal(torch.random.get_rng_state(), rng_before)  # seeded in a forked RNG
+
+
+def test_full_size_flop_count_runs_on_meta_tensors():
+    """The released architecture's FLOPs by object count, counted without weights or compute."""
+    report = load_bench("video").main(["--full-size-flops", "--objects", "1", "16"])
+    assert report["image_gflop"] > 1000 and report["per_object_gflop"] > 100  # TFLOP-scale backbone, heavy tracker
+    one, sixteen = report["rows"]
+    expected = report["image_gflop"] + 16 * report["per_object_gflop"]
+    assert sixteen["gflop_per_frame"] == pytest.approx(expected, rel=1e-3)
+    assert sixteen["flop_ratio_vs_first"] == pytest.approx(expected / one["gflop_per_frame"], rel=1e-3)
