@@ -129,3 +129,18 @@ def test_ids_never_name_a_path_outside_the_clip_folder(tmp_path):
         assert outside.is_dir()
     finally:
         store.close()
+
+
+def test_a_clip_alone_over_the_size_limit_is_refused(tmp_path):
+    store = ChatStore(str(tmp_path / "state.sqlite"))
+    root = tmp_path / "clips"
+    saver = InMemorySaver()
+    retention = Retention(store, saver, 3600.0, 200, 60.0, clip_root=root)  # the frames alone take 300 bytes
+    chats = ClipChats(2, 60.0, StoredClips(store, retention, build_graph(saver), root))
+    try:
+        with pytest.raises(ApiError) as refused:
+            asyncio.run(chats.add("a.mp4", *_upload(tmp_path / "up")))
+        assert refused.value.status == 413 and refused.value.code == "clip_over_retention_limit"
+        assert len(chats) == 0 and not any(root.iterdir())  # retention took the row and the folder
+    finally:
+        store.close()

@@ -46,7 +46,7 @@ ClipConversationId = Annotated[str, Path(description="a clip conversation's id (
 _TEXT = {400: "unreadable video", 404: "unknown or expired clip conversation",
          409: "the conversation is answering another message",
          410: "the conversation's clip was removed from the server (its transcript is still readable)",
-         413: "clip over the size, pixel or duration limit",
+         413: "clip over the size, pixel or duration limit, or alone over the stored conversations' size limit",
          415: "not multipart", 422: "the body does not match the schema, or max_frames is over the server's cap",
          429: "every kept clip conversation is busy", 503: "video or the LLM is not available",
          504: "ran past the video timeout"}
@@ -104,7 +104,6 @@ async def _answer(request: Request, conversation: ClipConversation, message: str
                   sink: EventSink | None) -> dict[str, Any]:
     """One message on the conversation's thread; the answer document with ``query`` and ``turn_index``."""
     rt, chats = runtime(request), request.app.state.clip_chats
-    conversation.require_clip()
     store = conversation.next_store()
     conversation.store = store  # a failed message may still have added masklets to the thread
     query = compose_query(message, conversation.turns, rt.settings.chat_history_turns, medium="clip")

@@ -152,6 +152,11 @@ class ClipChats:
         self._conversations[conversation.id] = conversation
         if self.stored is not None:
             await self.stored.retention.after_write(None)
+            if await self.stored.store.aclip(conversation_id) is None:  # the newest goes last: alone over the limit
+                self._conversations.pop(conversation_id, None)
+                raise ApiError(413, f"the clip takes more space than this server keeps for conversations "
+                                    f"({self.stored.retention.max_bytes} bytes); send a shorter clip or fewer "
+                                    "max_frames", "clip_over_retention_limit")
         return conversation
 
     async def _store_new(self, conversation_id: str, name: str, folder: Path,

@@ -181,8 +181,9 @@ async def _open_state(rt: Runtime, stack: contextlib.AsyncExitStack) -> None:
         return
     stack.callback(rt.chat.close)
     rt.graph = build_graph(saver)
+    clip_root = clip_root_for(path) if path and path != ":memory:" else None  # clips of stored conversations
     rt.retention = Retention(rt.chat, saver, rt.settings.retention_max_age_s, rt.settings.retention_max_bytes,
-                             rt.settings.retention_sweep_s, clip_root=clip_root_for(path) if path else None)
+                             rt.settings.retention_sweep_s, clip_root=clip_root)
 
 
 def _clip_chats(rt: Runtime) -> ClipChats:
