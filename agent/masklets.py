@@ -72,6 +72,27 @@ class Track:
         """Frames ``[0, covered_until)`` have been tracked."""
         return num_frames if self.next_frame is None else self.next_frame
 
+    def to_json(self) -> dict[str, Any]:
+        """The track as plain JSON (frame keys as strings); the engine session is left out: it ends with the query."""
+        frames = {str(i): {"rle": m.rle, "box": list(m.box), "area": m.area} for i, m in self.frames.items()}
+        return {"phrase": self.phrase, "score": self.score, "object_id": self.object_id,
+                "next_frame": self.next_frame, "frames": frames}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Track:
+        """A track from :meth:`to_json` (no session: it is never extended). KeyError/TypeError/ValueError when
+        ``data`` is not one."""
+        frames = {}
+        for index, mask in data["frames"].items():
+            x1, y1, x2, y2 = (float(v) for v in mask["box"])
+            rle = {"size": [int(v) for v in mask["rle"]["size"]], "counts": mask["rle"]["counts"]}
+            if not isinstance(rle["counts"], (str, list)):
+                raise TypeError(f"frame {index}: RLE counts must be a string or a list")
+            frames[int(index)] = FrameMask(rle, (x1, y1, x2, y2), int(mask["area"]))
+        next_frame = data["next_frame"]
+        return cls(data["phrase"] if data["phrase"] is None else str(data["phrase"]), float(data["score"]), frames,
+                   None, int(data["object_id"]), None if next_frame is None else int(next_frame))
+
 
 class MaskletRecord(TypedDict):
     """A masklet as the graph state keeps it (plain JSON; the masks stay in the :class:`MaskletStore`).
@@ -140,6 +161,18 @@ class MaskletStore:
         store = MaskletStore()
         with self._lock:
             store._tracks = {i: dataclasses.replace(t, session_id=None) for i, t in self._tracks.items()}
+        return store
+
+    def to_json(self) -> dict[str, Any]:
+        """The tracks as plain JSON, ``{"<masklet id>": track}`` (sessions are not saved)."""
+        with self._lock:
+            return {str(i): t.to_json() for i, t in self._tracks.items()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MaskletStore:
+        """An open store with the tracks of :meth:`to_json` (as :meth:`carried`: none can be extended)."""
+        store = cls()
+        store._tracks = {int(i): Track.from_json(t) for i, t in data.items()}
         return store
 
     def open_session(self, engine: VideoEngine, video: Any) -> str:

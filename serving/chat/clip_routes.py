@@ -1,6 +1,7 @@
 """Chat about a video clip: a conversation whose messages the video agent answers on one thread.
 
-Routes (with ``--video`` and an LLM; the conversations are in memory, :mod:`serving.chat.clips`):
+Routes (with ``--video`` and an LLM; the conversations are kept in memory and, when the server has a state
+file, in it too, so they survive a restart: :mod:`serving.chat.clips`):
 
 * ``POST /v1/chat/clips``: multipart, the file part ``video`` and optional parameters (``max_frames``, as a
   JSON part ``params`` or a plain part). The clip is checked and sampled once (same bounds and statuses as
@@ -11,13 +12,14 @@ Routes (with ``--video`` and an LLM; the conversations are in memory, :mod:`serv
   keep their ids and are shown to the model, so "now only the one on the left" can pick among them. Events as
   ``/v1/video/agent`` (``progress``, ``tool_call``, ``tool_result``, ``retry``, then ``answer`` or ``error``);
   the answer also has ``turn_index`` and ``overlay_png`` (four keyframes with the chosen masklets drawn).
-  409 while the conversation answers another message.
-* ``GET /v1/chat/clips/{id}``: the clip and the transcript. ``DELETE /v1/chat/clips/{id}``: forget it (204).
+  409 while the conversation answers another message; 410 ``clip_gone`` when the stored clip's folder was removed.
+* ``GET /v1/chat/clips/{id}``: the clip and the transcript. ``DELETE /v1/chat/clips/{id}``: delete it, its
+  clip and its agent thread (204).
 """
 
 from __future__ import annotations
 
-import time
+import contextlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
@@ -42,7 +44,9 @@ ClipConversationId = Annotated[str, Path(description="a clip conversation's id (
 
 
 _TEXT = {400: "unreadable video", 404: "unknown or expired clip conversation",
-         409: "the conversation is answering another message", 413: "clip over the size, pixel or duration limit",
+         409: "the conversation is answering another message",
+         410: "the conversation's clip was removed from the server (its transcript is still readable)",
+         413: "clip over the size, pixel or duration limit, or alone over the stored conversations' size limit",
          415: "not multipart", 422: "the body does not match the schema, or max_frames is over the server's cap",
          429: "every kept clip conversation is busy", 503: "video or the LLM is not available",
          504: "ran past the video timeout"}
@@ -82,9 +86,9 @@ async def create_clip_conversation(request: Request) -> JSONResponse:
     return JSONResponse({"conversation_id": conversation.id, "clip": plan.to_json()}, status_code=201)
 
 
-@router.get("/{conversation_id}", responses=_errors(404, 503), summary="A clip conversation's transcript")
+@router.get("/{conversation_id}", responses=_errors(404, 429, 503), summary="A clip conversation's transcript")
 async def get_clip_conversation(conversation_id: ClipConversationId, request: Request) -> JSONResponse:
-    return JSONResponse(clip_chats(request).get(conversation_id).describe())
+    return JSONResponse((await clip_chats(request).find(conversation_id)).describe())
 
 
 @router.delete("/{conversation_id}", status_code=204, response_class=Response, responses=_errors(404, 503),
@@ -105,19 +109,24 @@ async def _answer(request: Request, conversation: ClipConversation, message: str
     query = compose_query(message, conversation.turns, rt.settings.chat_history_turns, medium="clip")
     job = VideoAgentJob(rt, conversation.plan, query, video_agent_settings(), overlay=True, graph=chats.graph,
                         thread_id=conversation.id, store=store, title=message)
-    answer = await with_timeout(job.run(sink), rt.settings.video_timeout_s, "the video agent query")
+    try:
+        answer = await with_timeout(job.run(sink), rt.settings.video_timeout_s, "the video agent query")
+    except BaseException:
+        with contextlib.suppress(Exception):  # the failure is what the client must hear about
+            await chats.save_tracks(conversation)
+        raise
     answer["query"] = message
-    answer["turn_index"] = len(conversation.turns)
-    conversation.turns.append({"index": answer["turn_index"], "message": message, "answer": answer})
-    conversation.last_used = time.monotonic()  # idle from the answer on, not from the question
+    await chats.record(conversation, message, answer)
     return answer
 
 
-@router.post("/{conversation_id}/messages", responses={**_errors(404, 409, 422, 503, 504), **VIDEO_AGENT_200},
+@router.post("/{conversation_id}/messages",
+             responses={**_errors(404, 409, 410, 422, 429, 503, 504), **VIDEO_AGENT_200},
              summary="Ask about the clip, or follow up on the last answer")
 async def send_clip_message(conversation_id: ClipConversationId, body: ChatMessage, request: Request) -> Any:
     """Answer the message with the video agent on the conversation's thread; ``stream`` as in ``/v1/video/agent``."""
-    conversation = clip_chats(request).get(conversation_id)
+    conversation = await clip_chats(request).find(conversation_id)
+    conversation.require_clip()
     if conversation.lock.locked():
         raise ApiError(409, "this conversation is answering another message; wait for its answer",
                        "conversation_busy")

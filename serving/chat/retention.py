@@ -1,22 +1,38 @@
 """Retention of stored conversations and agent threads: by age, by size, and on request.
 
 What a server keeps per thread: the chat image and transcript (:class:`~serving.chat.store.ChatStore`)
-and the agent's checkpoints (the LangGraph checkpointer). :class:`Retention` deletes both together:
-threads unused for ``max_age_s``, then the least recently used until the rest hold ``max_bytes``
-at most. It runs every ``every_s`` seconds and after each write that adds data; one sweep at a time.
+and the agent's checkpoints (the LangGraph checkpointer); for a clip conversation also its clip folder
+(under ``clip_root``, next to the state file). :class:`Retention` deletes them together: threads unused
+for ``max_age_s``, then the least recently used until the rest hold ``max_bytes`` at most (a clip
+folder's bytes count). It runs every ``every_s`` seconds and after each write that adds data; one sweep
+at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from serving.chat.store import ChatStore
 
 logger = logging.getLogger(__name__)
+
+#: Clip conversation ids as :class:`serving.chat.clips.ClipChats` makes them; only such names are folders.
+_CLIP_ID = re.compile(r"clip-[0-9a-f]{32}")
+
+
+def clip_folder(root: Path, conversation_id: str) -> Path:
+    """The folder of a clip conversation's clip under ``root``; ValueError for an id no clip could have (so a
+    hostile id never names a path outside ``root``)."""
+    if not _CLIP_ID.fullmatch(conversation_id):
+        raise ValueError(f"{conversation_id!r} is not a clip conversation id")
+    return root / conversation_id
 
 
 @dataclass
@@ -28,10 +44,15 @@ class Retention:
     max_age_s: float
     max_bytes: int
     every_s: float
+    #: Where clip conversations keep their clips (None: clip conversations are not stored).
+    clip_root: Path | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def forget(self, thread_id: str) -> bool:
         """Delete one conversation or agent thread everywhere; False when nothing was stored under it."""
+        if self.clip_root is not None and _CLIP_ID.fullmatch(thread_id) and await self.store.aclip(thread_id):
+            # The folder first: a row without its folder is answered "clip gone"; a folder without a row is litter.
+            await asyncio.to_thread(shutil.rmtree, clip_folder(self.clip_root, thread_id), True)
         found = await self.store.adelete(thread_id)
         if self.checkpointer is not None:
             config = {"configurable": {"thread_id": thread_id}}

@@ -10,6 +10,10 @@ Calls are synchronous and short; the async wrappers run them in a worker thread.
 taken inside a write transaction, so several server processes may share one file. ``state_threads``
 records when each conversation or agent thread was last used, for retention
 (:mod:`serving.chat.retention`); :meth:`ChatStore.probe` tells readiness whether the file still works.
+
+Clip conversations (:mod:`serving.chat.clips`) have tables of their own: the clip's plan, the masklet
+tracks of the thread (JSON, replaced with every turn) and the transcript; the clip's sampled frames stay
+in a folder next to the database, whose size is stored with the row so retention counts it.
 """
 
 from __future__ import annotations
@@ -41,11 +45,22 @@ CREATE TABLE IF NOT EXISTS chat_turns (
     PRIMARY KEY (conversation_id, idx)
 );
 CREATE TABLE IF NOT EXISTS state_threads (thread_id TEXT PRIMARY KEY, last_used REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS clip_conversations (
+    id TEXT PRIMARY KEY, created REAL NOT NULL, name TEXT NOT NULL, plan_json TEXT NOT NULL,
+    folder_bytes INTEGER NOT NULL, masklets_json TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS clip_turns (
+    conversation_id TEXT NOT NULL REFERENCES clip_conversations(id), idx INTEGER NOT NULL,
+    created REAL NOT NULL, message TEXT NOT NULL, answer_json TEXT NOT NULL,
+    PRIMARY KEY (conversation_id, idx)
+);
 """
 #: Bytes each stored thread holds, by table: (table, id column, size expression). The checkpoint tables are
 #: LangGraph's SQLite checkpointer's, present when it shares the file.
 _SIZES = (("chat_conversations", "id", "LENGTH(image_png)"),
           ("chat_turns", "conversation_id", "LENGTH(message) + LENGTH(answer_json)"),
+          ("clip_conversations", "id", "LENGTH(plan_json) + LENGTH(masklets_json) + folder_bytes"),
+          ("clip_turns", "conversation_id", "LENGTH(message) + LENGTH(answer_json)"),
           ("checkpoints", "thread_id", "LENGTH(checkpoint) + LENGTH(metadata)"),
           ("writes", "thread_id", "LENGTH(value)"))
 
@@ -56,6 +71,18 @@ class Conversation:
     created: float
     width: int
     height: int
+
+
+@dataclass(frozen=True)
+class ClipRow:
+    """A stored clip conversation: ``plan`` is the clip plan as JSON (its video relative to the clip folder),
+    ``folder_bytes`` what the clip folder holds on disk (counted by retention's size limit)."""
+
+    id: str
+    created: float
+    name: str
+    plan: dict[str, Any]
+    folder_bytes: int
 
 
 class ChatStore:
@@ -139,12 +166,25 @@ class ChatStore:
         The index is read and the turn written in one write transaction, so servers (processes) sharing
         the file never number two turns alike.
         """
+        index = self._append_turn("chat_turns", conversation_id, message, answer)
+        assert index is not None
+        return index
+
+    def _append_turn(self, table: str, conversation_id: str, message: str, answer: dict[str, Any],
+                     masklets: dict[str, Any] | None = None) -> int | None:
+        """Append a turn to ``table`` in one write transaction (and, for a clip, its masklet tracks); the index,
+        or None when ``masklets`` is given and the clip conversation is gone."""
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                (index,) = self._conn.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM chat_turns "
+                if masklets is not None and not self._conn.execute(
+                        "UPDATE clip_conversations SET masklets_json = ? WHERE id = ?",
+                        (json.dumps(masklets), conversation_id)).rowcount:
+                    self._conn.execute("ROLLBACK")
+                    return None
+                (index,) = self._conn.execute(f"SELECT COALESCE(MAX(idx) + 1, 0) FROM {table} "
                                               "WHERE conversation_id = ?", (conversation_id,)).fetchone()
-                self._conn.execute("INSERT INTO chat_turns VALUES (?, ?, ?, ?, ?)",
+                self._conn.execute(f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?)",
                                    (conversation_id, index, time.time(), message, json.dumps(answer)))
                 self._touch(conversation_id)
                 self._conn.execute("COMMIT")
@@ -152,6 +192,47 @@ class ChatStore:
                 self._conn.execute("ROLLBACK")
                 raise
         return int(index)
+
+    # -- clip conversations (the clip itself is a folder next to the database, see serving.chat.clips) ---------
+
+    def create_clip(self, conversation_id: str, name: str, plan: dict[str, Any], folder_bytes: int) -> float:
+        """Store a new clip conversation (no masklets, no turns yet); returns its creation time."""
+        created = time.time()
+        with self._lock:
+            self._conn.execute("INSERT INTO clip_conversations VALUES (?, ?, ?, ?, ?, '{}')",
+                               (conversation_id, created, name, json.dumps(plan), int(folder_bytes)))
+            self._touch(conversation_id)
+        return created
+
+    def clip(self, conversation_id: str) -> ClipRow | None:
+        """The clip conversation (without its masklets and turns), or None."""
+        with self._lock:
+            row = self._conn.execute("SELECT id, created, name, plan_json, folder_bytes FROM clip_conversations "
+                                     "WHERE id = ?", (conversation_id,)).fetchone()
+        return ClipRow(row[0], row[1], row[2], json.loads(row[3]), row[4]) if row else None
+
+    def clip_masklets(self, conversation_id: str) -> dict[str, Any] | None:
+        """The masklet tracks saved with the conversation's last message (``MaskletStore.to_json``), or None."""
+        with self._lock:
+            row = self._conn.execute("SELECT masklets_json FROM clip_conversations WHERE id = ?",
+                                     (conversation_id,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def save_clip_masklets(self, conversation_id: str, masklets: dict[str, Any]) -> bool:
+        """Replace the conversation's masklet tracks; False when it is gone."""
+        with self._lock:
+            return bool(self._conn.execute("UPDATE clip_conversations SET masklets_json = ? WHERE id = ?",
+                                           (json.dumps(masklets), conversation_id)).rowcount)
+
+    def add_clip_turn(self, conversation_id: str, message: str, answer: dict[str, Any],
+                      masklets: dict[str, Any]) -> int | None:
+        """Append a turn and save the masklet tracks with it (one transaction); its index, or None when the
+        conversation was deleted meanwhile."""
+        return self._append_turn("clip_turns", conversation_id, message, answer, masklets)
+
+    def clip_turns(self, conversation_id: str) -> list[dict[str, Any]]:
+        """Every turn of a clip conversation, oldest first: ``{"index", "message", "answer"}``."""
+        return self._read_turns("clip_turns", conversation_id)
 
     # -- retention -----------------------------------------------------------------------------------
 
@@ -164,13 +245,15 @@ class ChatStore:
             self._touch(thread_id)
 
     def delete(self, thread_id: str) -> bool:
-        """Forget a conversation (image and turns) and the thread's bookkeeping; False if none was stored.
-        The caller deletes the thread's checkpoints (the checkpointer owns them)."""
+        """Forget a conversation (image or clip, and its turns) and the thread's bookkeeping; False if none was
+        stored. The caller deletes the thread's checkpoints (the checkpointer owns them) and a clip's folder."""
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                self._conn.execute("DELETE FROM chat_turns WHERE conversation_id = ?", (thread_id,))
-                found = self._conn.execute("DELETE FROM chat_conversations WHERE id = ?", (thread_id,)).rowcount
+                found = 0
+                for table, column in (("chat_turns", "conversation_id"), ("chat_conversations", "id"),
+                                      ("clip_turns", "conversation_id"), ("clip_conversations", "id")):
+                    found += self._conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (thread_id,)).rowcount
                 found += self._conn.execute("DELETE FROM state_threads WHERE thread_id = ?", (thread_id,)).rowcount
                 self._conn.execute("COMMIT")
             except BaseException:
@@ -236,8 +319,11 @@ class ChatStore:
 
     def turns(self, conversation_id: str) -> list[dict[str, Any]]:
         """Every turn, oldest first: ``{"index", "message", "answer"}``."""
+        return self._read_turns("chat_turns", conversation_id)
+
+    def _read_turns(self, table: str, conversation_id: str) -> list[dict[str, Any]]:
         with self._lock:
-            rows = self._conn.execute("SELECT idx, message, answer_json FROM chat_turns WHERE conversation_id = ? "
+            rows = self._conn.execute(f"SELECT idx, message, answer_json FROM {table} WHERE conversation_id = ? "
                                       "ORDER BY idx", (conversation_id,)).fetchall()
         return [{"index": idx, "message": message, "answer": json.loads(answer)} for idx, message, answer in rows]
 
@@ -257,6 +343,18 @@ class ChatStore:
 
     async def aturns(self, conversation_id: str) -> list[dict[str, Any]]:
         return await asyncio.to_thread(self.turns, conversation_id)
+
+    async def acreate_clip(self, conversation_id: str, name: str, plan: dict[str, Any], folder_bytes: int) -> float:
+        return await asyncio.to_thread(self.create_clip, conversation_id, name, plan, folder_bytes)
+
+    async def aclip(self, conversation_id: str) -> ClipRow | None:
+        return await asyncio.to_thread(self.clip, conversation_id)
+
+    async def aclip_masklets(self, conversation_id: str) -> dict[str, Any] | None:
+        return await asyncio.to_thread(self.clip_masklets, conversation_id)
+
+    async def aclip_turns(self, conversation_id: str) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.clip_turns, conversation_id)
 
     async def atouch(self, thread_id: str) -> None:
         await asyncio.to_thread(self.touch, thread_id)

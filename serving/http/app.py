@@ -56,7 +56,7 @@ from sam3_core.loading import image_models_from_video
 from sam3_core.video import VideoEngine, VideoOptions
 from serving.chat import clip_routes as clip_chat
 from serving.chat import routes as chat
-from serving.chat.clips import ClipChats
+from serving.chat.clips import ClipChats, StoredClips, clip_root_for
 from serving.chat.retention import Retention
 from serving.chat.store import ChatStore
 from serving.config import ServeSettings
@@ -181,8 +181,20 @@ async def _open_state(rt: Runtime, stack: contextlib.AsyncExitStack) -> None:
         return
     stack.callback(rt.chat.close)
     rt.graph = build_graph(saver)
+    clip_root = clip_root_for(path) if path and path != ":memory:" else None  # clips of stored conversations
     rt.retention = Retention(rt.chat, saver, rt.settings.retention_max_age_s, rt.settings.retention_max_bytes,
-                             rt.settings.retention_sweep_s)
+                             rt.settings.retention_sweep_s, clip_root=clip_root)
+
+
+def _clip_chats(rt: Runtime) -> ClipChats:
+    """Clip conversations stored in the state file (next to it, their clips) when there is one that works; else
+    in memory only."""
+    settings, stored = rt.settings, None
+    if rt.retention is not None and rt.retention.clip_root is not None and rt.graph is not None:
+        stored = StoredClips(rt.retention.store, rt.retention, rt.graph, rt.retention.clip_root)
+    elif settings.state_db is not None:
+        logger.warning("clip conversations are kept in memory only: the state database cannot be used")
+    return ClipChats(settings.chat_max_clips, settings.video_idle_timeout_s, stored)
 
 
 def _lifespan(factories: dict[str, Callable[[], Any]]) -> Lifespan:
@@ -194,6 +206,7 @@ def _lifespan(factories: dict[str, Callable[[], Any]]) -> Lifespan:
         rt: Runtime = app.state.runtime
         async with contextlib.AsyncExitStack() as stack:
             await _open_state(rt, stack)
+            app.state.clip_chats = _clip_chats(rt)
             if rt.settings.llm is not None:  # shared by all queries: pooled connections, or a model loaded once
                 rt.llm = await stack.enter_async_context(LLMClient(rt.settings.llm))
             rt.video_slots = asyncio.Semaphore(rt.settings.video_max_sessions)
@@ -321,7 +334,6 @@ def create_app(settings: ServeSettings | None = None, *, engine: Sam3Engine | No
     app.state.runtime = rt
     install_error_handlers(app)
     _install_service_routes(app)
-    app.state.clip_chats = ClipChats(settings.chat_max_clips, settings.video_idle_timeout_s)
     for module in (http_segment, http_agent, clip_chat, chat, http_video, http_video_agent):
         app.include_router(module.router)
     if settings.chat_page:
