@@ -35,7 +35,8 @@ class ServeSettings:
         chat_page: serve the chat page at ``/chat``.
         chat_history_turns: earlier turns of a conversation quoted to the agent with a follow-up.
         chat_max_clips: clip conversations kept in memory at once (the least recently used idle one makes room;
-            they also end after ``video_idle_timeout_s`` unused).
+            one unused for ``video_idle_timeout_s`` leaves memory too). With a state file that only unloads it (it
+            is read back on its next use); without one it ends the conversation.
         video: also serve videos (``/v1/video/*``). With the default loaders the image engine is then
             built from the video model's modules, so the weights are loaded once.
         video_max_sessions: video sessions open at once (``POST /v1/video/sessions`` beyond it gets
