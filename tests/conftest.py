@@ -53,6 +53,24 @@ def engine(tiny_checkpoint):
         yield eng
 
 
+@pytest.fixture(scope="module")
+def video_engine(tmp_path_factory):
+    """A tiny random SAM 3 video engine (thresholds low enough for random weights to find objects), one per
+    test module; a module defines its own to change it."""
+    from http_helpers import tiny_video_engine
+
+    with tiny_video_engine(tmp_path_factory.mktemp("tiny_sam3_video")) as engine:
+        yield engine
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    """A 6-frame mp4 of moving shapes (``video_fixtures.moving_shapes``), written once per test module."""
+    from video_fixtures import moving_shapes, write_mp4
+
+    return write_mp4(moving_shapes(6), tmp_path_factory.mktemp("clips") / "clip.mp4", gop=5)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

@@ -11,25 +11,13 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from http_helpers import client_of, serve, tiny_video_engine, wait_for
+from http_helpers import client_of, serve, wait_for
 from test_chat_clip_thread import _message, thread_responder
 from test_video_agent_http import call, llm_config
-from video_fixtures import moving_shapes, write_mp4
 
 from agent.testing import ScriptedLLM, message_texts
 
 FRAMES = 6
-
-
-@pytest.fixture(scope="module")
-def video_engine(tmp_path_factory):
-    with tiny_video_engine(tmp_path_factory.mktemp("tiny_sam3_video"), max_sessions=2) as eng:
-        yield eng
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    return write_mp4(moving_shapes(FRAMES), tmp_path_factory.mktemp("clips") / "clip.mp4", gop=5)
 
 
 def _create(client, clip: Path, max_frames: int) -> str:

@@ -10,27 +10,16 @@ import json
 import re
 
 import pytest
-from http_helpers import client_of, serve, sse_events, tiny_video_engine
+from http_helpers import client_of, serve, sse_events
 from PIL import Image
 from test_video_agent_http import call, llm_config
-from video_fixtures import HEIGHT, WIDTH, moving_shapes, write_mp4
+from video_fixtures import HEIGHT, WIDTH
 
 from agent.testing import Reply, ScriptedLLM, message_texts
 from sam3_core.postprocess import rle_to_mask
 
 FRAMES = 6
 EARLIER = "Masklets found for an earlier query on this video are still available"
-
-
-@pytest.fixture(scope="module")
-def video_engine(tmp_path_factory):
-    with tiny_video_engine(tmp_path_factory.mktemp("tiny_sam3_video"), max_sessions=2) as eng:
-        yield eng
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    return write_mp4(moving_shapes(FRAMES), tmp_path_factory.mktemp("clips") / "clip.mp4", gop=5)
 
 
 def thread_responder(phrase: str = "disc"):

@@ -13,8 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import http_api_fixtures
 import httpx
 import numpy as np
-import pytest
-from http_helpers import assert_instances_close, b64, decode_png, serve, sse_events, tiny_video_engine
+from http_helpers import assert_instances_close, b64, decode_png, serve, sse_events
 
 from sam3_core.postprocess import rle_to_mask
 
@@ -128,12 +127,6 @@ def test_metrics_count_requests_latency_queue_and_cache(api, image_png):
 
 
 # ------------------------------------------------------------------------------------------- video
-
-
-@pytest.fixture(scope="module")
-def video_engine(tmp_path_factory):
-    with tiny_video_engine(tmp_path_factory.mktemp("tiny_sam3_video")) as eng:
-        yield eng
 
 
 def test_video_track_as_json_and_as_a_stream(engine, video_engine, tmp_path, api):

@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 import numpy as np
-import pytest
 from conftest import random_image
 from http_helpers import (
     AGENT,
@@ -29,9 +28,8 @@ from http_helpers import (
     png_of,
     serve,
     sse_events,
-    tiny_video_engine,
 )
-from video_fixtures import HEIGHT, WIDTH, moving_shapes, write_mp4
+from video_fixtures import HEIGHT, WIDTH
 
 from sam3_core.postprocess import rle_to_mask
 from serving.config import ServeSettings
@@ -39,17 +37,6 @@ from serving.http.app import create_app
 from serving.http.server import BackgroundServer
 
 SESSIONS = "/v1/video/sessions"
-
-
-@pytest.fixture(scope="module")
-def video_engine(tmp_path_factory):
-    with tiny_video_engine(tmp_path_factory.mktemp("tiny_sam3_video")) as eng:
-        yield eng
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory) -> Path:
-    return write_mp4(moving_shapes(6), tmp_path_factory.mktemp("clips") / "clip.mp4", gop=5)
 
 
 def upload(clip: Path) -> dict[str, Any]:

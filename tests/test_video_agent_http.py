@@ -10,9 +10,8 @@ import json
 import re
 from pathlib import Path
 
-import pytest
-from http_helpers import client_of, serve, sse_events, tiny_video_engine
-from video_fixtures import HEIGHT, WIDTH, moving_shapes, write_mp4
+from http_helpers import client_of, serve, sse_events
+from video_fixtures import HEIGHT, WIDTH
 
 from agent.llm import LLMConfig
 from agent.testing import Reply, ScriptedLLM, message_texts
@@ -20,17 +19,6 @@ from sam3_core.postprocess import rle_to_mask
 
 FRAMES = 6
 URL = "/v1/video/agent"
-
-
-@pytest.fixture(scope="module")
-def video_engine(tmp_path_factory):
-    with tiny_video_engine(tmp_path_factory.mktemp("tiny_sam3_video"), max_sessions=2) as eng:
-        yield eng
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory) -> Path:
-    return write_mp4(moving_shapes(FRAMES), tmp_path_factory.mktemp("clips") / "clip.mp4", gop=5)
 
 
 def call(name: str, **arguments) -> Reply:

@@ -100,14 +100,6 @@ def test_a_longer_clip_is_sampled_to_max_frames(engine, video_engine, long_clip)
     assert default.status_code == 422  # max_frames >= 1 (schema)
 
 
-@pytest.fixture(scope="module")
-def video_engine(tmp_path_factory):
-    from http_helpers import tiny_video_engine
-
-    with tiny_video_engine(tmp_path_factory.mktemp("tiny_sam3_video"), max_sessions=2) as eng:
-        yield eng
-
-
 def test_cli_flags_reach_the_settings(monkeypatch):
     import cli.serve as serve_cli
     from cli.main import build_parser

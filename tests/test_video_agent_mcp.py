@@ -20,11 +20,6 @@ from serving.mcp.video import add_video_tool
 FRAMES = 6
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    return write_mp4(moving_shapes(FRAMES), tmp_path_factory.mktemp("clips") / "clip.mp4", gop=5)
-
-
 def server_with(video_checkpoint: str, llm: ScriptedLLM | None, **limits):
     config = None if llm is None else LLMConfig(base_url=llm.base_url, model=llm.model, api_key="test",
                                                 timeout_s=20.0, max_retries=0)
