@@ -129,6 +129,15 @@ def test_fill_is_wired_by_the_options(video_checkpoint, engines):
         memory_fill.install(on.model.tracker_model, 16, low_res_side=0)
 
 
+def track_three_clicked_objects(engine: VideoEngine, frames: np.ndarray) -> str:
+    """Click three objects on frame 0 and propagate over ``frames``; returns the session id."""
+    session = engine.start_session(frames)
+    for point in ([24, 30], [90, 60], [60, 20]):
+        engine.add_points(session, 0, [point])
+    list(engine.propagate(session, 0))
+    return session
+
+
 def test_both_tracking_paths_encode_the_same_cleaned_masks(video_checkpoint, monkeypatch):
     """Batched and one-object-at-a-time propagation hand the same cleaned low-res masks to memory encoding."""
     frames = moving_shapes(5)
@@ -144,10 +153,7 @@ def test_both_tracking_paths_encode_the_same_cleaned_masks(video_checkpoint, mon
         monkeypatch.setattr(memory_fill, "encode_propagated", spy)
         with VideoEngine.from_pretrained(video_checkpoint, device="cpu",
                                          options=VideoOptions(batch_objects=batch)) as engine:
-            session = engine.start_session(frames)
-            for point in ([24, 30], [90, 60], [60, 20]):
-                engine.add_points(session, 0, [point])
-            list(engine.propagate(session, 0))
+            track_three_clicked_objects(engine, frames)
         seen[batch] = masks
     assert len(seen[True]) == len(seen[False]) == 5  # every frame (frame 0 reuses its clicked outputs)
     for batched, single in zip(seen[True], seen[False]):
@@ -169,10 +175,7 @@ def test_propagated_memories_are_encoded_from_the_cleaned_low_res_masks(video_ch
     frames = moving_shapes(4)
     with VideoEngine.from_pretrained(video_checkpoint, device="cpu",
                                      options=VideoOptions(keep_all_state=True)) as engine:
-        session = engine.start_session(frames)
-        for point in ([24, 30], [90, 60], [60, 20]):
-            engine.add_points(session, 0, [point])
-        list(engine.propagate(session, 0))
+        session = track_three_clicked_objects(engine, frames)
         state = engine._sessions.get(session).state
         tracker = engine.model.tracker_model
         area = engine.settings.fill_hole_area
