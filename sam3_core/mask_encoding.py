@@ -84,6 +84,12 @@ def masks_to_boxes(masks: MaskArray) -> MaskArray:
     n, height, width = tensor.shape
     if height == 0 or width == 0:
         return like(torch.zeros((n, 4), dtype=torch.float32, device=tensor.device), masks)
-    y1, y2 = _span(tensor.any(dim=2))
-    x1, x2 = _span(tensor.any(dim=1))
+    if tensor.device.type == "cpu":
+        # numpy's bool reductions are several times faster than torch's on the CPU (and give the same bools)
+        array = tensor.numpy()
+        rows, cols = torch.from_numpy(array.any(axis=2)), torch.from_numpy(array.any(axis=1))
+    else:
+        rows, cols = tensor.any(dim=2), tensor.any(dim=1)
+    y1, y2 = _span(rows)
+    x1, x2 = _span(cols)
     return like(torch.stack([x1, y1, x2, y2], dim=1).to(torch.float32), masks)

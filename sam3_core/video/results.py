@@ -107,7 +107,7 @@ def build_frame_result(raw: RawFrame, *, hidden: set[int], groups: dict[int, int
     if not raw.cleaned:  # clean-up is per mask, so cleaning all objects before dropping some is the same
         logits = fill_holes_and_remove_sprinkles(logits, fill_hole_area)
     upsampled = F.interpolate(logits.unsqueeze(1), size=frame_size, mode="bilinear", align_corners=False)
-    masks = upsampled.squeeze(1) > 0
+    masks = _positive(upsampled.squeeze(1))
     tracker = torch.tensor([raw.tracker_scores.get(i, 0.0) for i in ids], dtype=torch.float32)
     masks = resolve_overlaps(masks, tracker.to(masks.device), [groups.get(i, -1) for i in ids])
     boxes = masks_to_boxes(masks)  # (N, 4); an empty mask's box is all zeros, a drawn one has x2 > x1
@@ -125,6 +125,17 @@ def build_frame_result(raw: RawFrame, *, hidden: set[int], groups: dict[int, int
         masks=masks.numpy(),
         frame_size=frame_size,
     )
+
+
+def _positive(values: torch.Tensor) -> torch.Tensor:
+    """``values > 0`` as a bool tensor on the device of ``values``.
+
+    On the CPU numpy's comparison (the same bools) is ~6x faster than torch's on a ``(16, 240, 320)`` float
+    frame stack.
+    """
+    if values.device.type == "cpu":
+        return torch.from_numpy(values.detach().numpy() > 0)
+    return values > 0
 
 
 def scores_of(ids: Sequence[int], values: Sequence[float]) -> dict[int, float]:
