@@ -8,6 +8,8 @@ Both sides upsample the very same batch of logits, so masks, boxes and ids must 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -224,3 +226,16 @@ def test_build_frame_result_large_frame_from_sam3_resolution():
     np.testing.assert_array_equal(result.boxes, want_boxes)
     np.testing.assert_array_equal(result.masks, want_masks)
     assert (want_boxes[:, 1] == 0).any() and (want_boxes[:, 2] == 1920).any()
+
+
+def test_frame_results_benchmark_runs(tmp_path):
+    from conftest import load_bench
+
+    out = tmp_path / "video_results.json"
+    threads = torch.get_num_threads()
+    report = load_bench("video_results").main(["--objects", "1", "3", "--low", "8", "8", "--size", "24", "40",
+                                                "--repeats", "1", "--calls", "1", "--out", str(out)])
+    assert torch.get_num_threads() == threads  # restored
+    assert [row["objects"] for row in report["rows"]] == [1, 3]
+    assert all(row["total_ms"] > 0 and row["resolve_speedup"] > 0 for row in report["rows"])
+    assert report == json.loads(out.read_text())
