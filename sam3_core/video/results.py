@@ -107,14 +107,13 @@ def build_frame_result(raw: RawFrame, *, hidden: set[int], groups: dict[int, int
     if not raw.cleaned:  # clean-up is per mask, so cleaning all objects before dropping some is the same
         logits = fill_holes_and_remove_sprinkles(logits, fill_hole_area)
     upsampled = F.interpolate(logits.unsqueeze(1), size=frame_size, mode="bilinear", align_corners=False)
-    masks = upsampled.squeeze(1) > 0
+    masks = _positive(upsampled.squeeze(1))
     tracker = torch.tensor([raw.tracker_scores.get(i, 0.0) for i in ids], dtype=torch.float32)
     masks = resolve_overlaps(masks, tracker.to(masks.device), [groups.get(i, -1) for i in ids])
     boxes = masks_to_boxes(masks)  # (N, 4); an empty mask's box is all zeros, a drawn one has x2 > x1
     chosen = torch.nonzero(boxes[:, 2] > boxes[:, 0]).flatten().tolist()
     if len(chosen) < len(ids):
-        masks, boxes, ids = masks[chosen], boxes[chosen], [ids[i] for i in chosen]
-    masks = masks.cpu()
+        boxes, ids = boxes[chosen], [ids[i] for i in chosen]
     return FrameResult(
         frame_index=raw.frame_index,
         object_ids=ids,
@@ -122,9 +121,31 @@ def build_frame_result(raw: RawFrame, *, hidden: set[int], groups: dict[int, int
         scores=np.array([raw.scores.get(i, 1.0) for i in ids], dtype=np.float32),
         tracker_scores=tracker[chosen].numpy(),
         boxes=boxes.cpu().numpy(),
-        masks=masks.numpy(),
+        masks=_numpy_rows(masks, chosen),
         frame_size=frame_size,
     )
+
+
+def _numpy_rows(masks: torch.Tensor, chosen: list[int]) -> np.ndarray:
+    """``masks[chosen]`` as numpy; ``masks`` itself (no copy) when it is on the CPU and every row is chosen.
+
+    On the CPU numpy picks the rows: torch's indexing of a bool ``(N, H, W)`` stack is ~10x slower.
+    """
+    if masks.device.type != "cpu":
+        return (masks[chosen] if len(chosen) < len(masks) else masks).cpu().numpy()
+    array = masks.numpy()
+    return array[chosen] if len(chosen) < len(array) else array
+
+
+def _positive(values: torch.Tensor) -> torch.Tensor:
+    """``values > 0`` as a bool tensor on the device of ``values``.
+
+    On the CPU numpy's comparison (the same bools) is ~6x faster than torch's on a ``(16, 240, 320)`` float
+    frame stack.
+    """
+    if values.device.type == "cpu":
+        return torch.from_numpy(values.detach().numpy() > 0)
+    return values > 0
 
 
 def scores_of(ids: Sequence[int], values: Sequence[float]) -> dict[int, float]:
