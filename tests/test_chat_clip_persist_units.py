@@ -144,3 +144,33 @@ def test_a_clip_alone_over_the_size_limit_is_refused(tmp_path):
         assert len(chats) == 0 and not any(root.iterdir())  # retention took the row and the folder
     finally:
         store.close()
+
+
+def test_clip_folders_without_a_stored_conversation_are_swept(tmp_path):
+    """A folder left by a server stopped between moving a clip in and writing its row goes with the next sweep
+    once it is old; a young one (a conversation being created), a stored one and other names stay."""
+    import os
+
+    from serving.chat.retention import LITTER_GRACE_S
+
+    root = tmp_path / "state.sqlite.clips"
+    store = ChatStore(str(tmp_path / "state.sqlite"))
+    retention = Retention(store, None, 3600.0, 1 << 30, 60.0, clip_root=root)
+    old = time.time() - LITTER_GRACE_S - 5
+    folders = {name: clip_folder(root, f"clip-{name * 32}") for name in "abc"}
+    for folder in folders.values():
+        folder.mkdir(parents=True)
+        (folder / "frame.jpg").write_bytes(b"x" * 10)
+    other = root / "notes"
+    other.mkdir()
+    for path in (folders["a"], folders["b"], other):
+        os.utime(path, (old, old))
+    store.create_clip(folders["b"].name, "stored.mp4", {"video": "v.mp4"}, 10)
+    try:
+        assert asyncio.run(retention.sweep()) == []
+        assert not folders["a"].exists()  # old, no row: litter
+        assert folders["b"].is_dir() and folders["c"].is_dir() and other.is_dir()  # stored / young / not a clip id
+        assert asyncio.run(retention.remove_litter(now=time.time() + LITTER_GRACE_S + 5)) == 1  # "c" once old
+        assert not folders["c"].exists() and folders["b"].is_dir()
+    finally:
+        store.close()
