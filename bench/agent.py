@@ -34,14 +34,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import platform
 import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,6 +51,7 @@ from agent.settings import AgentSettings
 from agent.state import Context, MaskRecord, State, decode_masks, new_query
 from agent.testing import Reply, ScriptedLLM, message_texts
 from agent.trace import overhead_per_step
+from bench.report import write_report
 from sam3_core import Sam3Engine
 from sam3_core.drawing import label_anchors, render_masks
 from sam3_core.postprocess import masks_to_rle, remove_overlaps_iom
@@ -274,8 +273,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 raise SystemExit(f"the scripted server met problems: {server.errors}")
     report.update({"latency_ms": args.latency_ms, "repeats": args.repeats, "machine": platform.platform(),
                    "python": platform.python_version()})
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1))
+    write_report(report, args.out)
     s = report["summary"]
     logger.info("examine_each_mask over %d masks: %.3f s = %.2fx one call (%.3f s; bar <= 2x: %s); "
                 "%d sequential calls: %.3f s = %.2fx examine", s["masks_examined"], s["examine_s"],

@@ -14,19 +14,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import platform
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from bench.report import write_report
 from sam3_core import EngineOptions, Sam3Engine
 from sam3_core.tiny import MID_SPEC, full_size_config, tiny_config, write_random_checkpoint
 
@@ -208,8 +207,7 @@ def run(args: argparse.Namespace) -> dict:
     if engine.device.type == "cuda":
         report["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated(engine.device) / 2**30
     engine.close()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1))
+    write_report(report, args.out)
     logger.info("FLOPs: encode %.1f G, each extra phrase %.1f G, ratio %.1f (released SAM 3: 18.1)",
                 report["flops"]["encode_gflop"], report["flops"]["per_phrase_gflop"],
                 report["flops"]["encode_per_phrase"])

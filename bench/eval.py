@@ -79,6 +79,7 @@ from typing import Any
 
 from agent.llm import LLMConfig
 from agent.settings import AgentSettings
+from bench.report import write_report
 from eval.planners import DirectSettings
 from eval.records import PREDICTIONS_FILE
 from eval.runner import RunOptions, run_eval
@@ -347,8 +348,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report.update({"machine": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
                    "device": args.device, "max_batch": args.max_batch, "sam_threads": args.sam_threads,
                    "load_average": list(os.getloadavg()), "load_average_at_start": load_at_start})
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    write_report(report, args.out)
     s = report["summary"]
     logger.info("agent (median of %d): %.2f queries/s at concurrency %d vs %.2f at 1 = %.1fx (bar >= %.0fx: %s)",
                 args.repeats,

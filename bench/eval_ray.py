@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import platform
@@ -31,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.report import write_report
 from eval.distributed import EngineSpec, RayOptions, run_eval_ray
 from eval.planners import DirectSettings
 from eval.runner import RunOptions, run_eval
@@ -151,8 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     single["torch_threads"] = torch.get_num_threads()
     report = {"summary": summary, "runs": [single, distributed], "machine": platform.platform(),
               "cpus": os.cpu_count(), "load_average": os.getloadavg()}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    write_report(report, args.out)
     for run in (single, distributed):
         logger.info("%-6s: %d samples in %6.2f s = %5.2f samples/s (after the first: %5.2f/s), cgF1 %.4f",
                     run["mode"], run["samples"], run["wall_s"], run["samples_per_s"], run["steady_samples_per_s"],

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import platform
 import statistics
@@ -42,6 +41,7 @@ from agent.backends.hf_local import HFBackend
 from agent.backends.tiny_llm import FAMILIES, build_tokenizer, write_tiny_llm
 from agent.llm import LLMClient, LLMConfig
 from agent.testing import Reply, ScriptedLLM
+from bench.report import write_report
 from prompts import render_prompt
 from tools.registry import specs
 from tools.segmentation import ALL_TOOLS
@@ -221,9 +221,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                             o["in_process_latency_ms"], o["http_latency_ms"])
     finally:
         torch.set_num_threads(threads)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1))
-    logger.info("written %s", args.out)
+    write_report(report, args.out)
     return report
 
 

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import base64
 import io
-import json
 import logging
 import os
 import platform
@@ -34,6 +33,8 @@ from typing import Any
 import httpx
 import numpy as np
 from PIL import Image
+
+from bench.report import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 PHRASES = ["person", "dog", "red car", "tree", "cup", "chair", "bottle", "window"]
@@ -182,9 +183,7 @@ def main() -> int:
     rss = report["rss_mb"]
     logger.info("server RSS: %.1f MiB after warm-up, %.1f MiB after the load (peak %.1f MiB)",
                 rss["after_warmup"], rss["after_load"], rss["peak"])
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1))
-    logger.info("report written to %s", args.out)
+    write_report(report, args.out)
     return 1 if any(row["errors"] for row in report["levels"]) else 0
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import logging
 import os
 import platform
@@ -44,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.report import write_report
 from sam3_core.tiny import MID_SPEC, TinySpec, full_size_config, tiny_config, write_random_checkpoint
 from sam3_core.video import VideoEngine, VideoOptions
 
@@ -301,9 +301,7 @@ def main(argv: list[str] | None = None) -> dict:
         "torch_threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
         "load_average_before": load_before, "load_average": list(os.getloadavg()), "rows": rows,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1))
-    logger.info("report written to %s", args.out)
+    write_report(report, args.out)
     return report
 
 

@@ -18,18 +18,17 @@ video's size. Reported per object count, best of ``--repeats`` interleaved round
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bench.report import write_report
 from sam3_core.postprocess import masks_to_boxes
 from sam3_core.video.cleanup import resolve_overlaps
 from sam3_core.video.results import RawFrame, build_frame_result
@@ -129,9 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {"low_res": args.low, "frame_size": args.size, "torch_threads": args.threads,
               "machine": platform.processor() or platform.machine(), "load_average_before": load_before,
               "load_average": list(os.getloadavg()), "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1))
-    logger.info("report written to %s", args.out)
+    write_report(report, args.out)
     return report
 
 
