@@ -101,16 +101,18 @@ def scripted_model() -> Iterator[ScriptedModel]:
 
 
 def load_bench(name: str) -> ModuleType:
-    """The benchmark script ``bench/<name>.py`` imported (as ``bench_<name>``) to run its ``main(argv)`` in process.
+    """The benchmark script ``bench/<name>.py`` imported as ``bench.<name>`` (as ``python -m bench.<name>`` runs it)
+    to run its ``main(argv)`` in process.
 
-    Loaded from its file: the repository root need not be importable in the test process (``pytest`` run
-    from the virtual environment imports only the installed packages).
+    The ``bench`` package is loaded from its folder: the repository root need not be importable in the test
+    process (``pytest`` run from the virtual environment imports only the installed packages), and the scripts'
+    own ``from bench.report import ...`` then resolves inside that folder.
     """
-    module_name = f"bench_{name}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, ROOT / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
+    if "bench" not in sys.modules:
+        folder = ROOT / "bench"
+        spec = importlib.util.spec_from_file_location("bench", folder / "__init__.py",
+                                                      submodule_search_locations=[str(folder)])
+        package = importlib.util.module_from_spec(spec)
+        sys.modules["bench"] = package
+        spec.loader.exec_module(package)
+    return importlib.import_module(f"bench.{name}")
