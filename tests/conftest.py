@@ -93,6 +93,16 @@ def scripted_llm() -> Iterator[ScriptedLLM]:
 
 
 @pytest.fixture
+def llm() -> Iterator[ScriptedLLM]:
+    """A started :class:`ScriptedLLM` that must end with no problems and no scripted replies left over (modules
+    whose runs may leave replies define their own)."""
+    with ScriptedLLM() as server:
+        yield server
+    assert not server.errors, server.errors
+    assert server.remaining == 0, "scripted replies left over"
+
+
+@pytest.fixture
 def scripted_model() -> Iterator[ScriptedModel]:
     """An in-process :class:`ScriptedModel` (no sockets) with an empty script; fails the test on a problem."""
     model = ScriptedModel()

@@ -45,10 +45,3 @@ def api(engine) -> Iterator[httpx.Client]:
             httpx.Client(base_url=server.base_url, timeout=60) as client:
         yield client
 
-
-@pytest.fixture
-def llm() -> Iterator[ScriptedLLM]:
-    with ScriptedLLM() as server:
-        yield server
-    assert not server.errors, server.errors
-    assert server.remaining == 0, "scripted replies left over"

@@ -65,13 +65,6 @@ def image_png() -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture
-def llm() -> Iterator[ScriptedLLM]:
-    with ScriptedLLM() as server:
-        yield server
-    assert not server.errors, server.errors
-    assert server.remaining == 0, "scripted replies left over"
-
 
 def chat_server(engine, llm: ScriptedLLM, state_db: str | None = None) -> BackgroundServer:
     config = LLMConfig(base_url=llm.base_url, model=llm.model, api_key="t", timeout_s=20.0, max_retries=0,

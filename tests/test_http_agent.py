@@ -13,7 +13,7 @@ from http_helpers import SEED, b64, decode_png, png_of, serve, sse_events
 from agent.testing import Reply, message_texts
 from sam3_core.postprocess import rle_to_mask
 
-image_png, llm = http_api_fixtures.image_png, http_api_fixtures.llm  # shared fixtures, by name
+image_png = http_api_fixtures.image_png  # a shared fixture, by name (``llm`` is conftest's)
 
 
 def test_agent_json_answer_with_overlay_and_mask(engine, llm, image_png):
